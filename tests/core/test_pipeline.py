@@ -224,3 +224,19 @@ def test_real_speech_features_on_a_real_face(pipe, whisper_encoder, speech_wav, 
     inside = mask.expand_as(video) == 1
     assert (talking[inside] - quiet[inside]).abs().mean() > 1e-3
     assert torch.equal(talking[~inside], video[~inside]) and torch.equal(quiet[~inside], video[~inside])
+
+
+def test_model_only_ever_sees_one_window(pipe, monkeypatch):
+    """Memory is bounded by the window: each model call gets window_length frames, never the video."""
+    frames_per_call = []
+    original = pipe.model.denoise
+
+    def record(noisy, sigma, cond):
+        frames_per_call.append(noisy.shape[1])
+        return original(noisy, sigma, cond)
+
+    monkeypatch.setattr(pipe.model, "denoise", record)
+    out, video, _ = _run(pipe, 15, num_inference_steps=2)
+    assert out.shape == video.shape
+    windows = plan_windows(15, WINDOW, OVERLAP)
+    assert frames_per_call == [WINDOW] * (2 * len(windows))
