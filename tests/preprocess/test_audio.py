@@ -161,9 +161,9 @@ def test_ten_minutes_stay_in_sync(fps):
     for i in (0, 1, frames // 2, frames - 1, frames):
         exact = i * rate / as_fps(fps)
         assert abs(frame_start_sample(i, rate, fps) - exact) <= Fraction(1, 2)
-    # per-frame sample counts add up to the whole clip (600 s is a whole number of frames at these rates)
-    lengths = [frame_start_sample(i + 1, rate, fps) - frame_start_sample(i, rate, fps) for i in range(frames)]
-    assert sum(lengths) == seconds * rate and max(lengths) - min(lengths) <= 1
+    # frames get audio chunks that differ by at most one sample: the error never accumulates
+    lengths = np.diff([frame_start_sample(i, rate, fps) for i in range(frames + 1)])
+    assert lengths.max() - lengths.min() <= 1
     fitted = fit_audio_video(Audio.silence(seconds * rate), 10, fps, mode="loop")
     assert fitted.num_frames == frames and fitted.audio.num_samples == frame_start_sample(frames, rate, fps)
     assert abs(fitted.audio.num_samples / rate - frames / float(as_fps(fps))) < 1 / rate
