@@ -13,3 +13,15 @@ from .landmarks import (
 )
 from .smoothing import OneEuroSettings, one_euro, smooth_track_points
 from .track import NUM_LANDMARKS, FaceTrack
+from .align import (
+    DEFAULT_CROP_SIZE,
+    align_transforms,
+    crop_template,
+    crop_track,
+    five_points,
+    paste_back,
+    similarity_transform,
+    transform_points,
+    warp_to_crop,
+)
+from .mask import MASK_MODES, UPPER_EDGES, combine_masks, face_masks, frame_mask, mask_polygon, render_polygon_mask

@@ -315,6 +315,18 @@ def _landmarks_in_box(backend: LandmarkBackend, frame: np.ndarray, centre: np.nd
     return ((points - matrix[:, 2]) / scale).astype(np.float32)
 
 
+def _follow(crop: Optional[Tuple[np.ndarray, float]], centre: np.ndarray, side: float) -> Tuple[np.ndarray, float]:
+    """The crop for the next frame. It stays put while the face stays well inside it: moving it after
+    every small change of the landmarks feeds their noise back into the model's input, which then
+    oscillates from frame to frame on a still face."""
+    if crop is None:
+        return centre, side
+    old_centre, old_side = crop
+    if np.linalg.norm(centre - old_centre) > 0.06 * old_side or abs(np.log(side / old_side)) > 0.08:
+        return centre, side
+    return crop
+
+
 def _as_uint8_frame(frame) -> np.ndarray:
     if hasattr(frame, "detach"):  # torch tensor, ComfyUI IMAGE layout (float 0..1)
         frame = frame.detach().cpu().numpy()
@@ -352,7 +364,7 @@ def track_faces(
     points: List[np.ndarray] = []
     found: List[bool] = []
     frame_size = None
-    previous: Optional[np.ndarray] = None  # landmarks of the followed face in the previous frame
+    crop: Optional[Tuple[np.ndarray, float]] = None  # (centre, side) of the crop that follows the face
     last_centre, last_side = None, 0.0
     try:
         for index, frame in enumerate(frames):
@@ -362,24 +374,25 @@ def track_faces(
             elif frame.shape[:2] != frame_size:
                 raise ValueError(f"Frame {index} is {frame.shape[:2]} but the first frame is {frame_size}; all frames must share one size.")
             current = None
-            if previous is not None:
-                box = _box_of(previous)
-                current = _landmarks_in_box(landmark_backend, frame, _centre(box), CROP_SCALE * _side(box))
+            if crop is not None:
+                current = _landmarks_in_box(landmark_backend, frame, *crop)
                 # A jump of more than half a face between frames is a lost track, not motion.
-                if current is not None and np.linalg.norm(_centre(_box_of(current)) - _centre(box)) > 0.5 * _side(box):
+                if current is not None and np.linalg.norm(_centre(_box_of(current)) - last_centre) > 0.5 * last_side:
                     current = None
             if current is None:
                 chosen = _choose(_find_faces(landmark_backend, frame), select, face_index, last_centre, last_side)
                 if chosen is not None:
                     current = _landmarks_in_box(landmark_backend, frame, _centre(chosen), CROP_SCALE * 1.2 * _side(chosen))
+                    crop = None
             if current is not None:
                 box = _box_of(current)
                 last_centre, last_side = _centre(box), _side(box)
+                crop = _follow(crop, last_centre, CROP_SCALE * last_side)
                 points.append(current)
             else:
+                crop = None
                 points.append(np.full((NUM_LANDMARKS, 2), np.nan, np.float32))
             found.append(current is not None)
-            previous = current
             if progress is not None:
                 progress(index + 1)
     finally:

@@ -16,8 +16,8 @@ class OneEuroSettings:
     rises with speed (higher = less lag on fast moves). ``derivative_cutoff`` (Hz): smoothing of the speed.
     """
 
-    min_cutoff: float = 1.0
-    beta: float = 2.0
+    min_cutoff: float = 0.7
+    beta: float = 4.0
     derivative_cutoff: float = 1.0
 
 
@@ -45,6 +45,17 @@ def one_euro(signal: np.ndarray, fps: float, settings: OneEuroSettings = OneEuro
     return out
 
 
+def reflect_pad(values: np.ndarray, pad: int):
+    """Extend ``values`` ``[T, ...]`` at both ends by point reflection (``2 x0 - x[k]``), so that steady
+    motion continues through the ends. Returns the padded array and the pad length used."""
+    pad = min(pad, len(values) - 1)
+    if pad <= 0:
+        return values, 0
+    head = 2 * values[0] - values[pad:0:-1]
+    tail = 2 * values[-1] - values[-2 : -pad - 2 : -1]
+    return np.concatenate([head, values, tail]), pad
+
+
 def smooth_track_points(
     points: np.ndarray,
     found: np.ndarray,
@@ -54,7 +65,8 @@ def smooth_track_points(
 ) -> np.ndarray:
     """Smooth ``points`` ``[T, N, 2]`` over each run of consecutive found frames.
 
-    The filter runs forwards and backwards and the two are averaged, so moves are not delayed.
+    The filter runs forwards and backwards and the two are averaged, so moves are not delayed; each run
+    is first extended by point reflection (:func:`reflect_pad`) so its ends carry no start-up error.
     ``scale`` (pixels, e.g. the median face size) makes the settings independent of resolution.
     A run restarts after every frame without a face.
     """
@@ -64,8 +76,9 @@ def smooth_track_points(
     found = np.asarray(found, dtype=bool)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], found.astype(np.int8), [0]])))
     for start, stop in zip(edges[0::2], edges[1::2]):
-        run = points[start:stop].astype(np.float64) / scale
+        run, pad = reflect_pad(points[start:stop].astype(np.float64) / scale, 12)
         forward = one_euro(run, fps, settings)
         backward = one_euro(run[::-1], fps, settings)[::-1]
-        out[start:stop] = ((forward + backward) * 0.5 * scale).astype(np.float32)
+        smooth = (forward + backward) * 0.5 * scale
+        out[start:stop] = smooth[pad : len(smooth) - pad].astype(np.float32)
     return out
