@@ -25,3 +25,4 @@ from .align import (
     warp_to_crop,
 )
 from .mask import MASK_MODES, UPPER_EDGES, combine_masks, face_masks, frame_mask, mask_polygon, render_polygon_mask
+from .prepare import FaceCrops, mask_box_transforms, prepare_face_crops

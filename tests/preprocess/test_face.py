@@ -291,3 +291,42 @@ def test_track_save_load_and_reindex(moving_track, tmp_path):
     np.testing.assert_array_equal(looped.landmarks[2], moving_track.landmarks[0])
     with pytest.raises(ValueError, match="478"):
         FaceTrack(np.zeros((2, 68, 2)), np.ones(2, bool), (10, 10))
+
+
+def test_prepare_face_crops_end_to_end(moving_sequence):
+    from lipsync_core.face import prepare_face_crops
+
+    frames, _ = moving_sequence
+    prepared = prepare_face_crops(torch.from_numpy(frames.astype(np.float32) / 255), fps=25, size=256)
+    assert prepared.crops.shape == (24, 256, 256, 3) and prepared.masks.shape == (24, 256, 256)
+    np.testing.assert_array_equal(prepared.editable, prepared.track.found)
+    assert not prepared.masks[~prepared.editable].any()
+    lips = transform_points(prepared.track.landmarks, prepared.transforms)[:, list(LIPS_OUTER)]
+    for t in np.flatnonzero(prepared.editable):
+        xy = np.round(lips[t]).astype(int)
+        assert prepared.masks[t, xy[:, 1], xy[:, 0]].min() > 0.99
+    out = paste_back(frames, 255 - prepared.crops, prepared.masks, prepared.transforms, prepared.editable)
+    np.testing.assert_array_equal(out[~prepared.editable], frames[~prepared.editable])
+
+
+def test_user_mask_edits_a_face_the_detector_cannot_see():
+    # a drawn character: no mediapipe face, but the user paints where its mouth is
+    character = np.full((240, 320, 3), 200, np.uint8)
+    cv2.circle(character, (160, 120), 80, (90, 160, 60), -1)
+    frames = np.stack([character] * 4)
+    user = np.zeros((4, 240, 320), np.float32)
+    for t in range(4):
+        user[t, 150 + t : 190 + t, 120:200] = 1.0
+    from lipsync_core.face import prepare_face_crops
+
+    with pytest.raises(ValueError, match="No face was found"):
+        prepare_face_crops(frames, size=128)
+    prepared = prepare_face_crops(frames, size=128, user_mask=user, mask_mode="replace")
+    assert prepared.editable.all() and not prepared.track.found.any()
+    out = paste_back(frames, 255 - prepared.crops, prepared.masks, prepared.transforms, prepared.editable)
+    changed = np.any(out != frames, axis=-1)
+    for t in range(4):
+        near = _near_mask(user[t])
+        assert not changed[t][~near].any() and changed[t][user[t] > 0].mean() > 0.95
+    with pytest.raises(ValueError, match="frames are"):
+        prepare_face_crops(frames, user_mask=np.ones((10, 10)), mask_mode="replace")
