@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..face.track import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, NUM_LANDMARKS
+
 # Mouth interior: one dark colour for every character, so the pixel ruler can find it.
 MOUTH_INTERIOR = (46, 10, 18)
 _SKIN = ((255, 224, 196), (241, 194, 160), (224, 172, 132), (198, 142, 104), (170, 118, 86), (236, 200, 178),
@@ -30,11 +32,7 @@ INNER_LIP_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 INNER_LIP_LOWER = (308, 324, 318, 402, 317, 14, 87, 178, 88, 95, 78)
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
              176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
-NOSE_LINE = (168, 6, 197, 195, 5, 4, 1)  # bridge to tip
-NOSTRILS = (98, 327, 2)
-RIGHT_EYE = (33, 160, 159, 158, 133, 153, 145, 144)  # subject's right = image left
-LEFT_EYE = (362, 385, 386, 387, 263, 373, 374, 380)
-NUM_LANDMARKS = 478
+NOSE_LINE = ((168, -0.12), (6, -0.06), (197, 0.0), (195, 0.05), (5, 0.12), (4, 0.18), (1, 0.22))  # (index, height)
 
 
 @dataclass
@@ -267,11 +265,11 @@ def landmarks(character: Character, opening: float, width: float) -> np.ndarray:
         t = np.linspace(-1, 1, len(contour)) if contour[0] in (61, 78) else np.linspace(1, -1, len(contour))
         for index, u in zip(contour, t):
             points[index] = (mx + u * half_width, my + sign * (half_height + extra) * np.sqrt(max(1 - u * u, 0)))
-    for k, index in enumerate(NOSE_LINE):
-        points[index] = (cx, cy - 0.2 * fb + k * 0.07 * fb)
+    for index, height in NOSE_LINE:
+        points[index] = (cx, cy + height * fb)
     points[98], points[327], points[2] = (cx - 0.12 * fa, cy + 0.22 * fb), (cx + 0.12 * fa, cy + 0.22 * fb), (
         cx, cy + 0.24 * fb)
-    for (ex, ey), ring, iris in zip(character.eye_centres(), (RIGHT_EYE, LEFT_EYE), (468, 473)):
+    for (ex, ey), ring, iris in zip(character.eye_centres(), (EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT), (468, 473)):
         size = character.eye_size * character.face_axes[0] / 32
         ring_angles = np.linspace(np.pi, -np.pi, len(ring), endpoint=False)
         for index, angle in zip(ring, ring_angles):

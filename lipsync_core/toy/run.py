@@ -68,20 +68,11 @@ class ToyRunConfig:
 
 
 def world_masks(landmarks: np.ndarray, crop_size: int) -> np.ndarray:
-    """Editing masks uint8 [T, S, S] (255 = regenerate) for synthetic landmarks."""
-    import cv2
+    """Editing masks uint8 [T, S, S] (255 = regenerate): the team's adaptive mask on the synthetic landmarks."""
+    from ..face import FaceTrack, face_masks
 
-    from .characters import FACE_OVAL
-
-    lower_face = [FACE_OVAL[i] for i in range(8, 29)]  # 454 ... 152 ... 234: cheeks and jaw
-    masks = np.zeros((len(landmarks), crop_size, crop_size), np.uint8)
-    kernel = np.ones((5, 5), np.uint8)
-    for index, points in enumerate(landmarks):
-        outline = np.concatenate([points[lower_face], points[[98, 327]] - [0.0, 2.0]])
-        hull = cv2.convexHull(outline.astype(np.float32))
-        cv2.fillConvexPoly(masks[index], np.round(hull * 16).astype(np.int32), 255, cv2.LINE_8, 4)
-        masks[index] = cv2.dilate(masks[index], kernel)
-    return masks
+    track = FaceTrack(landmarks, np.ones(len(landmarks), bool), (crop_size, crop_size))
+    return np.round(face_masks(track) * 255).astype(np.uint8)
 
 
 def packed_frame_features(whisper, waveforms: list[np.ndarray], num_frames: list[int], fps: float = 25.0,

@@ -17,7 +17,7 @@ class LipSyncWindows(torch.utils.data.Dataset):
     ``mask`` [T, 1, S, S], ``audio`` [T, L, W, D] float32, ``reference`` [3, S, S] -- a frame of the
     same clip at least ``reference_gap`` frames away from the window (ours: the model must not be able
     to copy the target mouth from it) -- and ``latents`` / ``masked_latents`` when the shards carry
-    them. Randomness (the reference frame) depends only on (seed, epoch, index), so a resumed run
+    them (``use_latents``; otherwise the trainer encodes frames on the fly). Randomness (the reference frame) depends only on (seed, epoch, index), so a resumed run
     sees exactly the items it would have seen.
     """
 
@@ -29,7 +29,9 @@ class LipSyncWindows(torch.utils.data.Dataset):
         self.index = ShardIndex.scan(folder)
         self.num_frames = num_frames
         self.reference_gap = num_frames if reference_gap is None else reference_gap
-        self.use_latents = use_latents
+        # Cached latents are used when the shards carry them (prep --latents, the toy world).
+        first_path, first_clip = self.index.entries[0][:2]
+        self.use_latents = use_latents and bool(read_clip(first_path, first_clip, ("latents",), slice(0, 1)))
         self.seed = seed
         self.epoch = 0
         stride = stride or max(num_frames // 2, 1)
@@ -66,7 +68,7 @@ class LipSyncWindows(torch.utils.data.Dataset):
         keys = ("frames", "mask", "whisper") + (("latents", "masked_latents") if self.use_latents else ())
         window = read_clip(path, clip, keys, slice(start, start + self.num_frames))
         if self.use_latents and "latents" not in window:
-            raise ValueError(f"{path} has no cached latents; prepare with --latents or train with latents off")
+            raise ValueError(f"{path} has no cached latents while other shards do; prepare all shards alike")
         ref_frame = read_clip(path, clip, ("frames",), slice(reference, reference + 1))["frames"][0]
         item_out = {
             "frames": window["frames"].permute(0, 3, 1, 2).float() / 127.5 - 1.0,

@@ -75,7 +75,7 @@ def test_trainable_parts():
     counts = {name: sum(p.numel() for p in select_trainable(model, name)) for name in ("all", "attention", "new")}
     assert counts["all"] == total > counts["attention"] > counts["new"] > 0
     select_trainable(model, "new")
-    assert not model.unet.down_blocks[0].resnets[0].conv1.weight.requires_grad
+    assert not model.unet.conv_out.weight.requires_grad
     assert model.audio_projection.layer_mix.weight.requires_grad and model.unet.conv_in.weight.requires_grad
 
 
