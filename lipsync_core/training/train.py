@@ -111,19 +111,24 @@ def build_model_and_vae(config: TrainConfig, seed: int) -> tuple[SayAnythingMode
 
             model, vae = model_from_svd(config.init, seed=seed)
     if config.vae is not None:
-        from safetensors import safe_open
-
-        with safe_open(config.vae, "pt") as handle:
-            metadata = handle.metadata() or {}
-        if metadata.get("format") == "sayanything":
-            _, vae = load_checkpoint(config.vae, dtype=torch.float32)
-            if vae is None:
-                raise ValueError(f"{config.vae} holds no VAE; give a checkpoint saved with its VAE or an SVD file")
-        else:
-            from ..svd_import import load_svd_vae
-
-            vae = load_svd_vae(config.vae)
+        vae = load_vae(config.vae)
     return model.train(), vae
+
+
+def load_vae(path: str | os.PathLike):
+    """The VAE of a SayAnything checkpoint saved with one, or of a single-file SVD checkpoint."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") == "sayanything":
+        _, vae = load_checkpoint(path, dtype=torch.float32)
+        if vae is None:
+            raise ValueError(f"{path} holds no VAE; give a checkpoint saved with its VAE or an SVD file")
+        return vae
+    from ..svd_import import load_svd_vae
+
+    return load_svd_vae(path)
 
 
 def select_trainable(model: SayAnythingModel, trainable: str) -> list[nn.Parameter]:
