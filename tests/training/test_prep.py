@@ -102,5 +102,5 @@ def test_fps_resampling_and_clip_cutting(tmp_path):
     assert np.abs(shown - expected).max() <= 2  # h264 rounding of flat grey levels
     usable = np.ones(40, bool)
     usable[10] = False
-    assert clip_starts(usable, 8, 8) == [11, 19, 27]  # none crosses the faceless frame 10
+    assert clip_starts(usable, 8, 8) == [0, 11, 19, 27]  # none crosses the faceless frame 10
     assert clip_starts(np.ones(16, bool), 8, 4) == [0, 4, 8]
