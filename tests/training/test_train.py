@@ -47,7 +47,8 @@ def _losses(output: Path) -> dict[int, float]:
 
 def test_two_processes_checkpoint_and_exact_resume(shard_folder, init_checkpoint, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _launch(shard_folder, init_checkpoint, straight)
+    _launch(shard_folder, init_checkpoint, straight, "--sample-every", "4", "--sample-steps", "2")
+    assert (straight / "samples" / "sample-0000004.png").is_file()
     _launch(shard_folder, init_checkpoint, resumed, "--stop-at-step", "2")
     assert (resumed / "state-0000002" / "complete").is_file() and not (resumed / "model.safetensors").exists()
     _launch(shard_folder, init_checkpoint, resumed)
