@@ -44,7 +44,7 @@ def _mouth_box_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | None = None) -> dict:
+def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | None = None, scheduler=None) -> dict:
     """Figures on the eval shards; writes ``opening.png`` and ``strip.png`` into ``output`` if given."""
     from ..pipeline import SayAnythingPipeline
     from ..training.shards import ShardIndex, read_clip
@@ -53,7 +53,7 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
     entries = index.entries[: config.eval_clips]
     clips = [read_clip(path, clip) for path, clip, _, _ in entries]
     count = min([config.eval_frames] + [len(c["frames"]) for c in clips])
-    pipeline = SayAnythingPipeline(model, vae)
+    pipeline = SayAnythingPipeline(model, vae, scheduler)
     measured = {"own": [], "shuffled": []}
     truth, silent, outside, inside_mae, skin_error, strips = [], [], [], [], [], []
     for number, clip in enumerate(clips):
