@@ -6,7 +6,9 @@ the mouth opening of the results; figures:
 
 - ``correlation``: Pearson r of measured vs ground-truth opening, own speech (target >= 0.8);
 - ``shuffled_correlation``: the same with the audio shuffled across clips (must stay near 0: the
-  mouth follows the audio, not the masked video);
+  mouth follows the audio, not the masked video); ``shuffled_floor`` is what a perfect lip-syncer
+  would score there (the clips' silences partly line up), ``shuffled_follows_its_audio`` the
+  correlation of the shuffled result with the shuffled speech's own ground truth;
 - ``silent_closed``: share of silent frames whose measured opening is below ``CLOSED_THRESHOLD``;
 - ``outside_identical``: share of pixels outside the mask that are bit-identical to the input;
 - ``inside_mae`` / ``inside_skin_error``: mean absolute colour error (0..255) inside the mask, and
@@ -55,7 +57,7 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
     count = min([config.eval_frames] + [len(c["frames"]) for c in clips])
     pipeline = SayAnythingPipeline(model, vae, scheduler)
     measured = {"own": [], "shuffled": []}
-    truth, silent, outside, inside_mae, skin_error, strips = [], [], [], [], [], []
+    truth, other_truth, silent, outside, inside_mae, skin_error, strips = [], [], [], [], [], [], []
     for number, clip in enumerate(clips):
         other = clips[(number + 1) % len(clips)]
         frames = clip["frames"][:count].permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -82,6 +84,7 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
                 if number < 4:
                     strips.append((source, pixels))
         truth.append(clip["opening"][:count].numpy())
+        other_truth.append(other["opening"][:count].numpy())
         silent.append(clip["silent"][:count].numpy().astype(bool))
     own, shuffled = np.concatenate(measured["own"]), np.concatenate(measured["shuffled"])
     truth_all, silent_all = np.concatenate(truth), np.concatenate(silent)
@@ -90,6 +93,10 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
     results = {
         "correlation": pearson(own, truth_all),
         "shuffled_correlation": pearson(shuffled, truth_all),
+        # What a perfect lip-syncer scores in the control: the shuffled speech's own ground truth
+        # against this clip's (clips share leading/trailing silences, so it is not exactly 0).
+        "shuffled_floor": pearson(np.concatenate(other_truth), truth_all),
+        "shuffled_follows_its_audio": pearson(shuffled, np.concatenate(other_truth)),
         "silent_closed": float((own[silent_all] < CLOSED_THRESHOLD).mean()) if silent_all.any() else float("nan"),
         "silent_frames": int(silent_all.sum()),
         "outside_identical": float(np.mean(outside)),
