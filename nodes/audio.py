@@ -1,0 +1,87 @@
+"""Audio nodes: load speech from an audio or video file, and fit audio and frames to each other."""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+from .types import CATEGORY, audio_from_comfy, audio_to_comfy, check_frames
+
+FIT_MODES = ["pad_or_cut", "loop", "pingpong", "cut_audio", "pad_audio"]
+
+
+class SayAnythingLoadAudio(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        input_dir = folder_paths.get_input_directory()
+        files = [f for f in os.listdir(input_dir) if os.path.isfile(os.path.join(input_dir, f))]
+        files = folder_paths.filter_files_content_types(files, ["audio", "video"])
+        return io.Schema(
+            node_id="SayAnythingLoadAudio",
+            display_name="SayAnything Load Audio",
+            category=CATEGORY,
+            description="Loads speech from an audio or video file in ComfyUI's input folder (any format "
+            "PyAV reads), as mono at its own sample rate, optionally trimmed.",
+            inputs=[
+                io.Combo.Input("audio", options=sorted(files), upload=io.UploadType.audio,
+                               tooltip="An audio or video file in ComfyUI's input folder; upload one with the button."),
+                io.Float.Input("start", default=0.0, min=0.0, max=36000.0, step=0.01,
+                               tooltip="Seconds to skip at the beginning of the file."),
+                io.Float.Input("duration", default=0.0, min=0.0, max=36000.0, step=0.01,
+                               tooltip="Seconds to keep after start; 0 keeps everything to the end."),
+            ],
+            outputs=[io.Audio.Output(display_name="audio")],
+        )
+
+    @classmethod
+    def execute(cls, audio: str, start: float, duration: float) -> io.NodeOutput:
+        from ..lipsync_core.inference import load_audio
+
+        path = folder_paths.get_annotated_filepath(audio)
+        return io.NodeOutput(audio_to_comfy(load_audio(path, start=start, duration=duration or None)))
+
+    @classmethod
+    def fingerprint_inputs(cls, audio: str, start: float, duration: float):
+        return os.path.getmtime(folder_paths.get_annotated_filepath(audio))
+
+    @classmethod
+    def validate_inputs(cls, audio: str, start: float, duration: float):
+        if not folder_paths.exists_annotated_filepath(audio):
+            return f"Audio file not found in the input folder: {audio}. Upload it with the node's button."
+        return True
+
+
+class SayAnythingFitAudioToVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SayAnythingFitAudioToVideo",
+            display_name="SayAnything Fit Audio to Video",
+            category=CATEGORY,
+            description="Makes frames and speech the same length. A single image becomes a still video "
+            "as long as the audio. Returns the frames, the fitted audio and the frame count.",
+            inputs=[
+                io.Image.Input("images", tooltip="The video frames, or one image to make a talking still."),
+                io.Audio.Input("audio", tooltip="The speech the lips should follow."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the frames; connect GetVideoComponents' fps for a video."),
+                io.Combo.Input("mode", options=FIT_MODES, default="pad_or_cut",
+                               tooltip="pad_or_cut: video length follows the audio (cut frames, or hold the last "
+                               "frame); loop / pingpong: repeat the video to the audio length; cut_audio / "
+                               "pad_audio: keep the video length, cut the audio or pad it with silence."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images"),
+                io.Audio.Output(display_name="audio"),
+                io.Int.Output(display_name="frame_count"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, audio: dict, fps: float, mode: str) -> io.NodeOutput:
+        from ..lipsync_core.inference import fit_audio_and_frames
+
+        frames, fitted = fit_audio_and_frames(check_frames(images), audio_from_comfy(audio), fps=fps, mode=mode)
+        return io.NodeOutput(frames, audio_to_comfy(fitted), int(frames.shape[0]))

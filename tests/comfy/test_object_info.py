@@ -1,0 +1,50 @@
+"""The pack loads into a real ComfyUI and declares its nodes the way the workflows need them."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.comfy
+
+EXPECTED = {
+    "SayAnythingLoadAudio": (["AUDIO"], ["audio", "start", "duration"]),
+    "SayAnythingFitAudioToVideo": (["IMAGE", "AUDIO", "INT"], ["images", "audio", "fps", "mode"]),
+    "SayAnythingWhisperLoader": (["SAYANYTHING_WHISPER"], ["model", "precision", "device"]),
+    "SayAnythingWhisperFeatures": (["WHISPER_FEATURES"], ["whisper", "audio", "fps", "frame_count", "window"]),
+    "SayAnythingFaceMask": (["MASK", "FACE_TRACK", "IMAGE"],
+                            ["images", "face", "face_index", "upper_edge", "expand", "feather"]),
+    "SayAnythingFaceCrop": (["IMAGE", "MASK", "FACE_CROP"], ["images", "mask", "face_track", "crop_size"]),
+    "SayAnythingFacePaste": (["IMAGE"], ["images", "crops", "mask", "face_crop"]),
+    "SayAnythingModelLoader": (["SAYANYTHING_MODEL"], ["model", "svd_checkpoint", "precision"]),
+    "SayAnythingReferenceEncode": (["ID_FEATURES"], ["model", "reference", "frame_index"]),
+    "SayAnythingSampler": (["IMAGE"], ["model", "crops", "crop_mask", "audio_features", "id_features", "steps",
+                                       "seed", "reference_guidance", "audio_guidance", "window", "overlap",
+                                       "decode_chunk"]),
+}
+
+
+def test_every_node_is_registered_with_its_types(object_info):
+    ours = {name for name in object_info if name.startswith("SayAnything")}
+    assert ours == set(EXPECTED)
+    for name, (outputs, required) in EXPECTED.items():
+        info = object_info[name]
+        assert info["output"] == outputs, name
+        assert list(info["input"]["required"]) == required, name
+        assert info["category"] == "SayAnything"
+
+
+def test_every_input_has_a_tooltip(object_info):
+    for name in EXPECTED:
+        for section in ("required", "optional"):
+            for input_name, spec in object_info[name]["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+
+
+def test_core_ids_are_left_alone(object_info):
+    # Our loader must not replace ComfyUI's own LoadAudio.
+    assert object_info["LoadAudio"]["python_module"] == "comfy_extras.nodes_audio"
+
+
+def test_audio_loader_offers_audio_and_video_uploads(object_info):
+    options = object_info["SayAnythingLoadAudio"]["input"]["required"]["audio"][1]
+    assert options.get("audio_upload") is True
