@@ -25,8 +25,11 @@ class SayAnythingLoadAudio(io.ComfyNode):
             description="Loads speech from an audio or video file in ComfyUI's input folder (any format "
             "PyAV reads), as mono at its own sample rate, optionally trimmed.",
             inputs=[
-                io.Combo.Input("audio", options=sorted(files), upload=io.UploadType.audio,
-                               tooltip="An audio or video file in ComfyUI's input folder; upload one with the button."),
+                # No upload button: ComfyUI 0.3.75's frontend draws the audio upload widget only for its
+                # own audio nodes. Files uploaded with core LoadAudio or LoadVideo appear here too.
+                io.Combo.Input("audio", options=sorted(files),
+                               tooltip="An audio or video file in ComfyUI's input folder (upload one with core "
+                               "Load Audio / Load Video, or copy it there, then press R to refresh)."),
                 io.Float.Input("start", default=0.0, min=0.0, max=36000.0, step=0.01,
                                tooltip="Seconds to skip at the beginning of the file."),
                 io.Float.Input("duration", default=0.0, min=0.0, max=36000.0, step=0.01,

@@ -307,5 +307,10 @@ def workflow_to_api(workflow: dict, object_info: dict) -> dict:
     return prompt
 
 
+def example_workflows() -> list[Path]:
+    """The pack's example workflows (served by ComfyUI as the pack's workflow templates)."""
+    return sorted((REPO / "workflows").glob("*.json"))
+
+
 def load_workflow(path: Path) -> dict:
     return json.loads(Path(path).read_text())

@@ -18,7 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 from tools.comfy_client import ComfyClient, ComfyServer
 
 ARTIFACTS = REPO / "test-artifacts"
-WORKFLOWS = REPO / "workflows"
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +52,3 @@ def object_info(comfy_server) -> dict:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
-
-
-def workflow_paths() -> list[Path]:
-    return sorted(WORKFLOWS.glob("*.json"))

@@ -45,6 +45,9 @@ def test_core_ids_are_left_alone(object_info):
     assert object_info["LoadAudio"]["python_module"] == "comfy_extras.nodes_audio"
 
 
-def test_audio_loader_offers_audio_and_video_uploads(object_info):
-    options = object_info["SayAnythingLoadAudio"]["input"]["required"]["audio"][1]
-    assert options.get("audio_upload") is True
+def test_audio_loader_lists_audio_and_video_files(comfy_server, comfy):
+    for name in ("speech_probe.wav", "clip_probe.mp4", "notes_probe.txt"):
+        (comfy_server.base / "input" / name).write_bytes(b"")
+    options = comfy.object_info()["SayAnythingLoadAudio"]["input"]["required"]["audio"][1]["options"]
+    assert "speech_probe.wav" in options and "clip_probe.mp4" in options
+    assert "notes_probe.txt" not in options
