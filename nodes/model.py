@@ -126,5 +126,5 @@ class SayAnythingReferenceEncode(io.ComfyNode):
         images = check_frames(reference, "reference")
         image = images[min(frame_index, images.shape[0] - 1)].unsqueeze(0)
         with model.on_device() as loaded:
-            features = encode_reference(loaded, image, device=model.load_device, dtype=model.dtype)
+            features = encode_reference(loaded, image)
         return io.NodeOutput(features)

@@ -24,6 +24,8 @@ class SayAnythingSampler(io.ComfyNode):
                 io.Mask.Input("crop_mask", tooltip="Editing mask in crop space (1 = regenerate)."),
                 WhisperFeatures.Input("audio_features", tooltip="From SayAnything Whisper Features, one per crop."),
                 IdFeatures.Input("id_features", tooltip="From SayAnything Reference (ID-Guider)."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the video (SVD's fps micro-conditioning)."),
                 io.Int.Input("steps", default=10, min=1, max=200,
                              tooltip="Denoising steps (KeySync uses 10)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -51,7 +53,7 @@ class SayAnythingSampler(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model, crops, crop_mask, audio_features, id_features, steps: int, seed: int,
+    def execute(cls, model, crops, crop_mask, audio_features, id_features, fps: float, steps: int, seed: int,
                 reference_guidance: float, audio_guidance: float, window: int, overlap: int,
                 decode_chunk: int) -> io.NodeOutput:
         from ..lipsync_core.inference import SamplerOptions, generate
@@ -69,8 +71,8 @@ class SayAnythingSampler(io.ComfyNode):
 
         try:
             with model.on_device() as loaded:
-                result = generate(loaded, frames, crop_mask, audio_features, id_features, options,
-                                  device=model.load_device, dtype=model.dtype, callback=on_step)
+                result = generate(loaded, frames, crop_mask, audio_features, id_features, options, fps=fps,
+                                  device=model.load_device, callback=on_step)
         finally:
             mm.soft_empty_cache()
         return io.NodeOutput(result)

@@ -133,6 +133,7 @@ def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps
     g.connect(crop, "crop_mask", sampler, "crop_mask")
     g.connect(features, "features", sampler, "audio_features")
     g.connect(reference, "id_features", sampler, "id_features")
+    g.connect(*fps, sampler, "fps")
 
     paste = g.add("SayAnythingFacePaste", (x + 1520, 0))
     g.connect(fit, "images", paste, "images")

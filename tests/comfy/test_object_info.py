@@ -17,7 +17,7 @@ EXPECTED = {
     "SayAnythingFacePaste": (["IMAGE"], ["images", "crops", "mask", "face_crop"]),
     "SayAnythingModelLoader": (["SAYANYTHING_MODEL"], ["model", "svd_checkpoint", "precision"]),
     "SayAnythingReferenceEncode": (["ID_FEATURES"], ["model", "reference", "frame_index"]),
-    "SayAnythingSampler": (["IMAGE"], ["model", "crops", "crop_mask", "audio_features", "id_features", "steps",
+    "SayAnythingSampler": (["IMAGE"], ["model", "crops", "crop_mask", "audio_features", "id_features", "fps", "steps",
                                        "seed", "reference_guidance", "audio_guidance", "window", "overlap",
                                        "decode_chunk"]),
 }

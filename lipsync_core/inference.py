@@ -1,0 +1,277 @@
+"""The end-to-end lip-sync run, step by step, shared by the ComfyUI nodes and ``python -m lipsync_core run``.
+
+Each step is one function taking and returning ComfyUI-compatible tensors (frames ``[T, H, W, 3]``
+float 0..1, masks ``[T, H, W]`` 0..1) so the nodes only convert ComfyUI's AUDIO and report
+progress; ``lipsync()`` chains the same steps for the command line:
+
+1. ``load_audio`` / ``audio_from_waveform``  speech as mono ``Audio``
+2. ``fit_audio_and_frames``                 same length for frames and audio (a still image becomes a video)
+3. ``load_whisper`` + ``whisper_features``   per-frame Whisper windows ``[T, L, W, D]``
+4. ``track_face`` + ``face_mask``            landmarks and the adaptive editing mask
+5. ``crop_faces``                            aligned square crops, their mask and the transforms
+6. ``load_model`` + ``encode_reference``     the SayAnything model (+ VAE) and the ID-Guider features
+7. ``generate``                              masked-video diffusion over the crops
+8. ``paste_faces``                           crops back into the frames; outside the mask nothing changes
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+StepCallback = Callable[[int, int], None]
+
+
+@dataclass
+class SamplerOptions:
+    """The sampler's settings (the SayAnything Sampler node's widgets, the ``run`` command's flags)."""
+
+    steps: int = 10
+    seed: int = 0
+    reference_guidance: float = 2.0
+    audio_guidance: float = 4.0
+    window: int = 14
+    overlap: int = 4
+    decode_chunk: int = 8
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.window < 1 or not 0 <= self.overlap < self.window:
+            raise ValueError(f"overlap ({self.overlap}) must be >= 0 and smaller than window ({self.window})")
+        if self.decode_chunk < 1:
+            raise ValueError(f"decode_chunk must be at least 1, got {self.decode_chunk}")
+
+
+@dataclass
+class FaceCropResult:
+    """What ``crop_faces`` hands to ``paste_faces``: the transforms and the frame geometry."""
+
+    transforms: np.ndarray  # [T, 2, 3] frame -> crop (cv2.warpAffine convention)
+    crop_size: int
+    frame_size: tuple[int, int]
+    found: np.ndarray  # [T] bool
+
+
+# ------------------------------------------------------------------------------------------------
+# conversions
+
+
+def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """IMAGE ``[T, H, W, 3]`` float 0..1 -> numpy uint8 RGB (the face modules' layout)."""
+    return (frames[..., :3].clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+
+
+def images_to_model(images: torch.Tensor) -> torch.Tensor:
+    """IMAGE ``[T, S, S, 3]`` 0..1 -> model input ``[T, 3, S, S]`` in -1..1."""
+    return images[..., :3].permute(0, 3, 1, 2).float() * 2.0 - 1.0
+
+
+def model_to_images(frames: torch.Tensor) -> torch.Tensor:
+    """Model output ``[T, 3, S, S]`` in -1..1 -> IMAGE ``[T, S, S, 3]`` 0..1."""
+    return ((frames.float().cpu() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+
+
+def broadcast_mask(mask: torch.Tensor, num_frames: int, size: tuple[int, int], name: str = "mask") -> torch.Tensor:
+    """A MASK of one frame or one per frame -> ``[T, H, W]`` float; clear errors for other shapes."""
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3:
+        raise ValueError(f"{name} must be [frames, height, width], got {tuple(mask.shape)}")
+    if tuple(mask.shape[1:]) != tuple(size):
+        raise ValueError(
+            f"{name} is {mask.shape[2]}x{mask.shape[1]} but the frames are {size[1]}x{size[0]}; "
+            "draw or resize the mask at the frame size"
+        )
+    if mask.shape[0] == 1:
+        mask = mask.expand(num_frames, *size)
+    if mask.shape[0] != num_frames:
+        raise ValueError(f"{name} has {mask.shape[0]} frames but the video has {num_frames}; give one mask or one per frame")
+    return mask.float().clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# 1-2. audio
+
+
+def audio_from_waveform(waveform: torch.Tensor | np.ndarray, sample_rate: int):
+    """A mono waveform at any rate -> ``Audio`` at the rate the Whisper features use."""
+    from .audio import Audio
+
+    return Audio.from_waveform(waveform, sample_rate)
+
+
+def load_audio(path: str | os.PathLike, start: float = 0.0, duration: float | None = None):
+    """Speech from any audio or video file PyAV reads, mono, trimmed to ``[start, start + duration)``."""
+    from .audio import load_audio as load
+
+    return load(path, start=start, duration=duration)
+
+
+def fit_audio_and_frames(frames: torch.Tensor, audio, fps: float, mode: str = "pad_or_cut"):
+    """Make frames and audio the same length; one frame (a still image) becomes a video as long as the audio.
+
+    Returns ``(frames [T', H, W, 3], audio)``.
+    """
+    from .audio import fit_audio_and_video
+
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return fit_audio_and_video(frames, audio, fps=fps, mode=mode)
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. Whisper
+
+
+def load_whisper(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    from .audio import load_whisper as load
+
+    return load(folder, dtype=dtype, device=device)
+
+
+def whisper_torch_module(whisper) -> torch.nn.Module:
+    """The torch module that holds all of a loaded Whisper encoder's weights."""
+    return whisper.encoder
+
+
+def whisper_features(whisper, audio, fps: float, frame_count: int, window: int = 10,
+                     device: str | torch.device | None = None) -> torch.Tensor:
+    """Per-frame Whisper windows ``[frame_count, L, window, D]`` (float32, CPU)."""
+    from .audio import whisper_features as features
+
+    if frame_count < 1:
+        raise ValueError(f"frame_count must be at least 1, got {frame_count}")
+    return features(whisper, audio, fps=fps, num_frames=frame_count, window=window).float().cpu()
+
+
+# ------------------------------------------------------------------------------------------------
+# 4-5. face
+
+
+def track_face(frames: torch.Tensor, face: str = "largest", face_index: int = 0):
+    from .face import track_faces
+
+    return track_faces(frames_to_uint8(frames), choose=face if face == "largest" else face_index)
+
+
+def face_mask(track, upper_edge: str = "nose", expand: float = 0.1, feather: float = 0.05,
+              user_mask: torch.Tensor | None = None, user_mask_mode: str = "replace") -> torch.Tensor:
+    """The adaptive lower-face mask ``[T, H, W]``, optionally replaced, limited or extended by a user MASK."""
+    from .face import adaptive_mask, combine_masks
+
+    mask = torch.as_tensor(adaptive_mask(track, upper_edge=upper_edge, expand=expand, feather=feather)).float()
+    if user_mask is not None:
+        user = broadcast_mask(user_mask, mask.shape[0], tuple(mask.shape[1:]), "user_mask")
+        mask = torch.as_tensor(combine_masks(mask.numpy(), user.numpy(), mode=user_mask_mode)).float()
+    return mask
+
+
+def draw_face_preview(frames: torch.Tensor, mask: torch.Tensor, track) -> torch.Tensor:
+    """Frames with the mask tinted red and the landmarks drawn, for checking the track at a glance."""
+    preview = frames[..., :3].clone().float()
+    tint = torch.tensor([1.0, 0.0, 0.0])
+    preview = preview * (1 - 0.5 * mask[..., None]) + tint * 0.5 * mask[..., None]
+    landmarks = np.asarray(track.landmarks)
+    height, width = preview.shape[1:3]
+    for index in range(preview.shape[0]):
+        points = landmarks[index]
+        points = points[np.isfinite(points).all(axis=1)].round().astype(int)
+        inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+        points = points[inside]
+        preview[index, points[:, 1], points[:, 0]] = torch.tensor([0.0, 1.0, 0.0])
+    return preview
+
+
+def crop_faces(frames: torch.Tensor, mask: torch.Tensor, track, crop_size: int = 512):
+    """Aligned crops ``[T, S, S, 3]``, their mask ``[T, S, S]`` and the transforms for ``paste_faces``."""
+    from .face import crop_video
+
+    mask = broadcast_mask(mask, frames.shape[0], tuple(frames.shape[1:3]))
+    crops, crop_masks, transforms = crop_video(frames_to_uint8(frames), mask.numpy(), track, size=crop_size)
+    info = FaceCropResult(np.asarray(transforms), crop_size, tuple(frames.shape[1:3]), np.asarray(track.found))
+    crops = torch.from_numpy(np.asarray(crops)).float() / 255.0
+    return crops, torch.as_tensor(np.asarray(crop_masks)).float(), info
+
+
+def paste_faces(frames: torch.Tensor, crops: torch.Tensor, mask: torch.Tensor, crop: FaceCropResult) -> torch.Tensor:
+    """Generated crops back into the frames; pixels outside the mask and frames without a face unchanged."""
+    from .face import paste_video
+
+    if crops.shape[0] != frames.shape[0]:
+        raise ValueError(f"{crops.shape[0]} crops for {frames.shape[0]} frames; use the crops of these frames")
+    mask = broadcast_mask(mask, frames.shape[0], tuple(frames.shape[1:3]))
+    pasted = paste_video(frames.numpy(), crops.numpy(), mask.numpy(), crop.transforms, found=crop.found)
+    return torch.as_tensor(pasted).float()
+
+
+# ------------------------------------------------------------------------------------------------
+# 6-7. model
+
+
+@dataclass
+class LoadedModel:
+    """A SayAnything model with the VAE it decodes with (what the Model Loader node outputs)."""
+
+    model: Any  # SayAnythingModel
+    vae: Any  # diffusers AutoencoderKLTemporalDecoder
+    path: str
+
+
+def load_model(path: str | os.PathLike, svd_path: str | os.PathLike | None = None,
+               dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> LoadedModel:
+    """A SayAnything checkpoint plus its VAE: from the file itself, or from an SVD single-file checkpoint."""
+    from .checkpoint import load_checkpoint
+
+    model, vae = load_checkpoint(path, device=device, dtype=dtype)
+    if svd_path is not None:
+        from .svd_import import load_svd_vae
+
+        vae = load_svd_vae(svd_path, device=device, dtype=dtype)
+    if vae is None:
+        raise ValueError(
+            f"{path} holds no VAE; choose your SVD checkpoint (svd_xt.safetensors in models/checkpoints) "
+            "so its VAE is used"
+        )
+    return LoadedModel(model=model, vae=vae.to(device, dtype).eval(), path=str(path))
+
+
+def model_torch_module(loaded: LoadedModel) -> torch.nn.Module:
+    """One module holding every weight of a loaded model (for ComfyUI's model management)."""
+    return torch.nn.ModuleDict({"model": loaded.model, "vae": loaded.vae})
+
+
+def encode_reference(loaded: LoadedModel, reference: torch.Tensor) -> list[torch.Tensor]:
+    """ID-Guider features of one reference IMAGE ``[1, S, S, 3]`` (computed once per video)."""
+    with torch.no_grad():
+        features = loaded.model.encode_reference(images_to_model(reference))
+    return [feature.detach().cpu() for feature in features]
+
+
+def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, audio_features: torch.Tensor,
+             id_features: Sequence[torch.Tensor], options: SamplerOptions, fps: float,
+             device: str | torch.device | None = None, callback: StepCallback | None = None) -> torch.Tensor:
+    """Regenerate the masked region of the crops; returns IMAGE crops ``[T, S, S, 3]``."""
+    from .pipeline import SayAnythingPipeline
+
+    num_frames = crops.shape[0]
+    if audio_features.shape[0] != num_frames:
+        raise ValueError(
+            f"{audio_features.shape[0]} audio feature frames for {num_frames} video frames; compute the features "
+            "with the frame count of these frames (SayAnything Fit Audio to Video's frame_count)"
+        )
+    mask = broadcast_mask(crop_mask, num_frames, tuple(crops.shape[1:3]), "crop_mask")
+    pipeline = SayAnythingPipeline(loaded.model, loaded.vae)
+    step_callback = None if callback is None else (lambda step, total, _latents: callback(step, total))
+    generated = pipeline(
+        images_to_model(crops), mask[:, None], audio_features, id_features=list(id_features),
+        num_inference_steps=options.steps, reference_guidance_scale=options.reference_guidance,
+        audio_guidance_scale=options.audio_guidance, window_length=options.window, window_overlap=options.overlap,
+        fps=fps, seed=options.seed, decode_chunk_size=options.decode_chunk, callback=step_callback, device=device,
+    )
+    return model_to_images(generated)
