@@ -1,0 +1,211 @@
+"""Audio loading (any container PyAV opens), mono mix, resampling and loudness normalisation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import numpy as np
+import torch
+
+WHISPER_SAMPLE_RATE = 16000
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+@dataclass
+class Audio:
+    """Mono audio: ``waveform`` float32 ``[N]`` (about -1..1) at ``sample_rate`` Hz."""
+
+    waveform: torch.Tensor
+    sample_rate: int
+
+    def __post_init__(self) -> None:
+        waveform = torch.as_tensor(self.waveform, dtype=torch.float32)
+        if waveform.ndim != 1:
+            raise ValueError(
+                f"Audio.waveform must be mono with shape [N], got {tuple(waveform.shape)}; "
+                "mix channels first (load_audio and audio_from_comfy do this)."
+            )
+        if int(self.sample_rate) <= 0:
+            raise ValueError(f"Audio.sample_rate must be a positive number of Hz, got {self.sample_rate}.")
+        self.waveform = waveform.contiguous()
+        self.sample_rate = int(self.sample_rate)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.waveform.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / self.sample_rate
+
+    @classmethod
+    def silence(cls, num_samples: int, sample_rate: int = WHISPER_SAMPLE_RATE) -> "Audio":
+        return cls(torch.zeros(int(num_samples)), sample_rate)
+
+
+def resample(waveform: ArrayLike, orig_sample_rate: int, target_sample_rate: int) -> torch.Tensor:
+    """Resample mono float audio with libswresample's windowed-sinc filter (through PyAV)."""
+    import av
+
+    samples = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
+    if orig_sample_rate == target_sample_rate or samples.numel() == 0:
+        return samples.clone()
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=int(target_sample_rate))
+    frame = av.AudioFrame.from_ndarray(samples.numpy()[None, :], format="flt", layout="mono")
+    frame.sample_rate = int(orig_sample_rate)
+    chunks = [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+    chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]  # flush the filter tail
+    out = torch.from_numpy(np.concatenate(chunks) if chunks else np.zeros(0, np.float32))
+    # swresample may emit a sample more or less than the ideal length: make the length exact so that
+    # long clips never drift against the video.
+    expected = round(samples.numel() * target_sample_rate / orig_sample_rate)
+    if out.numel() >= expected:
+        return out[:expected].contiguous()
+    return torch.nn.functional.pad(out, (0, expected - out.numel()))
+
+
+def load_audio(
+    path: Union[str, Path],
+    sample_rate: int = WHISPER_SAMPLE_RATE,
+    loudness_lufs: float | None = None,
+) -> Audio:
+    """Decode the first audio stream of any file PyAV (FFmpeg) opens, mix to mono and resample.
+
+    ``loudness_lufs`` (e.g. -23.0) normalises integrated loudness (ITU-R BS.1770) when given.
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Audio file not found: {path}")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as error:
+        raise ValueError(
+            f"Could not open {path} as audio or video ({error}). Use a common audio or video file "
+            "(wav, flac, mp3, m4a, ogg, mp4, mkv, mov, webm)."
+        ) from error
+    with container:
+        if not container.streams.audio:
+            raise ValueError(
+                f"{path} has no audio stream. Give the speech as a separate audio file, or a video "
+                "that contains sound."
+            )
+        stream = container.streams.audio[0]
+        chunks = []
+        native_rate = None
+        try:
+            for frame in container.decode(stream):
+                native_rate = native_rate or frame.sample_rate
+                # Decoded as float planar [C, n] so the mono mix is an explicit mean over channels.
+                data = frame.to_ndarray()
+                if data.dtype.kind in "iu":
+                    data = data.astype(np.float32) / float(np.iinfo(data.dtype).max)
+                if not frame.format.is_planar:
+                    data = data.reshape(-1, len(frame.layout.channels)).T
+                chunks.append(data.astype(np.float32).mean(axis=0))
+        except av.FFmpegError as error:
+            raise ValueError(f"Could not decode the audio of {path} ({error}); the file may be corrupt.") from error
+    if not chunks or sum(len(c) for c in chunks) == 0:
+        raise ValueError(f"{path} contains no audio samples (empty audio stream).")
+    waveform = resample(np.concatenate(chunks), native_rate, sample_rate)
+    audio = Audio(waveform, sample_rate)
+    if loudness_lufs is not None:
+        audio = normalize_loudness(audio, loudness_lufs)
+    return audio
+
+
+def audio_from_comfy(audio: Mapping[str, Any], sample_rate: int = WHISPER_SAMPLE_RATE) -> Audio:
+    """ComfyUI AUDIO ``{"waveform": [B, C, N], "sample_rate": int}`` -> mono :class:`Audio` (first batch item)."""
+    if "waveform" not in audio or "sample_rate" not in audio:
+        raise ValueError("AUDIO must be a dict with 'waveform' [B, C, N] and 'sample_rate' (ComfyUI layout).")
+    waveform = torch.as_tensor(audio["waveform"], dtype=torch.float32)
+    if waveform.ndim == 1:
+        waveform = waveform[None, None]
+    elif waveform.ndim == 2:
+        waveform = waveform[None]
+    if waveform.ndim != 3:
+        raise ValueError(f"AUDIO waveform must be [B, C, N], got shape {tuple(waveform.shape)}.")
+    if waveform.shape[-1] == 0 or waveform.shape[0] == 0:
+        raise ValueError("The AUDIO input is empty (0 samples). Connect audio that contains sound.")
+    mono = waveform[0].mean(dim=0)
+    return Audio(resample(mono, int(audio["sample_rate"]), sample_rate), sample_rate)
+
+
+def audio_to_comfy(audio: Audio) -> dict:
+    """:class:`Audio` -> ComfyUI AUDIO dict ``{"waveform": [1, 1, N], "sample_rate": int}``."""
+    return {"waveform": audio.waveform.reshape(1, 1, -1).clone(), "sample_rate": audio.sample_rate}
+
+
+def _biquad(b0: float, b1: float, b2: float, a1: float, a2: float):
+    return np.array([b0, b1, b2]), np.array([1.0, a1, a2])
+
+
+def _k_weighting(sample_rate: int):
+    """The two BS.1770 K-weighting biquads, designed for any rate from the standard's analogue prototypes."""
+    # High shelf (head effect), then a high pass (RLB weighting); constants from ITU-R BS.1770-4.
+    gain_db, f0, q = 3.999843853973347, 1681.974450955533, 0.7071752369554196
+    k = np.tan(np.pi * f0 / sample_rate)
+    vh = 10 ** (gain_db / 20)
+    vb = vh**0.4996667741545416
+    a0 = 1 + k / q + k * k
+    shelf = _biquad(
+        (vh + vb * k / q + k * k) / a0, 2 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0,
+        2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0,
+    )
+    f0, q = 38.13547087602444, 0.5003270373238773
+    k = np.tan(np.pi * f0 / sample_rate)
+    a0 = 1 + k / q + k * k
+    high_pass = _biquad(1.0, -2.0, 1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0)
+    return shelf, high_pass
+
+
+def integrated_loudness(audio: Audio) -> float:
+    """Integrated loudness in LUFS (ITU-R BS.1770: K-weighting, 400 ms blocks, absolute and relative gates)."""
+    from scipy.signal import lfilter
+
+    x = audio.waveform.double().numpy()
+    for b, a in _k_weighting(audio.sample_rate):
+        x = lfilter(b, a, x)
+    block, step = int(0.4 * audio.sample_rate), int(0.1 * audio.sample_rate)
+    if x.size < block:
+        x = np.pad(x, (0, block - x.size))
+    power = np.cumsum(np.concatenate([[0.0], x * x]))
+    starts = np.arange(0, x.size - block + 1, step)
+    block_power = (power[starts + block] - power[starts]) / block
+    loudness = -0.691 + 10 * np.log10(np.maximum(block_power, 1e-20))
+    gated = block_power[loudness > -70.0]
+    if gated.size == 0:
+        return float("-inf")
+    relative_gate = -0.691 + 10 * np.log10(gated.mean()) - 10.0
+    gated = block_power[(loudness > -70.0) & (loudness > relative_gate)]
+    return float(-0.691 + 10 * np.log10(gated.mean()))
+
+
+def normalize_loudness(audio: Audio, target_lufs: float = -23.0, peak_limit: float = 0.999) -> Audio:
+    """Scale to ``target_lufs`` integrated loudness; silence is returned unchanged; peaks stay below ``peak_limit``."""
+    current = integrated_loudness(audio)
+    if not np.isfinite(current):
+        return Audio(audio.waveform.clone(), audio.sample_rate)
+    gain = 10 ** ((target_lufs - current) / 20)
+    peak = float(audio.waveform.abs().max()) * gain
+    if peak > peak_limit:
+        gain *= peak_limit / peak  # never clip: quieter than asked beats distorted
+    return Audio(audio.waveform * gain, audio.sample_rate)
+
+
+def save_wav(audio: Audio, path: Union[str, Path]) -> Path:
+    """Write 16-bit PCM wav (standard library only)."""
+    import wave
+
+    path = Path(path)
+    pcm = (audio.waveform.clamp(-1, 1).numpy() * 32767).round().astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(audio.sample_rate)
+        out.writeframes(pcm.tobytes())
+    return path

