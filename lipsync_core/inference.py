@@ -99,30 +99,33 @@ def broadcast_mask(mask: torch.Tensor, num_frames: int, size: tuple[int, int], n
 # 1-2. audio
 
 
-def audio_from_waveform(waveform: torch.Tensor | np.ndarray, sample_rate: int):
-    """A mono waveform at any rate -> ``Audio`` at the rate the Whisper features use."""
-    from .audio import Audio
-
-    return Audio.from_waveform(waveform, sample_rate)
-
-
 def load_audio(path: str | os.PathLike, start: float = 0.0, duration: float | None = None):
-    """Speech from any audio or video file PyAV reads, mono, trimmed to ``[start, start + duration)``."""
+    """Speech from any audio or video file PyAV reads, mono 16 kHz, trimmed to ``[start, start + duration)``."""
+    from .audio import Audio
     from .audio import load_audio as load
 
-    return load(path, start=start, duration=duration)
+    if start < 0 or (duration is not None and duration <= 0):
+        raise ValueError(f"start must be >= 0 and duration > 0 (or None for the rest); got {start}, {duration}")
+    audio = load(path)
+    first = round(start * audio.sample_rate)
+    if first >= audio.num_samples:
+        raise ValueError(f"{path} is {audio.duration:.2f} s long; start {start:.2f} s is past its end")
+    last = audio.num_samples if duration is None else min(audio.num_samples, first + round(duration * audio.sample_rate))
+    return Audio(audio.waveform[first:last], audio.sample_rate)
 
 
-def fit_audio_and_frames(frames: torch.Tensor, audio, fps: float, mode: str = "pad_or_cut"):
-    """Make frames and audio the same length; one frame (a still image) becomes a video as long as the audio.
+def fit_audio_and_frames(frames: torch.Tensor, audio, fps: float, mode: str = "loop"):
+    """Make frames and audio the same length (``lipsync_core.audio.fit_audio_video`` modes).
 
+    One frame (a still image) is held for as long as the audio in every mode but ``cut``.
     Returns ``(frames [T', H, W, 3], audio)``.
     """
-    from .audio import fit_audio_and_video
+    from .audio import fit_audio_video
 
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    return fit_audio_and_video(frames, audio, fps=fps, mode=mode)
+    fitted = fit_audio_video(audio, frames.shape[0], fps=fps, mode=mode)
+    return frames[torch.from_numpy(fitted.frame_indices)], fitted.audio
 
 
 # ------------------------------------------------------------------------------------------------
@@ -130,24 +133,18 @@ def fit_audio_and_frames(frames: torch.Tensor, audio, fps: float, mode: str = "p
 
 
 def load_whisper(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    from .audio import load_whisper as load
+    """A ``WhisperAudioEncoder`` (a torch module) from a transformers Whisper folder."""
+    from .audio import load_whisper_encoder
 
-    return load(folder, dtype=dtype, device=device)
-
-
-def whisper_torch_module(whisper) -> torch.nn.Module:
-    """The torch module that holds all of a loaded Whisper encoder's weights."""
-    return whisper.encoder
+    return load_whisper_encoder(folder, device=device, dtype=dtype)
 
 
 def whisper_features(whisper, audio, fps: float, frame_count: int, window: int = 10,
-                     device: str | torch.device | None = None) -> torch.Tensor:
+                     progress: StepCallback | None = None) -> torch.Tensor:
     """Per-frame Whisper windows ``[frame_count, L, window, D]`` (float32, CPU)."""
-    from .audio import whisper_features as features
-
     if frame_count < 1:
         raise ValueError(f"frame_count must be at least 1, got {frame_count}")
-    return features(whisper, audio, fps=fps, num_frames=frame_count, window=window).float().cpu()
+    return whisper.frame_features(audio, fps, num_frames=frame_count, window=window, progress=progress).float().cpu()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -275,3 +272,111 @@ def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, 
         fps=fps, seed=options.seed, decode_chunk_size=options.decode_chunk, callback=step_callback, device=device,
     )
     return model_to_images(generated)
+
+
+# ------------------------------------------------------------------------------------------------
+# the whole run (the command line's front end; the nodes call the steps one by one)
+
+
+@dataclass
+class FaceOptions:
+    """Face tracking, mask and crop settings (the face nodes' widgets, the ``run`` command's flags)."""
+
+    face: str = "largest"
+    face_index: int = 0
+    upper_edge: str = "nose"
+    expand: float = 0.1
+    feather: float = 0.05
+    user_mask_mode: str = "replace"
+    crop_size: int = 512
+
+
+def lipsync(frames: torch.Tensor, fps: float, audio, loaded: LoadedModel, whisper, options: SamplerOptions,
+            face_options: FaceOptions | None = None, fit_mode: str = "loop", feature_window: int = 10,
+            reference_index: int = 0, user_mask: torch.Tensor | None = None,
+            device: str | torch.device | None = None, callback: StepCallback | None = None):
+    """Steps 2-8 on frames ``[T, H, W, 3]`` 0..1 (or one image) and speech; returns ``(frames, audio, mask)``."""
+    face_options = face_options or FaceOptions()
+    frames, audio = fit_audio_and_frames(frames, audio, fps=fps, mode=fit_mode)
+    features = whisper_features(whisper, audio, fps=fps, frame_count=frames.shape[0], window=feature_window)
+    track = track_face(frames, face=face_options.face, face_index=face_options.face_index)
+    mask = face_mask(track, upper_edge=face_options.upper_edge, expand=face_options.expand,
+                     feather=face_options.feather, user_mask=user_mask, user_mask_mode=face_options.user_mask_mode)
+    crops, crop_mask, crop = crop_faces(frames, mask, track, crop_size=face_options.crop_size)
+    reference = crops[min(reference_index, crops.shape[0] - 1)][None]
+    id_features = encode_reference(loaded, reference)
+    generated = generate(loaded, crops, crop_mask, features, id_features, options, fps=fps, device=device,
+                         callback=callback)
+    return paste_faces(frames, generated, mask, crop), audio, mask
+
+
+# ------------------------------------------------------------------------------------------------
+# media files (the command line reads and writes them; in ComfyUI, core LoadVideo/SaveVideo do)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+def read_frames(path: str | os.PathLike) -> tuple[torch.Tensor, float | None]:
+    """Frames ``[T, H, W, 3]`` float 0..1 and the fps of a video, or ``[1, H, W, 3]`` and None for an image."""
+    import av
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"Video or image file not found: {path}")
+    if os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES:
+        import cv2
+
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"Could not read the image {path}")
+        return torch.from_numpy(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).float()[None] / 255.0, None
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate) if stream.average_rate else None
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    except av.FFmpegError as error:
+        raise ValueError(f"Could not read {path} as a video ({error})") from error
+    if not frames:
+        raise ValueError(f"{path} contains no video frames")
+    return torch.from_numpy(np.stack(frames)).float() / 255.0, fps
+
+
+def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float, audio=None) -> str:
+    """An h264 (+ aac) mp4 of frames ``[T, H, W, 3]`` 0..1 at ``fps`` with the mono ``audio``."""
+    from fractions import Fraction
+
+    import av
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    pixels = frames_to_uint8(frames)
+    height, width = pixels.shape[1:3]
+    # yuv420p needs even sizes: pad one pixel row/column by repeating the edge.
+    pixels = np.pad(pixels, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+    rate = Fraction(fps).limit_denominator(1001)
+    partial = path + ".partial.mp4"
+    with av.open(partial, mode="w") as container:
+        video = container.add_stream("h264", rate=rate)
+        video.width, video.height, video.pix_fmt = pixels.shape[2], pixels.shape[1], "yuv420p"
+        video.time_base = 1 / rate
+        audio_stream = None
+        if audio is not None:
+            audio_stream = container.add_stream("aac", rate=audio.sample_rate, layout="mono")
+        for index, image in enumerate(pixels):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+        if audio_stream is not None:
+            samples = audio.waveform.numpy().astype(np.float32)[None]
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate = audio.sample_rate
+            frame.pts = 0
+            container.mux(audio_stream.encode(frame))
+            container.mux(audio_stream.encode())
+    os.replace(partial, path)
+    return path

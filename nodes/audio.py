@@ -7,9 +7,8 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from .types import CATEGORY, audio_from_comfy, audio_to_comfy, check_frames
-
-FIT_MODES = ["pad_or_cut", "loop", "pingpong", "cut_audio", "pad_audio"]
+from ..lipsync_core.audio import FIT_MODES, audio_from_comfy, audio_to_comfy
+from .types import CATEGORY, check_frames
 
 
 class SayAnythingLoadAudio(io.ComfyNode):
@@ -70,10 +69,11 @@ class SayAnythingFitAudioToVideo(io.ComfyNode):
                 io.Audio.Input("audio", tooltip="The speech the lips should follow."),
                 io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
                                tooltip="Frame rate of the frames; connect GetVideoComponents' fps for a video."),
-                io.Combo.Input("mode", options=FIT_MODES, default="pad_or_cut",
-                               tooltip="pad_or_cut: video length follows the audio (cut frames, or hold the last "
-                               "frame); loop / pingpong: repeat the video to the audio length; cut_audio / "
-                               "pad_audio: keep the video length, cut the audio or pad it with silence."),
+                io.Combo.Input("mode", options=list(FIT_MODES), default="loop",
+                               tooltip="loop / pingpong: the audio sets the length, the video repeats (forwards, "
+                               "or forwards then backwards) or is cut; pad_silence: the video sets the length, "
+                               "the audio is padded with silence or cut; cut: the shorter one sets the length. "
+                               "A single image is held as long as needed."),
             ],
             outputs=[
                 io.Image.Output(display_name="images"),

@@ -52,13 +52,7 @@ def load_whisper_managed(path: str, precision: str, device: str) -> ManagedModel
     load_device, offload_device = devices(device)
     dtype = torch_dtype(precision, load_device)
     whisper = load_whisper(path, dtype=dtype, device=offload_device)
-    return ManagedModel(whisper, whisper_module(whisper), load_device, offload_device, dtype)
-
-
-def whisper_module(whisper) -> torch.nn.Module:
-    from ..lipsync_core.inference import whisper_torch_module
-
-    return whisper_torch_module(whisper)
+    return ManagedModel(whisper, whisper, load_device, offload_device, dtype)
 
 
 class SayAnythingModelLoader(io.ComfyNode):

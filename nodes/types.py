@@ -1,8 +1,8 @@
-"""The pack's custom ComfyUI types and conversions between ComfyUI values and lipsync_core values.
+"""The pack's custom ComfyUI types and small helpers shared by the node families.
 
 ComfyUI values: IMAGE ``[B,H,W,3]`` float 0..1 (a video is a batch of frames), MASK ``[B,H,W]``,
 AUDIO ``{"waveform": [B,C,N], "sample_rate": int}``. lipsync_core takes the same frame and mask
-tensors and its own mono ``Audio``; these helpers are the only place where the two meet.
+tensors; AUDIO is converted with ``lipsync_core.audio.audio_from_comfy`` / ``audio_to_comfy``.
 """
 
 from __future__ import annotations
@@ -19,22 +19,6 @@ IdFeatures = io.Custom("ID_FEATURES")
 
 CATEGORY = "SayAnything"
 PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
-
-
-def audio_from_comfy(audio: dict):
-    """ComfyUI AUDIO -> lipsync_core ``Audio`` (first item of the batch, channels averaged to mono)."""
-    from ..lipsync_core.inference import audio_from_waveform
-
-    waveform = audio["waveform"]
-    if waveform.ndim != 3:
-        raise ValueError(f"AUDIO waveform must be [batch, channels, samples], got shape {tuple(waveform.shape)}")
-    return audio_from_waveform(waveform[0].float().mean(dim=0), int(audio["sample_rate"]))
-
-
-def audio_to_comfy(audio) -> dict:
-    """lipsync_core ``Audio`` -> ComfyUI AUDIO ``[1, 1, N]``."""
-    waveform = torch.as_tensor(audio.waveform, dtype=torch.float32).reshape(1, 1, -1)
-    return {"waveform": waveform, "sample_rate": int(audio.sample_rate)}
 
 
 def check_frames(images: torch.Tensor, name: str = "images") -> torch.Tensor:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import comfy.utils
 from comfy_api.latest import io
 
 from . import model_folders
-from .types import CATEGORY, PRECISIONS, WhisperFeatures, WhisperModel, audio_from_comfy
+from ..lipsync_core.audio import audio_from_comfy
+from .types import CATEGORY, PRECISIONS, WhisperFeatures, WhisperModel
 
 DEVICES = ["auto", "cpu"]
 
@@ -67,7 +69,8 @@ class SayAnythingWhisperFeatures(io.ComfyNode):
     def execute(cls, whisper, audio: dict, fps: float, frame_count: int, window: int) -> io.NodeOutput:
         from ..lipsync_core.inference import whisper_features
 
+        progress = comfy.utils.ProgressBar(1)
         with whisper.on_device() as encoder:
             features = whisper_features(encoder, audio_from_comfy(audio), fps=fps, frame_count=frame_count,
-                                        window=window)
+                                        window=window, progress=lambda done, total: progress.update_absolute(done, total))
         return io.NodeOutput(features)

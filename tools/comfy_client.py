@@ -60,12 +60,12 @@ class ComfyServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, extra_args: tuple[str, ...] = (), timeout: float = 120.0) -> "ComfyServer":
+    def start(self, extra_args: tuple[str, ...] = (), cpu: bool = True, timeout: float = 120.0) -> "ComfyServer":
         prepare_base_directory(self.base)
         self.log_path = self.base / "comfyui.log"
         command = [
             sys.executable, str(LAUNCHER),
-            "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            *(["--cpu"] if cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
             "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:",
             "--disable-auto-launch", *extra_args,
         ]

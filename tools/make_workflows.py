@@ -18,16 +18,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tools.comfy_client import UPLOAD_EXTRA_VALUES, WIDGET_TYPES, ComfyClient, ComfyServer, _input_specs  # noqa: E402
+from tools.demo_assets import (  # noqa: E402
+    DEFAULT_MODEL_FILE, MASKED_PORTRAIT_FILE, PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE, WHISPER_FOLDER,
+)
 
-# The files the workflows name. Users put their own files under these names (or re-pick them in the
-# nodes); tools/start.sh puts the embedded demo inputs into ComfyUI's input folder.
-MODEL_FILE = "sayanything.safetensors"  # models/sayanything
-SVD_FILE = "svd_xt.safetensors"  # models/checkpoints
-WHISPER_FOLDER = "whisper-tiny"  # models/whisper/<folder>
-VIDEO_FILE = "sayanything_example.mp4"  # input/
-SPEECH_FILE = "sayanything_speech.wav"  # input/
-PORTRAIT_FILE = "sayanything_portrait.png"  # input/
-MASKED_PORTRAIT_FILE = "sayanything_portrait_masked.png"  # input/ (alpha = the drawn mask)
+# The workflows run as they are on what tools/start.sh installs: the default model (which carries
+# its own VAE) and the demo inputs. With a real model, pick it in SayAnything Model Loader and pick
+# your svd_xt.safetensors as svd_checkpoint.
+MODEL_FILE = DEFAULT_MODEL_FILE
+VAE_FROM_MODEL_FILE = "(VAE inside the SayAnything file)"  # nodes/model.py's first svd_checkpoint entry
 
 
 @dataclass
@@ -122,7 +121,8 @@ def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps
     g.connect(face, "mask", crop, "mask")
     g.connect(face, "face_track", crop, "face_track")
 
-    model = g.add("SayAnythingModelLoader", (x + 380, 700), model=MODEL_FILE, svd_checkpoint=SVD_FILE)
+    model = g.add("SayAnythingModelLoader", (x + 380, 700), model=MODEL_FILE,
+                  svd_checkpoint=VAE_FROM_MODEL_FILE)
     reference = g.add("SayAnythingReferenceEncode", (x + 760, 700))
     g.connect(model, "model", reference, "model")
     g.connect(crop, "crops", reference, "reference")
@@ -150,9 +150,10 @@ def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps
 
 
 MODELS_NOTE = (
-    f"Models: models/sayanything/{MODEL_FILE} (a SayAnything checkpoint), models/checkpoints/{SVD_FILE} "
-    f"(your Stable Video Diffusion file; only its VAE is used), models/whisper/{WHISPER_FOLDER}/ "
-    "(a transformers Whisper folder)."
+    f"Models: models/sayanything/{MODEL_FILE} (the pack's default model, installed by tools/start.sh; it is "
+    "untrained, so the mouth region comes out as noise), with its VAE inside the file, and "
+    f"models/whisper/{WHISPER_FOLDER}/ (a transformers Whisper folder). With a trained SayAnything model: pick "
+    "it in SayAnything Model Loader and pick your svd_xt.safetensors (models/checkpoints) as svd_checkpoint."
 )
 
 
