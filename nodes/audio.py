@@ -49,7 +49,7 @@ class SayAnythingLoadAudio(io.ComfyNode):
         return os.path.getmtime(folder_paths.get_annotated_filepath(audio))
 
     @classmethod
-    def validate_inputs(cls, audio: str, start: float, duration: float):
+    def validate_inputs(cls, audio: str):
         if not folder_paths.exists_annotated_filepath(audio):
             return f"Audio file not found in the input folder: {audio}. Upload it with the node's button."
         return True

@@ -79,6 +79,17 @@ class SayAnythingModelLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, model: str, svd_checkpoint: str):
+        # Replaces ComfyUI's "value not in list" check with a message that names folder and file.
+        try:
+            model_folders.resolve_model_path(model_folders.SAYANYTHING_FOLDER, model)
+            if svd_checkpoint != VAE_FROM_MODEL_FILE:
+                model_folders.resolve_model_path(model_folders.SVD_FOLDER, svd_checkpoint)
+        except ValueError as error:
+            return str(error)
+        return True
+
+    @classmethod
     def execute(cls, model: str, svd_checkpoint: str, precision: str) -> io.NodeOutput:
         from ..lipsync_core.inference import load_model, model_torch_module
 

@@ -61,7 +61,9 @@ def resolve_model_path(folder: str, name: str, *, is_dir: bool = False) -> str:
         raise ValueError(f"No model chosen. Put one into models/{folder} and pick it in the node.")
     searched = folder_paths_for(folder)
     for root in searched:
-        candidate = os.path.join(root, name)
+        candidate = os.path.abspath(os.path.join(root, name))
+        if os.path.commonpath([candidate, os.path.abspath(root)]) != os.path.abspath(root):
+            raise ValueError(f"Model name '{name}' points outside the '{folder}' model folder.")
         if (os.path.isdir(candidate) if is_dir else os.path.isfile(candidate)):
             return candidate
     kind = "folder" if is_dir else "file"

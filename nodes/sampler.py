@@ -47,12 +47,6 @@ class SayAnythingSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, window: int | None = None, overlap: int | None = None, **kwargs):
-        if window is not None and overlap is not None and overlap >= window:
-            return f"overlap ({overlap}) must be smaller than window ({window})."
-        return True
-
-    @classmethod
     def execute(cls, model, crops, crop_mask, audio_features, id_features, fps: float, steps: int, seed: int,
                 reference_guidance: float, audio_guidance: float, window: int, overlap: int,
                 decode_chunk: int) -> io.NodeOutput:

@@ -35,6 +35,14 @@ class SayAnythingWhisperLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, model: str):
+        try:
+            model_folders.resolve_model_path(model_folders.WHISPER_FOLDER, model, is_dir=True)
+        except ValueError as error:
+            return str(error)
+        return True
+
+    @classmethod
     def execute(cls, model: str, precision: str, device: str) -> io.NodeOutput:
         from .model import load_whisper_managed
 
