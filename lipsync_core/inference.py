@@ -151,10 +151,25 @@ def whisper_features(whisper, audio, fps: float, frame_count: int, window: int =
 # 4-5. face
 
 
-def track_face(frames: torch.Tensor, face: str = "largest", face_index: int = 0):
+def track_face(frames: torch.Tensor, fps: float, face: str = "largest", face_index: int = 0,
+               model_folders: Sequence[str | os.PathLike] = (), progress: StepCallback | None = None):
+    """Landmarks of one face through the frames (``lipsync_core.face.FaceTrack``).
+
+    ``model_folders``: where a ``face_landmarker.task`` file may be (needed only by mediapipe >= 0.10.22).
+    Frames without the face are marked not found; a video with no face at all is an error.
+    """
     from .face import track_faces
 
-    return track_faces(frames_to_uint8(frames), choose=face if face == "largest" else face_index)
+    total = frames.shape[0]
+    track = track_faces(frames_to_uint8(frames), fps=fps, select=face, face_index=face_index,
+                        model_folders=model_folders,
+                        progress=None if progress is None else (lambda done: progress(done, total)))
+    if not track.found.any():
+        raise ValueError(
+            f"No face was found in any of the {total} frames. SayAnything needs a visible face (frontal or "
+            "three-quarter, at least about 64 px wide); check the input, or crop the video to the face."
+        )
+    return track
 
 
 def face_mask(track, upper_edge: str = "nose", expand: float = 0.1, feather: float = 0.05,
@@ -299,7 +314,7 @@ def lipsync(frames: torch.Tensor, fps: float, audio, loaded: LoadedModel, whispe
     face_options = face_options or FaceOptions()
     frames, audio = fit_audio_and_frames(frames, audio, fps=fps, mode=fit_mode)
     features = whisper_features(whisper, audio, fps=fps, frame_count=frames.shape[0], window=feature_window)
-    track = track_face(frames, face=face_options.face, face_index=face_options.face_index)
+    track = track_face(frames, fps, face=face_options.face, face_index=face_options.face_index)
     mask = face_mask(track, upper_edge=face_options.upper_edge, expand=face_options.expand,
                      feather=face_options.feather, user_mask=user_mask, user_mask_mode=face_options.user_mask_mode)
     crops, crop_mask, crop = crop_faces(frames, mask, track, crop_size=face_options.crop_size)

@@ -6,8 +6,10 @@ mask input, and the crop/paste pair works with any mask.
 
 from __future__ import annotations
 
+import comfy.utils
 from comfy_api.latest import io
 
+from . import model_folders
 from .types import CATEGORY, FaceCrop, FaceTrack, check_frames
 
 FACE_CHOICES = ["largest", "index"]
@@ -26,6 +28,8 @@ class SayAnythingFaceMask(io.ComfyNode):
             "editing mask (1 = regenerate). Frames without a face get an empty mask and are left as they are.",
             inputs=[
                 io.Image.Input("images", tooltip="The video frames."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the frames (landmark smoothing is tuned in seconds)."),
                 io.Combo.Input("face", options=FACE_CHOICES, default="largest",
                                tooltip="Which face to follow when there are several: the largest, or by index "
                                "(left to right)."),
@@ -53,12 +57,15 @@ class SayAnythingFaceMask(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, face: str, face_index: int, upper_edge: str, expand: float, feather: float,
-                user_mask=None, user_mask_mode: str = "replace") -> io.NodeOutput:
+    def execute(cls, images, fps: float, face: str, face_index: int, upper_edge: str, expand: float,
+                feather: float, user_mask=None, user_mask_mode: str = "replace") -> io.NodeOutput:
         from ..lipsync_core.inference import draw_face_preview, face_mask, track_face
 
         frames = check_frames(images)
-        track = track_face(frames, face=face, face_index=face_index)
+        progress = comfy.utils.ProgressBar(frames.shape[0])
+        track = track_face(frames, fps, face=face, face_index=face_index,
+                           model_folders=model_folders.folder_paths_for(model_folders.MEDIAPIPE_FOLDER),
+                           progress=lambda done, total: progress.update_absolute(done, total))
         mask = face_mask(track, upper_edge=upper_edge, expand=expand, feather=feather,
                          user_mask=user_mask, user_mask_mode=user_mask_mode)
         return io.NodeOutput(mask, track, draw_face_preview(frames, mask, track))

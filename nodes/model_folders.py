@@ -1,4 +1,5 @@
-"""ComfyUI model folders of the pack: ``models/sayanything`` (checkpoints) and ``models/whisper``.
+"""ComfyUI model folders of the pack: ``models/sayanything`` (checkpoints), ``models/whisper`` and
+``models/mediapipe`` (a ``face_landmarker.task`` for mediapipe releases without the legacy face mesh).
 
 Both are registered through ``folder_paths`` so extra_model_paths.yaml entries named ``sayanything``
 or ``whisper`` are honoured. Whisper models are transformers folders, so that folder lists
@@ -13,6 +14,7 @@ import folder_paths
 
 SAYANYTHING_FOLDER = "sayanything"
 WHISPER_FOLDER = "whisper"
+MEDIAPIPE_FOLDER = "mediapipe"  # face_landmarker.task, only for mediapipe versions without the legacy face mesh
 SVD_FOLDER = "checkpoints"  # the user's svd_xt*.safetensors, shared with ComfyUI's own SVD nodes
 SAYANYTHING_EXTENSIONS = {".safetensors", ".sft"}
 
@@ -20,7 +22,8 @@ SAYANYTHING_EXTENSIONS = {".safetensors", ".sft"}
 def register_model_folders() -> None:
     """Add our folders next to ComfyUI's own (idempotent; keeps paths from extra_model_paths.yaml)."""
     models_dir = folder_paths.models_dir
-    for name, extensions in ((SAYANYTHING_FOLDER, SAYANYTHING_EXTENSIONS), (WHISPER_FOLDER, {""})):
+    for name, extensions in ((SAYANYTHING_FOLDER, SAYANYTHING_EXTENSIONS), (WHISPER_FOLDER, {""}),
+                             (MEDIAPIPE_FOLDER, {".task"})):
         default = os.path.join(models_dir, name)
         if name in folder_paths.folder_names_and_paths:
             paths, known = folder_paths.folder_names_and_paths[name]

@@ -112,6 +112,7 @@ def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps
 
     face = g.add("SayAnythingFaceMask", (x + 380, 0), user_mask_mode="replace")
     g.connect(fit, "images", face, "images")
+    g.connect(*fps, face, "fps")
     if user_mask is not None:
         g.connect(*user_mask, face, "user_mask")
     preview = g.add("PreviewImage", (x + 760, -420), title="Mask and landmarks")

@@ -12,7 +12,7 @@ EXPECTED = {
     "SayAnythingWhisperLoader": (["SAYANYTHING_WHISPER"], ["model", "precision", "device"]),
     "SayAnythingWhisperFeatures": (["WHISPER_FEATURES"], ["whisper", "audio", "fps", "frame_count", "window"]),
     "SayAnythingFaceMask": (["MASK", "FACE_TRACK", "IMAGE"],
-                            ["images", "face", "face_index", "upper_edge", "expand", "feather"]),
+                            ["images", "fps", "face", "face_index", "upper_edge", "expand", "feather"]),
     "SayAnythingFaceCrop": (["IMAGE", "MASK", "FACE_CROP"], ["images", "mask", "face_track", "crop_size"]),
     "SayAnythingFacePaste": (["IMAGE"], ["images", "crops", "mask", "face_crop"]),
     "SayAnythingModelLoader": (["SAYANYTHING_MODEL"], ["model", "svd_checkpoint", "precision"]),
