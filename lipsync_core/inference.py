@@ -250,7 +250,7 @@ def load_model(path: str | os.PathLike, svd_path: str | os.PathLike | None = Non
             f"{path} holds no VAE; choose your SVD checkpoint (svd_xt.safetensors in models/checkpoints) "
             "so its VAE is used"
         )
-    return LoadedModel(model=model, vae=vae.to(device, dtype).eval(), path=str(path))
+    return LoadedModel(model=model, vae=vae.eval(), path=str(path))
 
 
 def model_torch_module(loaded: LoadedModel) -> torch.nn.Module:
