@@ -36,7 +36,9 @@ class ManagedModel:
 
     @contextmanager
     def on_device(self) -> Iterator[Any]:
-        mm.load_models_gpu([self.patcher])
+        # Full load: our modules have no comfy.ops weight casting, so a partial (lowvram) load would
+        # leave layers on the offload device. Model management still frees other models to make room.
+        mm.load_models_gpu([self.patcher], force_full_load=True)
         yield self.payload
 
 
