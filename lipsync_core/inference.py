@@ -172,54 +172,58 @@ def track_face(frames: torch.Tensor, fps: float, face: str = "largest", face_ind
     return track
 
 
-def face_mask(track, upper_edge: str = "nose", expand: float = 0.1, feather: float = 0.05,
+def face_mask(track, upper_edge: str = "nose", expand: float = 0.08, feather: float = 0.06,
               user_mask: torch.Tensor | None = None, user_mask_mode: str = "replace") -> torch.Tensor:
-    """The adaptive lower-face mask ``[T, H, W]``, optionally replaced, limited or extended by a user MASK."""
-    from .face import adaptive_mask, combine_masks
+    """The adaptive lower-face mask ``[T, H, W]``; a user MASK may ``replace`` it, or ``intersect`` / ``union``."""
+    from .face import face_masks
 
-    mask = torch.as_tensor(adaptive_mask(track, upper_edge=upper_edge, expand=expand, feather=feather)).float()
+    user = None
     if user_mask is not None:
-        user = broadcast_mask(user_mask, mask.shape[0], tuple(mask.shape[1:]), "user_mask")
-        mask = torch.as_tensor(combine_masks(mask.numpy(), user.numpy(), mode=user_mask_mode)).float()
-    return mask
+        user = broadcast_mask(user_mask, len(track.found), tuple(track.frame_size), "user_mask").numpy()
+    masks = face_masks(track, upper_edge=upper_edge, expand=expand, feather=feather, user_mask=user,
+                       mode=user_mask_mode if user is not None else "auto")
+    return torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32))
 
 
 def draw_face_preview(frames: torch.Tensor, mask: torch.Tensor, track) -> torch.Tensor:
-    """Frames with the mask tinted red and the landmarks drawn, for checking the track at a glance."""
-    preview = frames[..., :3].clone().float()
-    tint = torch.tensor([1.0, 0.0, 0.0])
-    preview = preview * (1 - 0.5 * mask[..., None]) + tint * 0.5 * mask[..., None]
-    landmarks = np.asarray(track.landmarks)
+    """Frames with the mask tinted red and the landmarks drawn green, for checking the track at a glance."""
+    alpha = 0.5 * mask[..., None].float()
+    preview = frames[..., :3].float() * (1 - alpha) + torch.tensor([1.0, 0.0, 0.0]) * alpha
     height, width = preview.shape[1:3]
-    for index in range(preview.shape[0]):
-        points = landmarks[index]
+    for index, points in enumerate(np.asarray(track.landmarks)):
         points = points[np.isfinite(points).all(axis=1)].round().astype(int)
         inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
-        points = points[inside]
+        points = torch.from_numpy(points[inside])
         preview[index, points[:, 1], points[:, 0]] = torch.tensor([0.0, 1.0, 0.0])
     return preview
 
 
 def crop_faces(frames: torch.Tensor, mask: torch.Tensor, track, crop_size: int = 512):
-    """Aligned crops ``[T, S, S, 3]``, their mask ``[T, S, S]`` and the transforms for ``paste_faces``."""
-    from .face import crop_video
+    """Aligned crops ``[T, S, S, 3]`` 0..1, their mask ``[T, S, S]`` and a ``FaceCropResult`` for ``paste_faces``."""
+    from .face import align_transforms, warp_to_crop
 
     mask = broadcast_mask(mask, frames.shape[0], tuple(frames.shape[1:3]))
-    crops, crop_masks, transforms = crop_video(frames_to_uint8(frames), mask.numpy(), track, size=crop_size)
-    info = FaceCropResult(np.asarray(transforms), crop_size, tuple(frames.shape[1:3]), np.asarray(track.found))
-    crops = torch.from_numpy(np.asarray(crops)).float() / 255.0
-    return crops, torch.as_tensor(np.asarray(crop_masks)).float(), info
+    transforms = align_transforms(track, size=crop_size)
+    crops = torch.from_numpy(warp_to_crop(frames_to_uint8(frames), transforms, size=crop_size)).float() / 255.0
+    crop_mask = torch.from_numpy(warp_to_crop(mask.numpy(), transforms, size=crop_size)).float().clamp(0, 1)
+    info = FaceCropResult(transforms, crop_size, tuple(frames.shape[1:3]), np.asarray(track.found))
+    return crops, crop_mask, info
 
 
-def paste_faces(frames: torch.Tensor, crops: torch.Tensor, mask: torch.Tensor, crop: FaceCropResult) -> torch.Tensor:
-    """Generated crops back into the frames; pixels outside the mask and frames without a face unchanged."""
-    from .face import paste_video
+def paste_faces(frames: torch.Tensor, crops: torch.Tensor, crop_mask: torch.Tensor, crop: FaceCropResult) -> torch.Tensor:
+    """Generated crops back into the frames through the crop-space mask; where it is 0, and in frames
+    without a face, the frames are returned bit-identical."""
+    from .face import paste_back
 
-    if crops.shape[0] != frames.shape[0]:
-        raise ValueError(f"{crops.shape[0]} crops for {frames.shape[0]} frames; use the crops of these frames")
-    mask = broadcast_mask(mask, frames.shape[0], tuple(frames.shape[1:3]))
-    pasted = paste_video(frames.numpy(), crops.numpy(), mask.numpy(), crop.transforms, found=crop.found)
-    return torch.as_tensor(pasted).float()
+    if crops.shape[0] != frames.shape[0] or len(crop.transforms) != frames.shape[0]:
+        raise ValueError(
+            f"{crops.shape[0]} crops and {len(crop.transforms)} crop transforms for {frames.shape[0]} frames; "
+            "paste the crops of these same frames"
+        )
+    if tuple(frames.shape[1:3]) != tuple(crop.frame_size):
+        raise ValueError(f"the frames are {tuple(frames.shape[1:3])} but were cropped at {crop.frame_size}")
+    crop_mask = broadcast_mask(crop_mask, crops.shape[0], tuple(crops.shape[1:3]), "crop_mask")
+    return paste_back(frames.float(), crops.float(), crop_mask.numpy(), crop.transforms, found=crop.found)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,8 +304,8 @@ class FaceOptions:
     face: str = "largest"
     face_index: int = 0
     upper_edge: str = "nose"
-    expand: float = 0.1
-    feather: float = 0.05
+    expand: float = 0.08
+    feather: float = 0.06
     user_mask_mode: str = "replace"
     crop_size: int = 512
 
@@ -322,7 +326,7 @@ def lipsync(frames: torch.Tensor, fps: float, audio, loaded: LoadedModel, whispe
     id_features = encode_reference(loaded, reference)
     generated = generate(loaded, crops, crop_mask, features, id_features, options, fps=fps, device=device,
                          callback=callback)
-    return paste_faces(frames, generated, mask, crop), audio, mask
+    return paste_faces(frames, generated, crop_mask, crop), audio, mask
 
 
 # ------------------------------------------------------------------------------------------------

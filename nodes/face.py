@@ -14,7 +14,7 @@ from .types import CATEGORY, FaceCrop, FaceTrack, check_frames
 
 FACE_CHOICES = ["largest", "index"]
 UPPER_EDGES = ["mouth", "nose", "eyes"]
-USER_MASK_MODES = ["replace", "limit", "extend"]
+USER_MASK_MODES = ["replace", "intersect", "union"]
 
 
 class SayAnythingFaceMask(io.ComfyNode):
@@ -38,16 +38,16 @@ class SayAnythingFaceMask(io.ComfyNode):
                 io.Combo.Input("upper_edge", options=UPPER_EDGES, default="nose",
                                tooltip="Top of the mask. Higher edges hide more of the source lips and reduce "
                                "lip-motion leakage (KeySync: eye level); lower edges keep more of the face."),
-                io.Float.Input("expand", default=0.1, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("expand", default=0.08, min=0.0, max=1.0, step=0.01,
                                tooltip="Grow the mask by this fraction of the face size."),
-                io.Float.Input("feather", default=0.05, min=0.0, max=0.5, step=0.01,
+                io.Float.Input("feather", default=0.06, min=0.0, max=0.5, step=0.01,
                                tooltip="Soft edge width as a fraction of the face size."),
                 io.Mask.Input("user_mask", optional=True,
                               tooltip="Your own mask (e.g. drawn in LoadImage's mask editor, or from SAM). "
                               "One mask for all frames or one per frame."),
                 io.Combo.Input("user_mask_mode", options=USER_MASK_MODES, default="replace", optional=True,
-                               tooltip="replace: use your mask as is; limit: keep the face mask only inside "
-                               "yours; extend: add yours to the face mask."),
+                               tooltip="replace: use your mask as is; intersect: keep the face mask only inside "
+                               "yours; union: add yours to the face mask."),
             ],
             outputs=[
                 io.Mask.Output(display_name="mask"),
@@ -114,14 +114,15 @@ class SayAnythingFacePaste(io.ComfyNode):
             inputs=[
                 io.Image.Input("images", tooltip="The original video frames."),
                 io.Image.Input("crops", tooltip="Generated crops from SayAnything Sampler."),
-                io.Mask.Input("mask", tooltip="The frame-space editing mask used for the crops."),
+                io.Mask.Input("crop_mask", tooltip="The crop-space mask from SayAnything Face Crop: where it is "
+                              "0 the frames stay exactly as they were."),
                 FaceCrop.Input("face_crop", tooltip="From SayAnything Face Crop."),
             ],
             outputs=[io.Image.Output(display_name="images")],
         )
 
     @classmethod
-    def execute(cls, images, crops, mask, face_crop) -> io.NodeOutput:
+    def execute(cls, images, crops, crop_mask, face_crop) -> io.NodeOutput:
         from ..lipsync_core.inference import paste_faces
 
-        return io.NodeOutput(paste_faces(check_frames(images), check_frames(crops, "crops"), mask, face_crop))
+        return io.NodeOutput(paste_faces(check_frames(images), check_frames(crops, "crops"), crop_mask, face_crop))

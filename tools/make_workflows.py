@@ -139,7 +139,7 @@ def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps
     paste = g.add("SayAnythingFacePaste", (x + 1520, 0))
     g.connect(fit, "images", paste, "images")
     g.connect(sampler, "crops", paste, "crops")
-    g.connect(face, "mask", paste, "mask")
+    g.connect(crop, "crop_mask", paste, "crop_mask")
     g.connect(crop, "face_crop", paste, "face_crop")
 
     video = g.add("CreateVideo", (x + 1900, 0))
@@ -192,7 +192,7 @@ def user_mask(object_info: dict) -> dict:
     return g.workflow(
         "SayAnything with your own mask: paint the region to regenerate in LoadImage's mask editor "
         "(right-click the node > Open in MaskEditor). With user_mask_mode 'replace' only your mask is "
-        "regenerated (useful for stylised faces); 'limit' keeps the face mask inside it; 'extend' adds it. "
+        "regenerated (useful for stylised faces); 'intersect' keeps the face mask inside it; 'union' adds it. "
         "Landmarks still align the crop, so a face must be visible. " + MODELS_NOTE
     )
 

@@ -14,7 +14,7 @@ EXPECTED = {
     "SayAnythingFaceMask": (["MASK", "FACE_TRACK", "IMAGE"],
                             ["images", "fps", "face", "face_index", "upper_edge", "expand", "feather"]),
     "SayAnythingFaceCrop": (["IMAGE", "MASK", "FACE_CROP"], ["images", "mask", "face_track", "crop_size"]),
-    "SayAnythingFacePaste": (["IMAGE"], ["images", "crops", "mask", "face_crop"]),
+    "SayAnythingFacePaste": (["IMAGE"], ["images", "crops", "crop_mask", "face_crop"]),
     "SayAnythingModelLoader": (["SAYANYTHING_MODEL"], ["model", "svd_checkpoint", "precision"]),
     "SayAnythingReferenceEncode": (["ID_FEATURES"], ["model", "reference", "frame_index"]),
     "SayAnythingSampler": (["IMAGE"], ["model", "crops", "crop_mask", "audio_features", "id_features", "fps", "steps",

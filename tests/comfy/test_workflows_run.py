@@ -143,9 +143,13 @@ def saved_mp4(comfy, prompt_id: str, base: Path) -> Path:
 
 
 def assert_unchanged_outside_mask(taps: dict[str, np.ndarray]) -> None:
+    import cv2
+
     frames_in, frames_out, mask = taps["in"], taps["out"], taps["mask"][..., 0]
     assert frames_in.shape == frames_out.shape
-    outside = mask == 0
+    # The crop-space mask is warped back bilinearly: allow its edge to spread by a couple of pixels.
+    grown = np.stack([cv2.dilate(m, np.ones((5, 5), np.uint8)) for m in mask])
+    outside = grown == 0
     assert outside.any() and (~outside).any()
     np.testing.assert_array_equal(frames_out[outside], frames_in[outside])
     # Inside the mask the (untrained) model did regenerate the pixels.
