@@ -105,11 +105,13 @@ class ComfyServer:
 
 
 class PromptRejected(Exception):
-    """``/prompt`` answered 400: the prompt failed validation (see ``node_errors``)."""
+    """The prompt failed validation (see ``node_errors``): a 400, or a 200 where ComfyUI queued only
+    the output nodes that validated (``prompt_id`` is then set)."""
 
     def __init__(self, body: dict):
         self.body = body
         self.node_errors: dict = body.get("node_errors", {})
+        self.prompt_id: str | None = body.get("prompt_id")
         super().__init__(json.dumps(body)[:2000])
 
 
@@ -167,7 +169,10 @@ class ComfyClient:
         if answer.status_code == 400:
             raise PromptRejected(answer.json())
         answer.raise_for_status()
-        return answer.json()["prompt_id"]
+        body = answer.json()
+        if body.get("node_errors"):
+            raise PromptRejected(body)
+        return body["prompt_id"]
 
     # -- websocket
     def _connect(self) -> None:
@@ -185,6 +190,7 @@ class ComfyClient:
         """Follow the websocket until the prompt ends; ``on_event(event)`` sees every JSON message."""
         self._connect()
         events: list[dict] = []
+        outcome: PromptResult | None = None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -205,14 +211,13 @@ class ComfyClient:
             if on_event is not None:
                 on_event(event)
             kind = event["type"]
+            # The outcome arrives first; the history is written before the final "executing: None".
             if kind == "execution_error":
-                return PromptResult(prompt_id, "error", events, error=data)
-            if kind == "execution_interrupted":
-                return PromptResult(prompt_id, "interrupted", events)
-            if kind == "execution_success" or (
-                kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id
-            ):
-                return PromptResult(prompt_id, "success", events)
+                outcome = PromptResult(prompt_id, "error", events, error=data)
+            elif kind == "execution_interrupted":
+                outcome = PromptResult(prompt_id, "interrupted", events)
+            elif kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
+                return outcome or PromptResult(prompt_id, "success", events)
         raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f} s")
 
     @staticmethod

@@ -122,12 +122,13 @@ def read_taps(comfy, prompt_id: str, base: Path, prefix: str) -> dict[str, np.nd
 def probe_mp4(path: Path) -> dict:
     with av.open(str(path)) as container:
         video = container.streams.video[0]
+        fps = Fraction(video.average_rate)
         frames = sum(1 for _ in container.decode(video))
     with av.open(str(path)) as container:
         audio = container.streams.audio[0]
         samples = sum(frame.samples for frame in container.decode(audio))
         rate = audio.sample_rate
-    return {"frames": frames, "fps": Fraction(video.average_rate), "audio_seconds": samples / rate}
+    return {"frames": frames, "fps": fps, "audio_seconds": samples / rate}
 
 
 def run_ok(comfy, prompt: dict, workflow: dict | None = None, timeout: float = 300):
@@ -147,9 +148,12 @@ def assert_unchanged_outside_mask(taps: dict[str, np.ndarray]) -> None:
 
     frames_in, frames_out, mask = taps["in"], taps["out"], taps["mask"][..., 0]
     assert frames_in.shape == frames_out.shape
-    # The crop-space mask is warped back bilinearly: allow its edge to spread by a couple of pixels.
-    grown = np.stack([cv2.dilate(m, np.ones((5, 5), np.uint8)) for m in mask])
+    # Paste-back goes through the crop-space mask, warped to the crop and back bilinearly: with the
+    # tests' 64 px crops of a ~300 px face one crop pixel spans ~5 frame pixels, so the exact-equality
+    # region starts a dozen pixels outside the frame-space mask.
+    grown = np.stack([cv2.dilate(m, np.ones((25, 25), np.uint8)) for m in mask])
     outside = grown == 0
+    assert outside.mean() > 0.5
     assert outside.any() and (~outside).any()
     np.testing.assert_array_equal(frames_out[outside], frames_in[outside])
     # Inside the mask the (untrained) model did regenerate the pixels.
