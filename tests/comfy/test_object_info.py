@@ -51,3 +51,34 @@ def test_audio_loader_lists_audio_and_video_files(comfy_server, comfy):
     options = comfy.object_info()["SayAnythingLoadAudio"]["input"]["required"]["audio"][1]["options"]
     assert "speech_probe.wav" in options and "clip_probe.mp4" in options
     assert "notes_probe.txt" not in options
+
+
+def test_loading_the_pack_imports_nothing_heavy(tmp_path):
+    # Import the pack the way ComfyUI does (by file path, under a path-like module name) and list the
+    # nodes; mediapipe, transformers and diffusers must wait until a node runs.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    script = f"""
+import asyncio, importlib.util, sys
+sys.argv = ["main.py", "--cpu"]
+sys.path.insert(0, {str(repo)!r})
+from tools.comfyui import comfyui_dir, define_missing_torchvision_schemas
+define_missing_torchvision_schemas()
+sys.path.insert(0, str(comfyui_dir()))
+import comfy.options
+comfy.options.enable_args_parsing()
+name = {str(repo)!r}.replace(".", "_x_")
+spec = importlib.util.spec_from_file_location(name, {str(repo / '__init__.py')!r})
+module = importlib.util.module_from_spec(spec)
+sys.modules[name] = module
+spec.loader.exec_module(module)
+extension = asyncio.run(module.comfy_entrypoint())
+nodes = asyncio.run(extension.get_node_list())
+print(len(nodes), sorted(m for m in ("mediapipe", "transformers", "diffusers", "cv2") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-2] == "10 []"
