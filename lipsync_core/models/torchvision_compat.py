@@ -21,7 +21,7 @@ _library = None  # the torch.library handle must stay alive for the schemas to s
 
 def make_torchvision_importable() -> None:
     global _library
-    if _library is not None or "torchvision" in sys.modules:
+    if _library is not None or "torchvision" in sys.modules or _nms_declared():
         return
     spec = importlib.util.find_spec("torchvision")
     if spec is None or spec.origin is None:
@@ -37,3 +37,12 @@ def make_torchvision_importable() -> None:
     _library = torch.library.Library("torchvision", "DEF")
     _library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     _library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+
+
+def _nms_declared() -> bool:
+    """True when something (a real torchvision, or a test set-up) already declared the ops."""
+    try:
+        torch.ops.torchvision.nms  # noqa: B018
+        return True
+    except (AttributeError, RuntimeError):
+        return False

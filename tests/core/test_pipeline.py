@@ -116,6 +116,9 @@ def test_guidance_branches_and_combination(pipe, monkeypatch):
     ref_only = pipe(video, mask, audio, reference_guidance_scale=1.0, audio_guidance_scale=0.0, **args)
     zero_audio = pipe(video, mask, torch.zeros_like(audio), reference_guidance_scale=1.0, audio_guidance_scale=1.0, **args)
     torch.testing.assert_close(ref_only, zero_audio, rtol=1e-5, atol=1e-5)
+    # ... and with zeroed audio the audio scale has nothing to amplify.
+    zero_audio_strong = pipe(video, mask, torch.zeros_like(audio), reference_guidance_scale=1.0, audio_guidance_scale=4.0, **args)
+    torch.testing.assert_close(zero_audio_strong, zero_audio, rtol=1e-5, atol=1e-5)
 
     # The pipeline combines the batched branches as uncond + s_ref (ref - uncond) + s_audio (ref_audio - ref).
     model = pipe.model
@@ -198,3 +201,42 @@ def test_precomputed_id_features_equal_reference(pipe):
     a = pipe(video, mask, audio, reference=reference, **args)
     b = pipe(video, mask, audio, id_features=pipe.model.encode_reference(reference), **args)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_real_speech_features_on_a_real_face(pipe, whisper_encoder, speech_wav, astronaut):
+    """Real Whisper tiny.en features of real speech, the real portrait: speech and silence differ in
+    the mouth region only, every frame comes back."""
+    from lipsync_core.audio import Audio, load_audio
+
+    frames = 6
+    face = torch.from_numpy(astronaut).permute(2, 0, 1).float()[None] / 127.5 - 1
+    face = torch.nn.functional.interpolate(face, size=(SIZE, SIZE), mode="area")
+    video = face.expand(frames, -1, -1, -1).contiguous()
+    mask = torch.zeros(frames, 1, SIZE, SIZE)
+    mask[:, :, SIZE // 2 :, 8:24] = 1.0
+    speech = whisper_encoder.frame_features(load_audio(speech_wav), fps=25, num_frames=frames)
+    silence = whisper_encoder.frame_features(Audio(torch.zeros(16000), 16000), fps=25, num_frames=frames)
+    assert speech.shape == (frames, 5, 10, 384)
+    args = dict(reference=face, num_inference_steps=2, window_length=4, window_overlap=2, seed=0)
+    talking = pipe(video, mask, speech, **args)
+    quiet = pipe(video, mask, silence, **args)
+    assert talking.shape == video.shape
+    inside = mask.expand_as(video) == 1
+    assert (talking[inside] - quiet[inside]).abs().mean() > 1e-3
+    assert torch.equal(talking[~inside], video[~inside]) and torch.equal(quiet[~inside], video[~inside])
+
+
+def test_model_only_ever_sees_one_window(pipe, monkeypatch):
+    """Memory is bounded by the window: each model call gets window_length frames, never the video."""
+    frames_per_call = []
+    original = pipe.model.denoise
+
+    def record(noisy, sigma, cond):
+        frames_per_call.append(noisy.shape[1])
+        return original(noisy, sigma, cond)
+
+    monkeypatch.setattr(pipe.model, "denoise", record)
+    out, video, _ = _run(pipe, 15, num_inference_steps=2)
+    assert out.shape == video.shape
+    windows = plan_windows(15, WINDOW, OVERLAP)
+    assert frames_per_call == [WINDOW] * (2 * len(windows))
