@@ -48,16 +48,6 @@ class SamplerOptions:
             raise ValueError(f"decode_chunk must be at least 1, got {self.decode_chunk}")
 
 
-@dataclass
-class FaceCropResult:
-    """What ``crop_faces`` hands to ``paste_faces``: the transforms and the frame geometry."""
-
-    transforms: np.ndarray  # [T, 2, 3] frame -> crop (cv2.warpAffine convention)
-    crop_size: int
-    frame_size: tuple[int, int]
-    found: np.ndarray  # [T] bool
-
-
 # ------------------------------------------------------------------------------------------------
 # conversions
 
@@ -156,20 +146,15 @@ def track_face(frames: torch.Tensor, fps: float, face: str = "largest", face_ind
     """Landmarks of one face through the frames (``lipsync_core.face.FaceTrack``).
 
     ``model_folders``: where a ``face_landmarker.task`` file may be (needed only by mediapipe >= 0.10.22).
-    Frames without the face are marked not found; a video with no face at all is an error.
+    Frames without the face are marked not found (``crop_faces`` raises the one clear error when no
+    frame has a face and no user mask says where to edit).
     """
     from .face import track_faces
 
     total = frames.shape[0]
-    track = track_faces(frames_to_uint8(frames), fps=fps, select=face, face_index=face_index,
-                        model_folders=model_folders,
-                        progress=None if progress is None else (lambda done: progress(done, total)))
-    if not track.found.any():
-        raise ValueError(
-            f"No face was found in any of the {total} frames. SayAnything needs a visible face (frontal or "
-            "three-quarter, at least about 64 px wide); check the input, or crop the video to the face."
-        )
-    return track
+    return track_faces(frames_to_uint8(frames), fps=fps, select=face, face_index=face_index,
+                       model_folders=model_folders,
+                       progress=None if progress is None else (lambda done: progress(done, total)))
 
 
 def face_mask(track, upper_edge: str = "nose", expand: float = 0.08, feather: float = 0.06,
@@ -199,20 +184,24 @@ def draw_face_preview(frames: torch.Tensor, mask: torch.Tensor, track) -> torch.
 
 
 def crop_faces(frames: torch.Tensor, mask: torch.Tensor, track, crop_size: int = 512):
-    """Aligned crops ``[T, S, S, 3]`` 0..1, their mask ``[T, S, S]`` and a ``FaceCropResult`` for ``paste_faces``."""
-    from .face import align_transforms, warp_to_crop
+    """Aligned crops ``[T, S, S, 3]`` 0..1, the frame-space ``mask`` warped into them ``[T, S, S]``, and
+    ``lipsync_core.face.FaceCrops`` (transforms, editable frames) for ``paste_faces``.
+
+    Any MASK works (the face node's, SAM's, a painted one); frames where the track lost the face but
+    the mask marks a region are framed around the mask.
+    """
+    from .face import prepare_face_crops
 
     mask = broadcast_mask(mask, frames.shape[0], tuple(frames.shape[1:3]))
-    transforms = align_transforms(track, size=crop_size)
-    crops = torch.from_numpy(warp_to_crop(frames_to_uint8(frames), transforms, size=crop_size)).float() / 255.0
-    crop_mask = torch.from_numpy(warp_to_crop(mask.numpy(), transforms, size=crop_size)).float().clamp(0, 1)
-    info = FaceCropResult(transforms, crop_size, tuple(frames.shape[1:3]), np.asarray(track.found))
-    return crops, crop_mask, info
+    crop = prepare_face_crops(frames_to_uint8(frames), size=crop_size, track=track, user_mask=mask.numpy(),
+                              mask_mode="replace")
+    crops = torch.from_numpy(crop.crops).float() / 255.0
+    return crops, torch.from_numpy(crop.masks).float(), crop
 
 
-def paste_faces(frames: torch.Tensor, crops: torch.Tensor, crop_mask: torch.Tensor, crop: FaceCropResult) -> torch.Tensor:
+def paste_faces(frames: torch.Tensor, crops: torch.Tensor, crop_mask: torch.Tensor, crop) -> torch.Tensor:
     """Generated crops back into the frames through the crop-space mask; where it is 0, and in frames
-    without a face, the frames are returned bit-identical."""
+    that were not edited, the frames are returned bit-identical."""
     from .face import paste_back
 
     if crops.shape[0] != frames.shape[0] or len(crop.transforms) != frames.shape[0]:
@@ -220,10 +209,10 @@ def paste_faces(frames: torch.Tensor, crops: torch.Tensor, crop_mask: torch.Tens
             f"{crops.shape[0]} crops and {len(crop.transforms)} crop transforms for {frames.shape[0]} frames; "
             "paste the crops of these same frames"
         )
-    if tuple(frames.shape[1:3]) != tuple(crop.frame_size):
-        raise ValueError(f"the frames are {tuple(frames.shape[1:3])} but were cropped at {crop.frame_size}")
+    if tuple(frames.shape[1:3]) != tuple(crop.track.frame_size):
+        raise ValueError(f"the frames are {tuple(frames.shape[1:3])} but were cropped at {crop.track.frame_size}")
     crop_mask = broadcast_mask(crop_mask, crops.shape[0], tuple(crops.shape[1:3]), "crop_mask")
-    return paste_back(frames.float(), crops.float(), crop_mask.numpy(), crop.transforms, found=crop.found)
+    return paste_back(frames.float(), crops.float(), crop_mask.numpy(), crop.transforms, found=crop.editable)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -305,5 +305,6 @@ def test_video_without_a_face(comfy, comfy_base, comfy_inputs, object_info, tmp_
     })
     result = comfy.run(prompt, workflow)
     assert result.status == "error"
-    assert result.error["node_type"] == "SayAnythingFaceMask"
-    assert "face" in result.error["exception_message"].lower()
+    # Tracking marks every frame "no face" (never an exception); cropping then has nothing to edit.
+    assert result.error["node_type"] == "SayAnythingFaceCrop"
+    assert "No face was found in any of the 5 frames" in result.error["exception_message"]
