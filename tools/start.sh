@@ -43,9 +43,10 @@ done
 
 # 4. Run.
 if [ "$MODE" = "--demo" ]; then
-    echo "[start] running workflows/sayanything_talking_image.json headless (demo settings: 4 steps, 256 px crops)"
+    # Demo settings keep a CPU run to a few minutes: 10 fps, 128 px crops, 4 steps.
+    echo "[start] running workflows/sayanything_talking_image.json headless (10 fps, 128 px crops, 4 steps)"
     outputs="$("$PY" "$ROOT/tools/run_workflow.py" "$ROOT/workflows/sayanything_talking_image.json" --base "$BASE" \
-        --set SayAnythingSampler.steps=4 --set SayAnythingFaceCrop.crop_size=256)"
+        --set PrimitiveFloat.value=10 --set SayAnythingFaceCrop.crop_size=128 --set SayAnythingSampler.steps=4)"
     for path in $outputs; do
         case "$path" in *.mp4) echo "[start] lip-synced video: $path" ;; esac
     done

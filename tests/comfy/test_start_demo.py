@@ -30,7 +30,7 @@ def test_start_demo_prints_a_video(tmp_path):
     assert video.is_file() and video.is_relative_to(tmp_path / "output")
     with av.open(str(video)) as container:
         assert container.streams.video and container.streams.audio
-        assert sum(1 for _ in container.decode(container.streams.video[0])) > 25
+        assert sum(1 for _ in container.decode(container.streams.video[0])) > 20  # ~4 s at 10 fps
     # The example workflows are in the user's Workflows sidebar, and a second run keeps them.
     saved = sorted(p.name for p in (tmp_path / "user" / "default" / "workflows").glob("*.json"))
     assert saved == sorted(p.name for p in (REPO / "workflows").glob("*.json"))
