@@ -17,8 +17,6 @@ FAST = ["--fps", "4", "--crop-size", "64", "--steps", "2", "--window", "4", "--o
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    import torchvision  # noqa: F401 - see tests/comfy/conftest.py: load it before lipsync_core.models
-
     from lipsync_core.checkpoint import save_checkpoint
     from lipsync_core.configs import SayAnythingConfig
     from lipsync_core.models import SayAnythingModel

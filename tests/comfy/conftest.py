@@ -53,12 +53,3 @@ def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _torchvision_imported_once():
-    # tests/conftest.py defines torchvision's two op schemas for this CPU venv; importing torchvision
-    # now lets lipsync_core.models' own guard see it as loaded instead of defining them a second time.
-    import importlib.util
-
-    if importlib.util.find_spec("torchvision") is not None:
-        import torchvision  # noqa: F401
