@@ -1,9 +1,8 @@
 """A real ComfyUI 0.3.75 server for the whole session, with this pack in custom_nodes.
 
 The server runs on a temporary base directory (models, input, output, user) so nothing is written
-into the ComfyUI folder or the checkout. Tests that need models put them into
-``comfy_base / "models" / <folder>`` through the fixtures below before the server is queried for
-the first time (ComfyUI caches folder listings, keyed on the folder's mtime).
+into the ComfyUI folder or the checkout. Tests that need models write them into
+``comfy_base / "models" / <folder>`` (ComfyUI re-lists a model folder when its mtime changes).
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
 from tools.comfy_client import ComfyClient, ComfyServer
 
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 
 
