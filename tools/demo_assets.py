@@ -33,17 +33,15 @@ DEMO_FPS = 25.0
 
 
 def make_default_model(path: Path) -> Path:
-    """Write the default model to ``path`` (the one place to switch to a trained model)."""
-    import torch
+    """Write the default model to ``path`` (the one place to switch to a trained model).
 
-    from lipsync_core.checkpoint import save_checkpoint
-    from lipsync_core.configs import SayAnythingConfig, build_vae
-    from lipsync_core.models import SayAnythingModel
+    Today: ``python -m lipsync_core init --size tiny --vae --seed 0`` (random weights, VAE inside).
+    """
+    from lipsync_core.__main__ import main as lipsync_core_main
 
-    torch.manual_seed(0)
-    model = SayAnythingModel(SayAnythingConfig.preset("tiny"))
-    vae = build_vae("tiny")
-    return save_checkpoint(path, model, vae=vae)
+    if lipsync_core_main(["init", "--size", "tiny", "--vae", "--seed", "0", "-o", str(path)]) != 0:
+        raise RuntimeError(f"could not write the default model to {path}")
+    return path
 
 
 def install_default_model(models: Path) -> Path:
