@@ -560,16 +560,20 @@ def frame_windows(
     interpolation; positions outside ``[0, N - 1]`` are clamped to the edge.
     """
     fps = as_fps(fps)
-    centres = [(Fraction(2 * i + 1, 2) / fps) * ENCODER_RATE + frame_offset for i in range(num_frames)]
-    centre = torch.tensor([float(c) for c in centres], dtype=torch.float64)
-    positions = centre[:, None] + (torch.arange(window, dtype=torch.float64) - (window - 1) / 2)[None, :]
-    positions = positions.clamp(0, hidden.shape[1] - 1)
-    low = positions.floor().long().clamp(max=hidden.shape[1] - 1)
-    high = (low + 1).clamp(max=hidden.shape[1] - 1)
-    frac = (positions - low).float()[..., None]  # [T, W, 1]
-    lower, upper = hidden[:, low], hidden[:, high]  # [L, T, W, D]
-    out = lower + (upper - lower) * frac[None]
-    return out.permute(1, 0, 2, 3).contiguous()
+    num_layers, length, dim = hidden.shape
+    # Exact rational centres, one per frame (never accumulated), then float64 positions in encoder frames.
+    centres = torch.tensor(
+        [float(Fraction(2 * i + 1, 2) / fps * ENCODER_RATE) for i in range(num_frames)], dtype=torch.float64
+    )
+    positions = centres[:, None] + frame_offset + (torch.arange(window, dtype=torch.float64) - (window - 1) / 2)[None, :]
+    positions = positions.clamp(0, length - 1)
+    low = positions.floor().long().clamp(max=length - 1)
+    high = (low + 1).clamp(max=length - 1)
+    frac = (positions - low).float().reshape(-1, 1, 1)
+    by_time = hidden.permute(1, 0, 2).contiguous()  # [N, L, D]: one gather per window entry
+    out = by_time[low.reshape(-1)]
+    out.lerp_(by_time[high.reshape(-1)], frac)
+    return out.view(num_frames, window, num_layers, dim).permute(0, 2, 1, 3).contiguous()
 
 
 def load_whisper_encoder(
