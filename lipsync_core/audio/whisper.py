@@ -598,12 +598,17 @@ def load_whisper_encoder(
             f"model.safetensors, e.g. a copy of openai/whisper-tiny in ComfyUI's models/whisper folder.{hint}"
         )
     config = WhisperConfig.from_pretrained(folder)
-    encoder = WhisperEncoder(config)
     state = _read_encoder_state(folder)
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "embed_positions.weight" or "embed_positions.weight" not in state]
+    with torch.device("meta"):  # no random initialisation of weights that are loaded next
+        encoder = WhisperEncoder(config)
+    expected = set(encoder.state_dict())
+    missing = sorted(expected - set(state))
     if missing:
-        raise ValueError(f"{folder}: the Whisper encoder weights are incomplete (missing {missing[:5]}...).")
+        raise ValueError(
+            f"{folder}: the Whisper encoder weights are incomplete (missing {', '.join(missing[:4])}"
+            f"{'...' if len(missing) > 4 else ''}). Is this a Whisper model folder?"
+        )
+    encoder.load_state_dict({k: state[k] for k in expected}, assign=True)
     encoder = encoder.to(device=device, dtype=dtype).eval()
     if (folder / "preprocessor_config.json").is_file():
         extractor = WhisperFeatureExtractor.from_pretrained(folder)
