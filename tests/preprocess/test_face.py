@@ -148,8 +148,13 @@ def test_crops_do_not_jitter_on_a_still_video(astronaut):
         in_crop = transform_points(face, transforms)
         return float(np.linalg.norm(np.diff(in_crop, axis=0), axis=-1).max())
 
-    smooth = crop_jitter(align_transforms(track, size=512))
+    transforms = align_transforms(track, size=512)
+    smooth = crop_jitter(transforms)
     assert smooth < 1.0, smooth  # (the face is magnified 5x into the crop)
+    # the mask in the crop is as steady: under 2 % of its area changes between frames
+    masks = face_masks(crop_track(track, transforms, 512))
+    change = np.abs(np.diff(masks, axis=0)).sum(axis=(1, 2)) / masks.sum(axis=(1, 2))[1:]
+    assert change.max() < 0.02, change.max()
     # crops from the detector's raw output jitter more: the smoothing is doing the work
     raw = FaceTrack(track.raw_landmarks, track.found, track.frame_size)
     assert crop_jitter(align_transforms(raw, size=512)) > 1.5 * smooth
