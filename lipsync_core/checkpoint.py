@@ -1,0 +1,178 @@
+"""SayAnything checkpoint files: one safetensors file, config in the metadata, strict loading.
+
+Keys: ``unet.*``, ``audio_projection.*``, ``id_guider.*`` and optionally ``vae.*`` (a model trained with
+its own small VAE, such as the toy demo, ships it). Metadata::
+
+    {"format": "sayanything", "format_version": "1", "config": <SayAnythingConfig JSON>,
+     "vae_config": <diffusers AutoencoderKLTemporalDecoder config JSON, only with vae.* keys>}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .configs import SayAnythingConfig, build_vae
+from .models import SayAnythingModel
+
+FORMAT = "sayanything"
+FORMAT_VERSION = "1"
+MODEL_PARTS = ("unet", "audio_projection", "id_guider")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be loaded as a SayAnything checkpoint; the message names the file."""
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"fp16"`` / ``"bf16"`` / ``"fp32"`` (or a torch dtype, or None) -> torch dtype."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown precision {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: SayAnythingModel,
+    vae=None,
+    dtype: str | torch.dtype = torch.float32,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` (and ``vae`` if given) to ``path`` with weights stored in ``dtype``.
+
+    Refuses to replace an existing file unless ``overwrite``; writes to a temporary name first so an
+    interrupted save never leaves a half-written file under the real name.
+    """
+    path = Path(path)
+    dtype = parse_dtype(dtype)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another name or pass overwrite=True")
+    tensors: dict[str, torch.Tensor] = {}
+    for part in MODEL_PARTS:
+        for key, value in getattr(model, part).state_dict().items():
+            tensors[f"{part}.{key}"] = value.detach().to("cpu", dtype).contiguous()
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
+    if vae is not None:
+        for key, value in vae.state_dict().items():
+            tensors[f"vae.{key}"] = value.detach().to("cpu", dtype).contiguous()
+        metadata["vae_config"] = json.dumps(_plain_config(vae.config))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial), metadata=metadata)
+    os.replace(partial, path)
+    return path
+
+
+def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a SayAnything checkpoint, validated (cheap: reads the header only)."""
+    path = Path(path)
+    with _open(path) as handle:
+        return _check_metadata(path, handle.metadata())
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
+) -> tuple[SayAnythingModel, object | None]:
+    """Load ``(model, vae_or_None)``; ``dtype`` None keeps the stored precision.
+
+    Strict: every tensor of the model must be in the file with its shape, and the file may hold
+    nothing else. Errors name the file and what is wrong.
+    """
+    path = Path(path)
+    dtype = parse_dtype(dtype)
+    with _open(path) as handle:
+        metadata = _check_metadata(path, handle.metadata())
+        try:
+            config = SayAnythingConfig.from_json(metadata["config"])
+        except (ValueError, TypeError) as error:
+            raise CheckpointError(f"{path}: the model config in its metadata is invalid: {error}") from error
+        with torch.device("meta"):
+            model = SayAnythingModel(config)
+            vae = build_vae(json.loads(metadata["vae_config"])) if "vae_config" in metadata else None
+        expected = {f"{part}.{k}": v for part in MODEL_PARTS for k, v in getattr(model, part).state_dict().items()}
+        if vae is not None:
+            expected.update({f"vae.{k}": v for k, v in vae.state_dict().items()})
+        _check_keys_and_shapes(path, handle, expected)
+        tensors = {}
+        for key in expected:
+            try:
+                tensor = handle.get_tensor(key)
+            except SafetensorError as error:
+                raise CheckpointError(f"{path}: tensor {key} cannot be read ({error}); the file is damaged") from error
+            tensors[key] = tensor.to(device, dtype or tensor.dtype)
+    for part in MODEL_PARTS:
+        prefix = part + "."
+        getattr(model, part).load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True, assign=True
+        )
+    if vae is not None:
+        vae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("vae.")}, strict=True, assign=True)
+        vae.eval()
+    return model.eval(), vae
+
+
+def _open(path: Path):
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        return safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError, ValueError) as error:
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({size} bytes; {error}); it may be truncated "
+            "(an interrupted download or copy) or in another format. SayAnything loads .safetensors only."
+        ) from error
+
+
+def _check_metadata(path: Path, metadata: dict[str, str] | None) -> dict[str, str]:
+    metadata = metadata or {}
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a SayAnything checkpoint (metadata format="
+            f"{metadata.get('format')!r}, expected {FORMAT!r}). For Stable Video Diffusion weights "
+            "use `python -m lipsync_core init --svd` to make a SayAnything model from them."
+        )
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: SayAnything checkpoint format version {metadata.get('format_version')!r} is not "
+            f"supported (this code reads version {FORMAT_VERSION}); update the node pack"
+        )
+    if "config" not in metadata:
+        raise CheckpointError(f"{path}: the SayAnything metadata has no model config")
+    return metadata
+
+
+def _check_keys_and_shapes(path: Path, handle, expected: dict[str, torch.Tensor]) -> None:
+    present = set(handle.keys())
+    missing = sorted(set(expected) - present)
+    unexpected = sorted(present - set(expected))
+    if missing:
+        raise CheckpointError(
+            f"{path}: {len(missing)} tensors of the model are missing, e.g. {', '.join(missing[:3])}; "
+            "the file is incomplete or was written by other code"
+        )
+    if unexpected:
+        raise CheckpointError(
+            f"{path}: {len(unexpected)} tensors do not belong to the model its config describes, "
+            f"e.g. {', '.join(unexpected[:3])}"
+        )
+    for key, reference in expected.items():
+        shape = tuple(handle.get_slice(key).get_shape())
+        if shape != tuple(reference.shape):
+            raise CheckpointError(
+                f"{path}: tensor {key} has shape {list(shape)} but the config in the file needs "
+                f"{list(reference.shape)}; the weights and the config do not match"
+            )
+
+
+def _plain_config(config) -> dict:
+    """A diffusers FrozenDict config as plain JSON-able data (drops private entries)."""
+    return {key: (list(value) if isinstance(value, tuple) else value) for key, value in dict(config).items() if not key.startswith("_")}

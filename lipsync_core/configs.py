@@ -1,0 +1,205 @@
+"""Model configuration: one JSON-serialisable dataclass per part, plus named presets.
+
+``SayAnythingConfig.preset("full")`` has Stable Video Diffusion's UNet shapes (so SVD weights import
+into it); ``"tiny"`` is for tests and the toy world (a CPU forward of 8 frames at 32x32 latents takes
+well under a second).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PRESETS = ("tiny", "full")
+
+
+@dataclass
+class UNetConfig:
+    """The spatio-temporal UNet (diffusers ``UNetSpatioTemporalConditionModel`` topology).
+
+    The first block of ``block_out_channels`` runs at latent resolution; every further block halves
+    it. All but the deepest block have cross-attention (as in SVD).
+    """
+
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    num_attention_heads: tuple[int, ...] = (5, 10, 20, 20)
+    layers_per_block: int = 2
+    transformer_layers_per_block: int = 1
+    cross_attention_dim: int = 1024
+    addition_time_embed_dim: int = 256
+    num_frames: int = 25
+    # 4 noisy latents + 4 masked-video latents + 1 mask (see docs/ARCHITECTURE.md).
+    in_channels: int = 9
+    out_channels: int = 4
+
+    def __post_init__(self) -> None:
+        self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
+        self.num_attention_heads = tuple(int(h) for h in self.num_attention_heads)
+        if len(self.block_out_channels) < 2:
+            raise ValueError(f"block_out_channels needs at least 2 entries, got {self.block_out_channels}")
+        if len(self.num_attention_heads) != len(self.block_out_channels):
+            raise ValueError(
+                f"num_attention_heads {self.num_attention_heads} must have one entry per block "
+                f"of block_out_channels {self.block_out_channels}"
+            )
+        for channels, heads in zip(self.block_out_channels, self.num_attention_heads):
+            if channels % heads:
+                raise ValueError(f"{channels} channels do not split into {heads} attention heads")
+
+    def diffusers_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for diffusers' ``UNetSpatioTemporalConditionModel``."""
+        depth = len(self.block_out_channels)
+        return dict(
+            sample_size=None,
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            down_block_types=("CrossAttnDownBlockSpatioTemporal",) * (depth - 1) + ("DownBlockSpatioTemporal",),
+            up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * (depth - 1),
+            block_out_channels=self.block_out_channels,
+            addition_time_embed_dim=self.addition_time_embed_dim,
+            # fps, motion bucket and noise augmentation: SVD's three micro-conditions.
+            projection_class_embeddings_input_dim=3 * self.addition_time_embed_dim,
+            layers_per_block=self.layers_per_block,
+            cross_attention_dim=self.cross_attention_dim,
+            transformer_layers_per_block=self.transformer_layers_per_block,
+            num_attention_heads=self.num_attention_heads,
+            num_frames=self.num_frames,
+        )
+
+
+@dataclass
+class AudioProjectionConfig:
+    """Whisper features ``[..., num_layers, window, feature_dim]`` -> ``num_tokens`` context tokens.
+
+    Defaults fit Whisper tiny/tiny.en (embeddings + 4 encoder layers, d_model 384) with a window of
+    10 encoder frames (50 Hz) per video frame.
+    """
+
+    num_layers: int = 5
+    window: int = 10
+    feature_dim: int = 384
+    num_tokens: int = 4
+    hidden_dim: int = 512
+
+
+@dataclass
+class IDGuiderConfig:
+    """Pixel-space pyramid over the reference image: one stage per UNet resolution.
+
+    ``latent_scale_factor`` is the VAE's spatial downsampling (8 for SVD's VAE): the stem brings the
+    reference from pixels to latent resolution with that many halvings.
+    """
+
+    channels: tuple[int, ...] = (64, 128, 256, 256)
+    latent_scale_factor: int = 8
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        factor = self.latent_scale_factor
+        if factor < 1 or factor & (factor - 1):
+            raise ValueError(f"latent_scale_factor must be a power of two, got {factor}")
+
+
+@dataclass
+class SayAnythingConfig:
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    audio: AudioProjectionConfig = field(default_factory=AudioProjectionConfig)
+    id_guider: IDGuiderConfig = field(default_factory=IDGuiderConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.unet, dict):
+            self.unet = UNetConfig(**self.unet)
+        if isinstance(self.audio, dict):
+            self.audio = AudioProjectionConfig(**self.audio)
+        if isinstance(self.id_guider, dict):
+            self.id_guider = IDGuiderConfig(**self.id_guider)
+        if len(self.id_guider.channels) != len(self.unet.block_out_channels):
+            raise ValueError(
+                f"id_guider.channels {self.id_guider.channels} needs one entry per UNet resolution "
+                f"(block_out_channels {self.unet.block_out_channels})"
+            )
+
+    @classmethod
+    def preset(cls, name: str) -> "SayAnythingConfig":
+        if name == "full":
+            return cls()
+        if name == "tiny":
+            return cls(
+                unet=UNetConfig(
+                    block_out_channels=(32, 64),
+                    num_attention_heads=(2, 4),
+                    layers_per_block=1,
+                    cross_attention_dim=32,
+                    addition_time_embed_dim=8,
+                    num_frames=8,
+                ),
+                audio=AudioProjectionConfig(num_tokens=2, hidden_dim=32),
+                id_guider=IDGuiderConfig(channels=(8, 16), latent_scale_factor=4),
+            )
+        raise ValueError(f"unknown model size {name!r}; choose one of {', '.join(PRESETS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SayAnythingConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config sections {sorted(unknown)}; expected {sorted(known)}")
+        return cls(**{key: dict(value) for key, value in data.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SayAnythingConfig":
+        return cls.from_dict(json.loads(text))
+
+
+# Temporal VAEs (diffusers ``AutoencoderKLTemporalDecoder`` keyword arguments). "full" is SVD's; "tiny"
+# downsamples 4x (three blocks) for tests and the toy world.
+VAE_PRESETS: dict[str, dict[str, Any]] = {
+    "full": dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=768,
+        scaling_factor=0.18215,
+    ),
+    "tiny": dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        block_out_channels=(32, 32, 32),  # GroupNorm uses 32 groups
+        layers_per_block=2,  # the original (single-file SVD) layout's decoder mid block has two resnets
+        latent_channels=4,
+        sample_size=64,
+        scaling_factor=0.18215,
+    ),
+}
+
+
+def build_vae(config: str | dict[str, Any]):
+    """A randomly initialised temporal VAE from a preset name or a diffusers config dict."""
+    from .models.torchvision_compat import make_torchvision_importable
+
+    make_torchvision_importable()
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    if isinstance(config, str):
+        if config not in VAE_PRESETS:
+            raise ValueError(f"unknown VAE size {config!r}; choose one of {', '.join(VAE_PRESETS)}")
+        config = VAE_PRESETS[config]
+    kwargs = {key: value for key, value in dict(config).items() if not key.startswith("_")}
+    return AutoencoderKLTemporalDecoder(**kwargs)
+
+
+def vae_scale_factor(vae) -> int:
+    """Spatial downsampling of a diffusers VAE, read from its config (not assumed to be 8)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)

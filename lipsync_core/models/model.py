@@ -1,0 +1,127 @@
+"""SayAnythingModel: UNet + audio projection + ID-Guider, and the EDM denoiser call shared by sampling and training."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..configs import SayAnythingConfig
+from .audio_projection import AudioProjection
+from .id_guider import IDGuider
+from .unet import SayAnythingUNet
+
+
+@dataclass
+class Conditioning:
+    """Everything besides the noisy latents that one denoiser call sees (batch B, frames F).
+
+    masked_latents: ``[B, F, 4, h, w]`` VAE latents of the masked video, unscaled (``latent_dist.mode()``,
+        as SVD feeds its conditioning image) -- see ``pipeline.build_masked_video_conditioning``.
+    mask: ``[B, F, 1, h, w]`` editing mask at latent resolution, 1 = regenerate.
+    audio_features: ``[B, F, L, W, D]`` Whisper features; zeros are the "no audio" condition.
+    id_features: one ``[B, C_i, h_i, w_i]`` map per UNet resolution from ``encode_reference``;
+        None (or zeros) is the "no reference" condition.
+    added_time_ids: ``[B, 3]`` from ``make_added_time_ids``.
+    """
+
+    masked_latents: torch.Tensor
+    mask: torch.Tensor
+    audio_features: torch.Tensor
+    id_features: Sequence[torch.Tensor] | None
+    added_time_ids: torch.Tensor
+
+
+def make_added_time_ids(
+    fps: float, motion_bucket_id: float, noise_aug_strength: float, batch_size: int = 1, device=None, dtype=None
+) -> torch.Tensor:
+    """SVD's micro-conditioning ``[fps - 1, motion_bucket_id, noise_aug_strength]`` per batch item."""
+    ids = torch.tensor([[fps - 1.0, float(motion_bucket_id), float(noise_aug_strength)]], device=device, dtype=dtype)
+    return ids.expand(batch_size, 3)
+
+
+def edm_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EDM preconditioning of SVD (v-prediction, sigma_data = 1): ``c_skip, c_out, c_in, c_noise``.
+
+    ``denoised = c_skip * x + c_out * F(c_in * x, c_noise)``, the same numbers diffusers'
+    ``EulerDiscreteScheduler`` (v_prediction, continuous timesteps) uses for SVD.
+    """
+    sigma = sigma.to(torch.float32)
+    c_skip = 1.0 / (sigma**2 + 1.0)
+    c_out = -sigma / (sigma**2 + 1.0) ** 0.5
+    c_in = 1.0 / (sigma**2 + 1.0) ** 0.5
+    c_noise = 0.25 * sigma.log()
+    return c_skip, c_out, c_in, c_noise
+
+
+class SayAnythingModel(nn.Module):
+    def __init__(self, config: SayAnythingConfig):
+        super().__init__()
+        self.config = config
+        self.unet = SayAnythingUNet(**config.unet.diffusers_kwargs())
+        self.audio_projection = AudioProjection(config.audio, config.unet.cross_attention_dim)
+        self.id_guider = IDGuider(config.id_guider, config.unet.block_out_channels)
+        # The mask channel (the 9th input) starts at zero so an SVD-initialised model starts as SVD.
+        with torch.no_grad():
+            self.unet.conv_in.weight[:, 8:].zero_()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.conv_in.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.conv_in.weight.device
+
+    def encode_reference(self, reference: torch.Tensor) -> list[torch.Tensor]:
+        """ID features of ``reference [B, 3, H, W]`` in -1..1; compute once per video, reuse for every window and step."""
+        return self.id_guider(reference.to(self.device, self.dtype))
+
+    def zero_id_features(self, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The "no reference" condition, shaped like real ID features."""
+        return [torch.zeros_like(feature) for feature in like]
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float,
+        audio_features: torch.Tensor,
+        added_time_ids: torch.Tensor,
+        id_features: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Raw UNet output for ``sample [B, F, 9, h, w]`` (scaled noisy latents ++ masked latents ++ mask)."""
+        context = self.audio_projection(audio_features.to(self.device))
+        return self.unet(sample, timestep, context.to(sample.dtype), added_time_ids, id_residuals=id_features)
+
+    def denoise(self, noisy_latents: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
+        """EDM denoiser: the clean-latent estimate for ``noisy_latents [B, F, 4, h, w]`` at noise level ``sigma``.
+
+        The one implementation of the model call: the sampler and the training loss both go through it.
+        ``sigma`` is a float or ``[B]``. Latents are in the VAE's scaled space (``* scaling_factor``).
+        """
+        batch_size = noisy_latents.shape[0]
+        sigma = torch.as_tensor(sigma, device=noisy_latents.device, dtype=torch.float32).reshape(-1)
+        sigma = sigma.expand(batch_size) if sigma.numel() == 1 else sigma
+        c_skip, c_out, c_in, c_noise = (s.reshape(-1, 1, 1, 1, 1) for s in edm_scalings(sigma))
+        dtype = self.dtype
+        sample = torch.cat(
+            [(noisy_latents * c_in).to(dtype), cond.masked_latents.to(dtype), cond.mask.to(dtype)], dim=2
+        )
+        output = self(
+            sample,
+            c_noise.reshape(-1).to(dtype),
+            cond.audio_features,
+            cond.added_time_ids.to(sample.device, dtype),
+            cond.id_features,
+        )
+        return c_skip * noisy_latents + c_out * output.to(torch.float32)
+
+    def num_parameters(self) -> dict[str, int]:
+        counts = {
+            name: sum(p.numel() for p in getattr(self, name).parameters())
+            for name in ("unet", "audio_projection", "id_guider")
+        }
+        counts["total"] = sum(counts.values())
+        return counts

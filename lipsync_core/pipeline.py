@@ -1,0 +1,372 @@
+"""SayAnythingPipeline: masked-video lip sync with SVD's EDM Euler sampler, dual guidance and blended windows.
+
+Also the pieces training shares with sampling: ``build_masked_video_conditioning`` (the editing canvas),
+``encode_latents`` / ``decode_latents`` (VAE in chunks, scaled latents) and ``default_scheduler``. The
+model call itself is ``SayAnythingModel.denoise``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .configs import vae_scale_factor
+from .models import Conditioning, SayAnythingModel, make_added_time_ids
+
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+def default_scheduler():
+    """diffusers' ``EulerDiscreteScheduler`` with Stable Video Diffusion's settings (we use its sigmas)."""
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        timestep_type="continuous",
+        interpolation_type="linear",
+        use_karras_sigmas=True,
+        sigma_min=0.002,
+        sigma_max=700.0,
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# VAE helpers (shared with training)
+
+
+def _flatten_frames(video: torch.Tensor, channels: int, name: str) -> tuple[torch.Tensor, tuple[int, ...]]:
+    if video.ndim < 4 or video.shape[-3] != channels:
+        raise ValueError(f"{name} must be [..., {channels}, height, width], got {list(video.shape)}")
+    return video.reshape(-1, *video.shape[-3:]), tuple(video.shape[:-3])
+
+
+@torch.no_grad()
+def encode_latents(
+    vae, frames: torch.Tensor, chunk_size: int = 8, scaled: bool = True, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """VAE latents (distribution mode) of ``frames [..., 3, S, S]`` in -1..1, encoded ``chunk_size`` frames at a time.
+
+    ``scaled``: multiply by the VAE's ``scaling_factor`` (the diffusion space of the noisy latents). The
+    masked-video conditioning uses unscaled latents, as SVD does for its conditioning image.
+    Results are returned on the CPU, in float32.
+    """
+    flat, leading = _flatten_frames(frames, 3, "frames")
+    device = torch.device(device) if device is not None else vae.device
+    chunks = []
+    for start in range(0, flat.shape[0], max(1, chunk_size)):
+        chunk = flat[start : start + chunk_size].to(device, vae.dtype)
+        chunks.append(vae.encode(chunk).latent_dist.mode().float().cpu())
+    latents = torch.cat(chunks)
+    if scaled:
+        latents = latents * vae.config.scaling_factor
+    return latents.reshape(*leading, *latents.shape[1:])
+
+
+@torch.no_grad()
+def decode_latents(
+    vae, latents: torch.Tensor, chunk_size: int = 8, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Frames ``[T, 3, S, S]`` (float32, CPU, -1..1) from scaled latents ``[T, 4, h, w]``, decoded in chunks.
+
+    The temporal decoder smooths across the frames of one chunk.
+    """
+    if latents.ndim != 4:
+        raise ValueError(f"latents must be [frames, channels, height, width], got {list(latents.shape)}")
+    device = torch.device(device) if device is not None else vae.device
+    frames = []
+    for start in range(0, latents.shape[0], max(1, chunk_size)):
+        chunk = (latents[start : start + chunk_size] / vae.config.scaling_factor).to(device, vae.dtype)
+        frames.append(vae.decode(chunk, num_frames=chunk.shape[0]).sample.float().clamp(-1, 1).cpu())
+    return torch.cat(frames)
+
+
+def downsample_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Mask ``[..., 1, S, S]`` -> ``[..., 1, h, w]``; max-pooled so any latent cell touching the edit region is regenerated."""
+    flat, leading = _flatten_frames(mask, 1, "mask")
+    pooled = F.adaptive_max_pool2d(flat.float(), size)
+    return pooled.reshape(*leading, 1, *size)
+
+
+@torch.no_grad()
+def build_masked_video_conditioning(
+    vae,
+    frames: torch.Tensor,
+    mask: torch.Tensor,
+    noise_aug_strength: float = 0.0,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 8,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The editing canvas: ``(masked_latents [..., 4, h, w], latent_mask [..., 1, h, w])``, CPU float32.
+
+    ``frames [..., 3, S, S]`` in -1..1 and ``mask [..., 1, S, S]`` (1 = regenerate). Masked pixels are set
+    to 0 (mid grey), optional noise augmentation is added in pixel space as SVD does for its
+    conditioning image (noise drawn on the CPU from ``generator``), and the result is VAE-encoded
+    unscaled (``latent_dist.mode()``, like SVD's image latents).
+    """
+    if frames.shape[:-3] != mask.shape[:-3] or frames.shape[-2:] != mask.shape[-2:]:
+        raise ValueError(
+            f"frames {list(frames.shape)} and mask {list(mask.shape)} must cover the same frames and pixels"
+        )
+    masked = frames.float() * (1.0 - mask.float())
+    if noise_aug_strength > 0:
+        noise = torch.randn(masked.shape, generator=generator, dtype=torch.float32)
+        masked = masked + noise_aug_strength * noise
+    masked_latents = encode_latents(vae, masked, chunk_size=chunk_size, scaled=False, device=device)
+    return masked_latents, downsample_mask(mask, tuple(masked_latents.shape[-2:]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Windows
+
+
+def plan_windows(num_frames: int, window_length: int, window_overlap: int) -> list[tuple[int, int]]:
+    """``[start, end)`` windows covering ``num_frames``: stride ``window_length - window_overlap``.
+
+    Every window has ``window_length`` frames (or the whole video if it is shorter); the last one is
+    moved back to end at the last frame rather than dropped or shortened, so it overlaps its neighbour
+    by more than ``window_overlap``.
+    """
+    if num_frames < 1:
+        raise ValueError("the video has no frames")
+    if window_length < 1:
+        raise ValueError(f"window_length must be at least 1, got {window_length}")
+    if not 0 <= window_overlap < window_length:
+        raise ValueError(f"window_overlap must be in 0..window_length-1 ({window_length - 1}), got {window_overlap}")
+    if num_frames <= window_length:
+        return [(0, num_frames)]
+    stride = window_length - window_overlap
+    starts = list(range(0, num_frames - window_length + 1, stride))
+    if starts[-1] + window_length < num_frames:
+        starts.append(num_frames - window_length)
+    return [(start, start + window_length) for start in starts]
+
+
+def window_blend_weights(windows: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """Per-frame weights of each window: linear ramps across the frames it shares with its neighbours.
+
+    Ramps never reach zero, so every frame has positive total weight; the sampler divides by the total.
+    """
+    weights = []
+    for index, (start, end) in enumerate(windows):
+        length = end - start
+        left = windows[index - 1][1] - start if index > 0 else 0
+        right = end - windows[index + 1][0] if index + 1 < len(windows) else 0
+        position = torch.arange(length, dtype=torch.float32)
+        ramp_in = ((position + 1) / (left + 1)).clamp(max=1.0)
+        ramp_out = ((length - position) / (right + 1)).clamp(max=1.0)
+        weights.append(ramp_in * ramp_out)
+    return weights
+
+
+# ----------------------------------------------------------------------------------------------------
+# Guidance
+
+
+@dataclass
+class _Branch:
+    coefficient: float
+    use_reference: bool
+    use_audio: bool
+
+
+def guidance_branches(reference_guidance_scale: float, audio_guidance_scale: float) -> list[_Branch]:
+    """``out = uncond + s_ref (ref - uncond) + s_audio (ref_audio - ref)`` as an affine sum of branches.
+
+    Branches with a zero coefficient are skipped (s_ref = s_audio = 1 runs only ref+audio).
+    """
+    s_ref, s_audio = float(reference_guidance_scale), float(audio_guidance_scale)
+    candidates = [
+        _Branch(1.0 - s_ref, use_reference=False, use_audio=False),
+        _Branch(s_ref - s_audio, use_reference=True, use_audio=False),
+        _Branch(s_audio, use_reference=True, use_audio=True),
+    ]
+    return [branch for branch in candidates if branch.coefficient != 0.0]
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+class SayAnythingPipeline:
+    """Lip sync of aligned face crops.
+
+    ``SayAnythingPipeline(model, vae)`` with a diffusers ``AutoencoderKLTemporalDecoder``; the latent
+    scale factor and ``scaling_factor`` are read from the VAE's config. ``scheduler`` (optional) is a
+    diffusers ``EulerDiscreteScheduler`` whose Karras sigmas we sample with; SVD's by default.
+    """
+
+    def __init__(self, model: SayAnythingModel, vae, scheduler=None):
+        self.model = model
+        self.vae = vae
+        self.scheduler = scheduler if scheduler is not None else default_scheduler()
+        factor = vae_scale_factor(vae)
+        if factor != model.config.id_guider.latent_scale_factor:
+            raise ValueError(
+                f"the VAE downsamples {factor}x but the model was built for {model.config.id_guider.latent_scale_factor}x "
+                "latents; use the VAE the model was trained with"
+            )
+        self.vae_scale_factor = factor
+
+    def sigmas(self, num_inference_steps: int) -> torch.Tensor:
+        """Noise levels of the sampling steps, ending with 0 (``num_inference_steps + 1`` values)."""
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        self.scheduler.set_timesteps(num_inference_steps, device="cpu")
+        return self.scheduler.sigmas.to(torch.float32).cpu()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        frames: torch.Tensor,
+        mask: torch.Tensor,
+        audio_features: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        id_features: Sequence[torch.Tensor] | None = None,
+        num_inference_steps: int = 10,
+        reference_guidance_scale: float = 1.5,
+        audio_guidance_scale: float = 3.0,
+        window_length: int = 14,
+        window_overlap: int = 4,
+        fps: float = 25.0,
+        motion_bucket_id: int = 127,
+        noise_aug_strength: float = 0.02,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        decode_chunk_size: int = 8,
+        callback: StepCallback | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Regenerate the masked region of ``frames`` to match ``audio_features``.
+
+        Args:
+            frames: ``[T, 3, S, S]`` aligned face crops in -1..1.
+            mask: ``[T, 1, S, S]`` (or ``[T, S, S]``) in 0..1, 1 = regenerate.
+            audio_features: ``[T, L, W, D]`` Whisper features, one window per frame.
+            reference: ``[1, 3, S, S]`` (or ``[3, S, S]``) identity reference in -1..1, or give
+                ``id_features`` from ``model.encode_reference`` (computed once, reused).
+            reference_guidance_scale, audio_guidance_scale: ``uncond + s_ref (ref - uncond) + s_audio (ref_audio - ref)``.
+            window_length, window_overlap: frames per UNet call and frames shared by neighbouring
+                windows; windows are blended at every step, so the result has no seams.
+            fps, motion_bucket_id, noise_aug_strength: SVD's micro-conditioning.
+            generator / seed: the noise of the whole video is drawn on the CPU from it, so the result
+                does not depend on the window settings' order of work.
+            callback: ``callback(step, total, denoised_latents)`` after every step; raise to cancel.
+            device: where the model runs (default: the model's device). Latents of frames outside the
+                current window stay on the CPU.
+
+        Returns ``[T, 3, S, S]`` float32 on the CPU in -1..1, equal to ``frames`` wherever ``mask`` is 0.
+        """
+        model, vae = self.model, self.vae
+        device = torch.device(device) if device is not None else model.device
+
+        # 1. Check inputs
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise ValueError(f"frames must be [T, 3, S, S] in -1..1, got {list(frames.shape)}")
+        num_frames, _, height, width = frames.shape
+        if mask.ndim == 3:
+            mask = mask[:, None]
+        if mask.shape != (num_frames, 1, height, width):
+            raise ValueError(f"mask must be [T, 1, H, W] = {[num_frames, 1, height, width]}, got {list(mask.shape)}")
+        if audio_features.ndim != 4 or audio_features.shape[0] != num_frames:
+            raise ValueError(
+                f"audio_features must be [T, layers, window, dim] with T = {num_frames} frames, "
+                f"got {list(audio_features.shape)}; fit the audio to the video first"
+            )
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise ValueError(f"frame size {height}x{width} must be a multiple of the VAE factor {self.vae_scale_factor}")
+        if (reference is None) == (id_features is None):
+            raise ValueError("give exactly one of reference (an image) or id_features (from model.encode_reference)")
+        if generator is None:
+            generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        windows = plan_windows(num_frames, window_length, window_overlap)
+        blend = window_blend_weights(windows)
+        branches = guidance_branches(reference_guidance_scale, audio_guidance_scale)
+        sigmas = self.sigmas(num_inference_steps)
+
+        # 2. Noise for the whole video first (CPU), then the conditioning noise: fixed order for a seed.
+        latent_shape = (num_frames, vae.config.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32) * sigmas[0]
+
+        # 3. Reference and canvas
+        if id_features is None:
+            if reference.ndim == 3:
+                reference = reference[None]
+            id_features = model.encode_reference(reference.to(device))
+        id_features = [feature.to(device, model.dtype) for feature in id_features]
+        zero_ids = model.zero_id_features(id_features)
+        masked_latents, latent_mask = build_masked_video_conditioning(
+            vae, frames, mask, noise_aug_strength, generator, chunk_size=decode_chunk_size, device=device
+        )
+        added_time_ids = make_added_time_ids(fps, motion_bucket_id, noise_aug_strength, len(branches), device, model.dtype)
+        branch_ids = [
+            torch.cat([(ids if branch.use_reference else zeros) for branch in branches])
+            for ids, zeros in zip(id_features, zero_ids)
+        ]
+        coefficients = torch.tensor([b.coefficient for b in branches], device=device).reshape(-1, 1, 1, 1, 1)
+
+        # 4. Denoising loop: every window denoised at every step, blended into one video estimate, one Euler step.
+        total = len(sigmas) - 1
+        for step in range(total):
+            sigma, sigma_next = sigmas[step], sigmas[step + 1]
+            blended = torch.zeros_like(latents)
+            weight_sum = torch.zeros(num_frames, 1, 1, 1)
+            for (start, end), weight in zip(windows, blend):
+                denoised = self._guided_denoise(
+                    latents[start:end].to(device),
+                    sigma,
+                    masked_latents[start:end].to(device),
+                    latent_mask[start:end].to(device),
+                    audio_features[start:end].to(device),
+                    branches,
+                    branch_ids,
+                    coefficients,
+                    added_time_ids,
+                )
+                blended[start:end] += weight.reshape(-1, 1, 1, 1) * denoised.cpu()
+                weight_sum[start:end] += weight.reshape(-1, 1, 1, 1)
+            denoised_video = blended / weight_sum
+            # Euler step of the probability-flow ODE: x moves along (x - D(x)) / sigma.
+            latents = denoised_video + (latents - denoised_video) * (sigma_next / sigma)
+            if callback is not None:
+                callback(step + 1, total, denoised_video)
+
+        # 5. Decode and composite: pixels outside the mask are the input's, exactly.
+        generated = decode_latents(vae, latents, chunk_size=decode_chunk_size, device=device)
+        mask = mask.float().cpu()
+        return generated * mask + frames.float().cpu() * (1.0 - mask)
+
+    def _guided_denoise(
+        self,
+        latents: torch.Tensor,
+        sigma: torch.Tensor,
+        masked_latents: torch.Tensor,
+        latent_mask: torch.Tensor,
+        audio_features: torch.Tensor,
+        branches: list[_Branch],
+        branch_ids: list[torch.Tensor],
+        coefficients: torch.Tensor,
+        added_time_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """All guidance branches of one window in one batch, combined: ``[F, 4, h, w]``."""
+        count = len(branches)
+        zero_audio = torch.zeros_like(audio_features)
+        cond = Conditioning(
+            masked_latents=masked_latents[None].expand(count, *masked_latents.shape),
+            mask=latent_mask[None].expand(count, *latent_mask.shape),
+            audio_features=torch.stack([audio_features if b.use_audio else zero_audio for b in branches]),
+            id_features=branch_ids,
+            added_time_ids=added_time_ids,
+        )
+        noisy = latents[None].expand(count, *latents.shape)
+        denoised = self.model.denoise(noisy, float(sigma), cond)
+        return (coefficients * denoised).sum(0)
+

@@ -1,0 +1,52 @@
+import json
+
+import torch
+
+from lipsync_core.__main__ import main
+from lipsync_core.checkpoint import load_checkpoint, read_checkpoint_metadata
+from lipsync_core.svd_import import write_tiny_svd_checkpoint
+
+
+def test_init_dry_run_full_reports_svd_plus_ours(capsys):
+    assert main(["init", "--size", "full", "--dry-run"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["size"] == "full"
+    assert report["parameters"]["unet"] == 1_524_623_082 + 320 * 9
+    assert report["parameters"]["total"] == 1_539_860_650
+
+
+def test_init_tiny_writes_a_loadable_model_and_never_overwrites(tmp_path, capsys):
+    path = tmp_path / "tiny.safetensors"
+    assert main(["init", "--size", "tiny", "--vae", "-o", str(path)]) == 0
+    model, vae = load_checkpoint(path)
+    assert vae is not None and model.dtype == torch.float32
+    before = path.read_bytes()
+    assert main(["init", "--size", "tiny", "-o", str(path)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+def test_init_from_svd_file(tmp_path, capsys):
+    svd = write_tiny_svd_checkpoint(tmp_path / "svd_xt.safetensors")
+    assert main(["init", "--svd", str(svd), "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["size"] == "tiny"
+    out = tmp_path / "start.safetensors"
+    assert main(["init", "--svd", str(svd), "-o", str(out)]) == 0
+    model, vae = load_checkpoint(out)
+    assert vae is None and model.dtype == torch.float16  # SVD's own precision by default
+    assert torch.count_nonzero(model.unet.conv_in.weight[:, 8:]) == 0
+    assert read_checkpoint_metadata(out)["format"] == "sayanything"
+
+
+def test_bench_tiny_reports_both_variants(tmp_path, capsys):
+    report_path = tmp_path / "bench.json"
+    args = ["bench", "--size", "tiny", "--frames", "2", "--resolution", "32", "--repeats", "1", "--warmup", "0",
+            "--threads", "1", "--json", str(report_path)]
+    assert main(args) == 0
+    report = json.loads(report_path.read_text())
+    ours, stock = report["sayanything"], report["stock_diffusers"]
+    assert ours["parameters"] > stock["parameters"]  # + mask channel, audio projection, ID-Guider
+    assert ours["step_seconds_median"] > 0 and stock["step_seconds_median"] > 0
+    assert report["step_time_ratio"] == ours["step_seconds_median"] / stock["step_seconds_median"]
+    assert ours["flops_per_step"] > 0 and ours["peak_rss_bytes"] >= ours["rss_before_model_bytes"]
+    assert report["settings"]["guidance_branches"] == 3
