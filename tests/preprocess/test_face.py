@@ -48,7 +48,8 @@ def static_landmarks(astronaut):
 
 @pytest.fixture(scope="module")
 def moving_sequence(astronaut):
-    """24 frames: the portrait moving, rotating and zooming, with three frames that show no face."""
+    """24 frames: the portrait moving, rotating and zooming; three frames show no face, and frame 16 shows a
+    second, larger face beside the followed one."""
     rng = np.random.default_rng(0)
     matrices, frames = [], []
     for t in range(24):
@@ -62,6 +63,8 @@ def moving_sequence(astronaut):
             frame = cv2.resize(astronaut[300:, 200:], (CANVAS[1], CANVAS[0]))
         else:
             frame = _place(astronaut, matrix)
+        if t == 16:  # someone else steps in on the left, larger than the followed face (which is right)
+            frame[90:270, 10:190] = cv2.resize(astronaut[40:240, 120:320], (180, 180))
         noise = rng.normal(0, 2.0, frame.shape)
         frames.append(np.clip(frame + noise, 0, 255).astype(np.uint8))
         matrices.append(matrix)
