@@ -459,7 +459,7 @@ class WhisperAudioEncoder(torch.nn.Module):
     def _encode_window(self, mel: torch.Tensor) -> torch.Tensor:
         param = next(self.encoder.parameters())
         out = self.encoder(mel[None].to(param.device, param.dtype), output_hidden_states=True)
-        return torch.stack(out.hidden_states, dim=0)[:, 0].float()  # [L, 1500, D]
+        return torch.stack(out.hidden_states, dim=0)[:, 0].float().cpu()  # [L, 1500, D]
 
     @torch.no_grad()
     def encode(

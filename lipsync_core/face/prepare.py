@@ -103,6 +103,7 @@ def prepare_face_crops(
     backend: Union[str, LandmarkBackend] = "auto",
     model_folders: Sequence[Union[str, Path]] = (),
     track: Optional[FaceTrack] = None,
+    fill_gaps: int = 0,
     progress=None,
 ) -> FaceCrops:
     """Track the face (unless ``track`` is given), align, crop and draw the editing mask in crop space.
@@ -110,7 +111,8 @@ def prepare_face_crops(
     ``frames``: uint8 ``[T, H, W, 3]`` or float 0..1 (numpy or torch, ComfyUI IMAGE). ``user_mask`` (frame
     space, ``[H, W]`` or ``[T, H, W]``) combines by ``mask_mode`` (auto / replace / intersect / union);
     with ``replace`` or ``union`` it also marks frames to edit where no face is found. Raises one clear
-    error when nothing can be edited (no face in any frame and no user mask).
+    error when nothing can be edited (no face in any frame and no user mask). ``fill_gaps`` > 0 bridges
+    detector dropouts of up to that many frames (:meth:`FaceTrack.fill_short_gaps`).
     """
     if mask_mode not in MASK_MODES:
         raise ValueError(f"Unknown mask mode {mask_mode!r}; choose one of {', '.join(MASK_MODES)}.")
@@ -122,6 +124,8 @@ def prepare_face_crops(
         track = track_faces(video, fps=fps, select=select, face_index=face_index, backend=backend, model_folders=model_folders, progress=progress)
     elif track.num_frames != num_frames or track.frame_size != (height, width):
         raise ValueError(f"The face track ({track.num_frames} frames of {track.frame_size}) does not match the video ({num_frames} of {(height, width)}).")
+    if fill_gaps > 0:
+        track = track.fill_short_gaps(fill_gaps)
 
     user = None if user_mask is None or mask_mode == "auto" else _as_user_masks(user_mask, num_frames, (height, width))
     mask_led = np.zeros(num_frames, bool)

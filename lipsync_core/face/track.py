@@ -88,6 +88,22 @@ class FaceTrack:
         height = np.linalg.norm(pts[:, FOREHEAD] - pts[:, CHIN], axis=-1)
         return np.maximum(width, height)
 
+    def fill_short_gaps(self, max_gap: int = 2) -> "FaceTrack":
+        """A copy where runs of at most ``max_gap`` frames without a face, between two frames with one,
+        get landmarks interpolated linearly and ``found=True`` (a detector that blinks for a frame would
+        otherwise make the edit blink). Longer gaps and gaps at the ends stay untouched."""
+        landmarks, found = self.landmarks.copy(), self.found.copy()
+        edges = np.flatnonzero(np.diff(np.concatenate([[1], self.found.astype(np.int8), [1]])))
+        for start, stop in zip(edges[0::2], edges[1::2]):  # [start, stop) without a face
+            if start == 0 or stop == self.num_frames or stop - start > max_gap:
+                continue
+            before, after = self.landmarks[start - 1], self.landmarks[stop]
+            for t in range(start, stop):
+                w = (t - start + 1) / (stop - start + 1)
+                landmarks[t] = (1 - w) * before + w * after
+            found[start:stop] = True
+        return FaceTrack(landmarks, found, self.frame_size, self.raw_landmarks)
+
     def select(self, frame_indices: Sequence[int]) -> "FaceTrack":
         """The track re-indexed by frame (e.g. a looped or ping-ponged video from ``fit_audio_video``)."""
         index = np.asarray(frame_indices, dtype=np.int64)

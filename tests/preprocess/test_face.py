@@ -293,6 +293,10 @@ def test_track_save_load_and_reindex(moving_track, tmp_path):
     np.testing.assert_array_equal(loaded.landmarks, moving_track.landmarks)
     np.testing.assert_array_equal(loaded.found, moving_track.found)
     assert loaded.frame_size == CANVAS
+    filled = moving_track.fill_short_gaps(max_gap=3)
+    assert filled.found.all() and not moving_track.found[9:12].any()
+    np.testing.assert_allclose(filled.landmarks[10], (moving_track.landmarks[8] + moving_track.landmarks[12]) / 2, atol=1e-4)
+    assert not moving_track.fill_short_gaps(max_gap=2).found[9:12].any()  # a 3-frame gap is a real absence
     looped = moving_track.select([0, 1, 0, 1])
     np.testing.assert_array_equal(looped.landmarks[2], moving_track.landmarks[0])
     with pytest.raises(ValueError, match="478"):
