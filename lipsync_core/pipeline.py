@@ -223,6 +223,27 @@ class SayAnythingPipeline:
             )
         self.vae_scale_factor = factor
 
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path,
+        vae=None,
+        device: torch.device | str = "cpu",
+        dtype: str | torch.dtype | None = None,
+        scheduler=None,
+    ) -> "SayAnythingPipeline":
+        """Load a SayAnything checkpoint; its own VAE if it stores one, else ``vae`` (e.g. ``load_svd_vae``)."""
+        from .checkpoint import load_checkpoint
+
+        model, stored_vae = load_checkpoint(path, device=device, dtype=dtype)
+        if vae is None:
+            vae = stored_vae
+        if vae is None:
+            raise ValueError(
+                f"{path} stores no VAE; pass one, e.g. lipsync_core.svd_import.load_svd_vae('svd_xt.safetensors')"
+            )
+        return cls(model, vae.to(device), scheduler=scheduler)
+
     def sigmas(self, num_inference_steps: int) -> torch.Tensor:
         """Noise levels of the sampling steps, ending with 0 (``num_inference_steps + 1`` values)."""
         if num_inference_steps < 1:
