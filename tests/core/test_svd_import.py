@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ def comfy_reference(tmp_path_factory):
     subprocess.run(
         [sys.executable, str(Path(__file__).with_name("comfy_svd_reference.py")), str(COMFY), str(out)],
         check=True, capture_output=True, timeout=300,
+        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),  # leave the ComfyUI folder as it is
     )
     return out
 
