@@ -20,17 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from lipsync_core.audio._compat import define_missing_torchvision_ops
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_MODELS = REPO_ROOT / ".cache" / "test-models"
 
 SPEECH_TEXT = "I would like a cup of coffee, please."
 SPEECH_VOICE = "en"
-
-
-# The venv's torchvision (pulled in for ComfyUI) is CUDA-linked; transformers imports it when present.
-define_missing_torchvision_ops()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from ._compat import define_missing_torchvision_ops
 from .io import Audio
 from .whisper import convert_whisper, load_whisper_encoder
 
@@ -26,7 +25,6 @@ def main(argv=None) -> int:
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
-    define_missing_torchvision_ops()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:

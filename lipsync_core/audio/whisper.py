@@ -57,6 +57,17 @@ CROSSFADE_ENCODER_FRAMES = 100
 _SPECIALS_AFTER_LANGUAGES = ("translate", "transcribe", "startoflm", "startofprev", "nospeech", "notimestamps")
 
 
+def _import_transformers_whisper():
+    """transformers' Whisper classes, importable also where torchvision's compiled ops cannot load."""
+    from ..models.torchvision_compat import make_torchvision_importable
+
+    make_torchvision_importable()
+    import transformers
+    from transformers.models.whisper import modeling_whisper
+
+    return transformers, modeling_whisper
+
+
 # --------------------------------------------------------------------------------------------------
 # CTranslate2 model.bin reader
 # --------------------------------------------------------------------------------------------------
@@ -276,7 +287,10 @@ def _write_transformers_folder(
 ) -> Path:
     """Write a transformers Whisper folder (config, safetensors weights, feature extractor, generation config)."""
     from safetensors.torch import save_file
-    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor
+
+    transformers, _ = _import_transformers_whisper()
+    GenerationConfig, WhisperConfig = transformers.GenerationConfig, transformers.WhisperConfig
+    WhisperFeatureExtractor = transformers.WhisperFeatureExtractor
 
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()):
@@ -585,8 +599,9 @@ def load_whisper_encoder(
 
     Convert other formats first with :func:`convert_whisper`.
     """
-    from transformers import WhisperConfig, WhisperFeatureExtractor
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    transformers, modeling_whisper = _import_transformers_whisper()
+    WhisperConfig, WhisperFeatureExtractor = transformers.WhisperConfig, transformers.WhisperFeatureExtractor
+    WhisperEncoder = modeling_whisper.WhisperEncoder
 
     folder = Path(path)
     if not (folder / "config.json").is_file():
