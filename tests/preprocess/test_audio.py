@@ -43,7 +43,7 @@ def _write_mp4(path, frames: int = 10, audio: np.ndarray | None = None, rate: in
             sound = container.add_stream("aac", rate=rate)
             sound.layout = "stereo"
         for i in range(frames):
-            image = np.full((64, 64, 3), i * 20, np.uint8)
+            image = np.full((64, 64, 3), (i * 20) % 256, np.uint8)
             for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in video.encode():
