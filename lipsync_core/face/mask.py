@@ -195,3 +195,29 @@ def combine_masks(auto: np.ndarray, user: Union[np.ndarray, "torch.Tensor"], mod
     if mode == "intersect":
         return auto * user
     return np.maximum(auto, user)
+
+
+def hold_masks(masks: np.ndarray, editable: np.ndarray, radius: int) -> np.ndarray:
+    """Per frame, the maximum of the masks within ``radius`` frames (inside each run of editable frames).
+
+    Meant for crop-space masks, where the face is aligned (ours): the mask then no longer opens and
+    closes with the source jaw, so its shape carries no trace of the source lip motion (a mask that
+    follows the mouth leaks it to the model), while slow changes of pose and expression still adapt.
+    """
+    out = masks.copy()
+    if radius <= 0:
+        return out
+    editable = np.asarray(editable, bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], editable.astype(np.int8), [0]])))
+    for start, stop in zip(edges[0::2], edges[1::2]):
+        run = masks[start:stop]
+        # running maximum over [t - radius, t + radius] by doubling shifts: O(log radius) passes
+        held, span = run.copy(), 1
+        while span <= radius:
+            step = min(span, radius - span + 1)
+            shifted = held.copy()
+            np.maximum(shifted[step:], held[:-step], out=shifted[step:])
+            np.maximum(shifted[:-step], held[step:], out=shifted[:-step])
+            held, span = shifted, span + step
+        out[start:stop] = held
+    return out

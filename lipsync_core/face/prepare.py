@@ -10,7 +10,7 @@ import numpy as np
 
 from .align import DEFAULT_CROP_SIZE, _from_params, _gaussian_smooth, _to_params, align_transforms, crop_track, warp_to_crop
 from .landmarks import LandmarkBackend, track_faces
-from .mask import MASK_MODES, combine_masks, face_masks
+from .mask import MASK_MODES, combine_masks, face_masks, hold_masks
 from .track import FaceTrack
 
 # Where a user mask's bounding box goes in the crop when no face is detected (ours): a square of this
@@ -96,6 +96,7 @@ def prepare_face_crops(
     upper_edge: str = "nose",
     expand: float = 0.08,
     feather: float = 0.06,
+    mask_hold: float = 0.5,
     user_mask=None,
     mask_mode: str = "auto",
     select: str = "largest",
@@ -111,7 +112,9 @@ def prepare_face_crops(
     ``frames``: uint8 ``[T, H, W, 3]`` or float 0..1 (numpy or torch, ComfyUI IMAGE). ``user_mask`` (frame
     space, ``[H, W]`` or ``[T, H, W]``) combines by ``mask_mode`` (auto / replace / intersect / union);
     with ``replace`` or ``union`` it also marks frames to edit where no face is found. Raises one clear
-    error when nothing can be edited (no face in any frame and no user mask). ``fill_gaps`` > 0 bridges
+    error when nothing can be edited (no face in any frame and no user mask). ``mask_hold`` (seconds):
+    each frame's landmark mask is the maximum over that much time before and after it (in crop space,
+    :func:`hold_masks`), so the mask does not move with the source jaw. ``fill_gaps`` > 0 bridges
     detector dropouts of up to that many frames (:meth:`FaceTrack.fill_short_gaps`).
     """
     if mask_mode not in MASK_MODES:
@@ -144,6 +147,7 @@ def prepare_face_crops(
     editable = track.found | mask_led
     crops = warp_to_crop(video, transforms, size)
     masks = face_masks(crop_track(track, transforms, size), upper_edge, expand, feather)
+    masks = hold_masks(masks, track.found, int(round(mask_hold * float(fps))))
     if user is not None:
         masks = combine_masks(masks, warp_to_crop(user, transforms, size), mask_mode)
     masks[~editable] = 0.0

@@ -351,3 +351,24 @@ def test_small_face_in_a_1080p_frame(astronaut, static_landmarks):
     assert track.found.all()
     expected = (static_landmarks + 0.5) * 0.5 - 0.5 + [1500, 600]
     assert np.median(np.linalg.norm(track.landmarks[2] - expected, axis=1)) < 1.5
+
+
+def test_held_mask_does_not_follow_the_source_jaw(static_landmarks, astronaut):
+    # a talking face drawn from landmarks: the jaw and lower lip drop and rise at 4 Hz
+    from lipsync_core.face import hold_masks, prepare_face_crops
+    from lipsync_core.face.track import LOWER_JAW
+
+    frames = 50
+    lower = np.array(sorted(set(LOWER_JAW[2:-2]) | {14, 17, 84, 314, 87, 317, 178, 402}))
+    talking = np.repeat(static_landmarks[None], frames, axis=0)
+    opening = 12.0 * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * np.arange(frames) / 25))
+    talking[:, lower, 1] += opening[:, None]
+    track = FaceTrack(talking, np.ones(frames, bool), (512, 512))
+    video = np.repeat(astronaut[None], frames, axis=0)
+    moving = prepare_face_crops(video, fps=25, size=256, track=track, mask_hold=0.0).masks
+    held = prepare_face_crops(video, fps=25, size=256, track=track, mask_hold=0.5).masks
+    area_moving, area_held = moving.sum(axis=(1, 2)), held.sum(axis=(1, 2))
+    assert np.ptp(area_moving) > 0.05 * area_moving.mean()  # the plain mask opens with the jaw
+    steady = slice(13, frames - 13)  # a full hold window on both sides
+    assert np.ptp(area_held[steady]) < 0.002 * area_held.mean()  # the held one does not
+    assert (held >= moving - 1e-6).all()  # and always covers the plain one
