@@ -24,5 +24,5 @@ from .align import (
     transform_points,
     warp_to_crop,
 )
-from .mask import MASK_MODES, UPPER_EDGES, combine_masks, face_masks, frame_mask, hold_masks, mask_polygon, render_polygon_mask
+from .mask import MASK_MODES, UPPER_EDGES, combine_masks, face_masks, frame_mask, mask_polygon, render_polygon_mask
 from .prepare import FaceCrops, mask_box_transforms, prepare_face_crops

@@ -64,7 +64,8 @@ def main(argv=None) -> int:
 
         t_crop, (transforms, crops) = _timed(crop, 2)
         in_crop = crop_track(track, transforms, args.size)
-        t_mask, masks = _timed(lambda: face_masks(in_crop), 2)
+        # the crop-space mask as prepare_face_crops makes it: outlines held over +-0.5 s
+        t_mask, masks = _timed(lambda: face_masks(in_crop, hold=12), 2)
         edited = 255 - crops
         t_paste, _ = _timed(lambda: paste_back(video, edited, masks, transforms, track.found), 2)
         n = len(video)

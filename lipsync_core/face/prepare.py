@@ -10,7 +10,7 @@ import numpy as np
 
 from .align import DEFAULT_CROP_SIZE, _from_params, _gaussian_smooth, _to_params, align_transforms, crop_track, warp_to_crop
 from .landmarks import LandmarkBackend, track_faces
-from .mask import MASK_MODES, combine_masks, face_masks, hold_masks
+from .mask import MASK_MODES, combine_masks, face_masks
 from .track import FaceTrack
 
 # Where a user mask's bounding box goes in the crop when no face is detected (ours): a square of this
@@ -113,8 +113,8 @@ def prepare_face_crops(
     space, ``[H, W]`` or ``[T, H, W]``) combines by ``mask_mode`` (auto / replace / intersect / union);
     with ``replace`` or ``union`` it also marks frames to edit where no face is found. Raises one clear
     error when nothing can be edited (no face in any frame and no user mask). ``mask_hold`` (seconds):
-    each frame's landmark mask is the maximum over that much time before and after it (in crop space,
-    :func:`hold_masks`), so the mask does not move with the source jaw. ``fill_gaps`` > 0 bridges
+    each frame's landmark mask covers the outlines of that much time before and after it (in crop
+    space, see ``hold`` in :func:`face_masks`), so the mask does not move with the source jaw. ``fill_gaps`` > 0 bridges
     detector dropouts of up to that many frames (:meth:`FaceTrack.fill_short_gaps`).
     """
     if mask_mode not in MASK_MODES:
@@ -146,8 +146,8 @@ def prepare_face_crops(
             transforms[mask_led] = mask_transforms[mask_led]
     editable = track.found | mask_led
     crops = warp_to_crop(video, transforms, size)
-    masks = face_masks(crop_track(track, transforms, size), upper_edge, expand, feather)
-    masks = hold_masks(masks, track.found, int(round(mask_hold * float(fps))))
+    hold = int(round(mask_hold * float(fps)))
+    masks = face_masks(crop_track(track, transforms, size), upper_edge, expand, feather, hold=hold)
     if user is not None:
         masks = combine_masks(masks, warp_to_crop(user, transforms, size), mask_mode)
     masks[~editable] = 0.0
