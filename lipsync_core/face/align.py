@@ -175,13 +175,16 @@ def paste_back(
     transforms: np.ndarray,
     found: Optional[Sequence[bool]] = None,
     edge_feather: float = 0.02,
+    inplace: bool = False,
 ):
     """Blend edited crops back into the frames where the (crop-space) ``masks`` are above 0.
 
     ``frames`` ``[T, H, W, 3]`` uint8 or float 0..1 (numpy or torch), ``crops`` ``[T, S, S, 3]`` (uint8 or
     float 0..1), ``masks`` float ``[T, S, S]`` in 0..1. Returns new frames of the input's type. Pixels where
     the warped mask is 0, and every frame with ``found`` False, are returned bit-identical. The mask is
-    additionally faded to 0 over ``edge_feather`` x S at the crop's border.
+    additionally faded to 0 over ``edge_feather`` x S at the crop's border. ``inplace=True`` writes into
+    ``frames`` (a numpy array or CPU tensor the caller owns) instead of a copy: a fresh 1080p video
+    costs more to allocate and copy than the blending itself.
     """
     is_torch = hasattr(frames, "detach")
     if is_torch:
@@ -207,7 +210,7 @@ def paste_back(
         raise ValueError(f"Crops {crops.shape} and masks {masks.shape} must be square [T, S, S(, 3)] of one size.")
     found = np.ones(num_frames, bool) if found is None else np.asarray(found, bool)
     floating = frames_np.dtype != np.uint8
-    out = frames_np.copy()
+    out = frames_np if inplace else frames_np.copy()
     fade = _crop_edge_fade(size, edge_feather * size)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     for t in np.flatnonzero(found):
@@ -242,5 +245,9 @@ def paste_back(
         # Only pixels under the mask are written: everything else stays bit-identical.
         np.copyto(region, blended.astype(region.dtype, copy=False), where=(alpha > 0)[..., None])
     if is_torch:
-        return torch.from_numpy(out).to(device)
+        if not inplace:
+            return torch.from_numpy(out).to(device)
+        if device.type != "cpu":  # the numpy view was a copy: bring the result back
+            frames.copy_(torch.from_numpy(out))
+        return frames
     return out

@@ -192,6 +192,9 @@ def test_align_crop_and_paste_back(moving_sequence, moving_track):
     assert torch.equal(out_float[torch.from_numpy(no_face)], as_float[torch.from_numpy(no_face)])
     outside_t = torch.from_numpy(outside)
     assert torch.equal(out_float[outside_t], as_float[outside_t])
+    in_place = frames.copy()
+    assert paste_back(in_place, edited, crop_masks, transforms, track.found, inplace=True) is in_place
+    np.testing.assert_array_equal(in_place, out)
     assert (out_float[torch.from_numpy(frame_masks > 0.99)] != as_float[torch.from_numpy(frame_masks > 0.99)]).float().mean() > 0.9
 
 
