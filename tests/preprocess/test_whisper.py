@@ -22,6 +22,9 @@ from lipsync_core.audio import (
     load_whisper_encoder,
     read_ctranslate2_model,
 )
+from lipsync_core.models.torchvision_compat import make_torchvision_importable
+
+make_torchvision_importable()  # these tests import transformers' Whisper classes themselves
 
 
 def _words(text: str) -> list:
