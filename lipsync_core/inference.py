@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,11 +123,22 @@ def fit_audio_and_frames(frames: torch.Tensor, audio, fps: float, mode: str = "l
 # 3. Whisper
 
 
-def load_whisper(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """A ``WhisperAudioEncoder`` (a torch module) from a transformers Whisper folder."""
-    from .audio import load_whisper_encoder
+def load_whisper(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """A ``WhisperAudioEncoder`` (a torch module) from a transformers Whisper folder.
 
-    return load_whisper_encoder(folder, device=device, dtype=dtype)
+    An openai-whisper ``.pt`` file or a CTranslate2 (faster-whisper) folder is converted once into a
+    transformers folder next to it, ``<name>-transformers`` (reused afterwards; the original is untouched).
+    """
+    from .audio import convert_whisper, load_whisper_encoder
+
+    path = Path(path)
+    # CTranslate2 folders hold model.bin (and a config.json of their own); openai checkpoints are files.
+    if path.is_file() or (path / "model.bin").is_file():
+        converted = path.with_name(f"{path.stem}-transformers")
+        if not (converted / "config.json").is_file():
+            convert_whisper(path, converted)
+        path = converted
+    return load_whisper_encoder(path, device=device, dtype=dtype)
 
 
 def whisper_features(whisper, audio, fps: float, frame_count: int, window: int = 10,

@@ -47,13 +47,17 @@ def svd_checkpoints() -> list[str]:
 
 
 def whisper_models() -> list[str]:
-    """Sub-folders of every ``whisper`` model path that hold a transformers ``config.json``."""
+    """Whisper models in every ``whisper`` model path: transformers folders (``config.json``), and
+    CTranslate2 folders (``model.bin``) or openai-whisper ``.pt`` files, converted on first load."""
     names: set[str] = set()
     for root in folder_paths_for(WHISPER_FOLDER):
         if not os.path.isdir(root):
             continue
         for entry in os.scandir(root):
-            if entry.is_dir() and os.path.isfile(os.path.join(entry.path, "config.json")):
+            if entry.is_dir() and any(os.path.isfile(os.path.join(entry.path, marker))
+                                      for marker in ("config.json", "model.bin")):
+                names.add(entry.name)
+            elif entry.is_file() and entry.name.endswith((".pt", ".pth")):
                 names.add(entry.name)
     return sorted(names)
 

@@ -12,6 +12,12 @@ from .types import CATEGORY, PRECISIONS, WhisperFeatures, WhisperModel
 DEVICES = ["auto", "cpu"]
 
 
+def whisper_path(name: str) -> str:
+    """Full path of a Whisper model in the whisper folder: an openai .pt file or a folder."""
+    is_file = name.endswith((".pt", ".pth"))
+    return model_folders.resolve_model_path(model_folders.WHISPER_FOLDER, name, is_dir=not is_file)
+
+
 class SayAnythingWhisperLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -19,12 +25,14 @@ class SayAnythingWhisperLoader(io.ComfyNode):
             node_id="SayAnythingWhisperLoader",
             display_name="SayAnything Whisper Loader",
             category=CATEGORY,
-            description="Loads a Whisper encoder from a transformers folder in models/whisper "
-            "(e.g. models/whisper/whisper-tiny with config.json and model.safetensors).",
+            description="Loads a Whisper encoder from models/whisper: a transformers folder (config.json + "
+            "model.safetensors), a CTranslate2 / faster-whisper folder (model.bin) or an openai-whisper .pt "
+            "file; the last two are converted once into '<name>-transformers' next to them.",
             inputs=[
                 io.Combo.Input("model", options=model_folders.whisper_models(),
-                               tooltip="A Whisper model folder inside models/whisper. tiny is what SayAnything "
-                               "models are trained with unless their card says otherwise."),
+                               tooltip="A Whisper model inside models/whisper (transformers or CTranslate2 folder, "
+                               "or openai .pt). Use the size the SayAnything model was trained with (tiny by "
+                               "default)."),
                 io.Combo.Input("precision", options=PRECISIONS, default="auto",
                                tooltip="Weight precision; auto picks what the device runs best."),
                 io.Combo.Input("device", options=DEVICES, default="auto",
@@ -37,7 +45,7 @@ class SayAnythingWhisperLoader(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, model: str):
         try:
-            model_folders.resolve_model_path(model_folders.WHISPER_FOLDER, model, is_dir=True)
+            whisper_path(model)
         except ValueError as error:
             return str(error)
         return True
@@ -46,8 +54,7 @@ class SayAnythingWhisperLoader(io.ComfyNode):
     def execute(cls, model: str, precision: str, device: str) -> io.NodeOutput:
         from .model import load_whisper_managed
 
-        path = model_folders.resolve_model_path(model_folders.WHISPER_FOLDER, model, is_dir=True)
-        return io.NodeOutput(load_whisper_managed(path, precision=precision, device=device))
+        return io.NodeOutput(load_whisper_managed(whisper_path(model), precision=precision, device=device))
 
 
 class SayAnythingWhisperFeatures(io.ComfyNode):

