@@ -91,7 +91,7 @@ class Graph:
         })
         return {
             "last_node_id": len(nodes), "last_link_id": len(self.links), "nodes": nodes, "links": self.links,
-            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [40, 300]}}, "version": 0.4,
+            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [130, 580]}}, "version": 0.4,
         }
 
 

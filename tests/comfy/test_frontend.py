@@ -50,7 +50,7 @@ def page(comfy_server):
     with playwright_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1600, "height": 1000},
+            viewport={"width": 2300, "height": 1100},
         )
         page = context.new_page()
         page.goto(comfy_server.url)
