@@ -74,8 +74,8 @@ class SayAnythingModelLoader(io.ComfyNode):
                                tooltip="Your svd_xt / svd_xt_1_1 .safetensors in models/checkpoints; only its VAE "
                                "is read. Pick the first entry if the SayAnything file carries its own VAE."),
                 io.Combo.Input("precision", options=PRECISIONS, default="auto",
-                               tooltip="Weight precision on the GPU; auto uses bf16 where supported, else fp16 "
-                               "or fp32. CPU runs in fp32."),
+                               tooltip="Weight precision; auto uses bf16 where the GPU supports it, else fp16, "
+                               "and fp32 on the CPU."),
             ],
             outputs=[SayAnythingModel.Output(display_name="model")],
         )
@@ -101,8 +101,6 @@ class SayAnythingModelLoader(io.ComfyNode):
             svd_path = model_folders.resolve_model_path(model_folders.SVD_FOLDER, svd_checkpoint)
         load_device, offload_device = devices()
         dtype = torch_dtype(precision, load_device)
-        if load_device.type == "cpu":
-            dtype = torch.float32  # CPU kernels for half precision are slow or missing
         loaded = load_model(checkpoint, svd_path=svd_path, dtype=dtype, device=offload_device)
         return io.NodeOutput(ManagedModel(loaded, model_torch_module(loaded), load_device, offload_device, dtype))
 
