@@ -83,7 +83,7 @@ def measure(
             mask=torch.ones(batch, frames, 1, latent, latent, device=dev),
             audio_features=torch.randn(batch, frames, audio.num_layers, audio.window, audio.feature_dim, device=dev),
             id_features=[torch.cat([torch.zeros_like(f), f, f]) for f in id_features],
-            added_time_ids=make_added_time_ids(25, 127, 0.02, batch, dev, torch_dtype),
+            added_time_ids=make_added_time_ids(25, 127, 0.02, batch, dev),
         )
         noisy = torch.randn(batch, frames, 4, latent, latent, device=dev)
 

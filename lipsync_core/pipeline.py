@@ -173,22 +173,24 @@ def window_blend_weights(windows: Sequence[tuple[int, int]]) -> list[torch.Tenso
 
 
 @dataclass
-class _Branch:
+class GuidanceBranch:
+    """One batched model call of guidance and its weight in the combined estimate."""
+
     coefficient: float
     use_reference: bool
     use_audio: bool
 
 
-def guidance_branches(reference_guidance_scale: float, audio_guidance_scale: float) -> list[_Branch]:
+def guidance_branches(reference_guidance_scale: float, audio_guidance_scale: float) -> list[GuidanceBranch]:
     """``out = uncond + s_ref (ref - uncond) + s_audio (ref_audio - ref)`` as an affine sum of branches.
 
     Branches with a zero coefficient are skipped (s_ref = s_audio = 1 runs only ref+audio).
     """
     s_ref, s_audio = float(reference_guidance_scale), float(audio_guidance_scale)
     candidates = [
-        _Branch(1.0 - s_ref, use_reference=False, use_audio=False),
-        _Branch(s_ref - s_audio, use_reference=True, use_audio=False),
-        _Branch(s_audio, use_reference=True, use_audio=True),
+        GuidanceBranch(1.0 - s_ref, use_reference=False, use_audio=False),
+        GuidanceBranch(s_ref - s_audio, use_reference=True, use_audio=False),
+        GuidanceBranch(s_audio, use_reference=True, use_audio=True),
     ]
     return [branch for branch in candidates if branch.coefficient != 0.0]
 
@@ -214,7 +216,33 @@ class SayAnythingPipeline:
                 f"the VAE downsamples {factor}x but the model was built for {model.config.id_guider.latent_scale_factor}x "
                 "latents; use the VAE the model was trained with"
             )
+        if vae.config.latent_channels != model.config.unet.out_channels:
+            raise ValueError(
+                f"the VAE has {vae.config.latent_channels} latent channels but the model predicts "
+                f"{model.config.unet.out_channels}; use the VAE the model was trained with"
+            )
         self.vae_scale_factor = factor
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path,
+        vae=None,
+        device: torch.device | str = "cpu",
+        dtype: str | torch.dtype | None = None,
+        scheduler=None,
+    ) -> "SayAnythingPipeline":
+        """Load a SayAnything checkpoint; its own VAE if it stores one, else ``vae`` (e.g. ``load_svd_vae``)."""
+        from .checkpoint import load_checkpoint
+
+        model, stored_vae = load_checkpoint(path, device=device, dtype=dtype)
+        if vae is None:
+            vae = stored_vae
+        if vae is None:
+            raise ValueError(
+                f"{path} stores no VAE; pass one, e.g. lipsync_core.svd_import.load_svd_vae('svd_xt.safetensors')"
+            )
+        return cls(model, vae.to(device), scheduler=scheduler)
 
     def sigmas(self, num_inference_steps: int) -> torch.Tensor:
         """Noise levels of the sampling steps, ending with 0 (``num_inference_steps + 1`` values)."""
@@ -306,7 +334,7 @@ class SayAnythingPipeline:
         masked_latents, latent_mask = build_masked_video_conditioning(
             vae, frames, mask, noise_aug_strength, generator, chunk_size=decode_chunk_size, device=device
         )
-        added_time_ids = make_added_time_ids(fps, motion_bucket_id, noise_aug_strength, len(branches), device, model.dtype)
+        added_time_ids = make_added_time_ids(fps, motion_bucket_id, noise_aug_strength, len(branches), device)
         branch_ids = [
             torch.cat([(ids if branch.use_reference else zeros) for branch in branches])
             for ids, zeros in zip(id_features, zero_ids)
@@ -351,7 +379,7 @@ class SayAnythingPipeline:
         masked_latents: torch.Tensor,
         latent_mask: torch.Tensor,
         audio_features: torch.Tensor,
-        branches: list[_Branch],
+        branches: list[GuidanceBranch],
         branch_ids: list[torch.Tensor],
         coefficients: torch.Tensor,
         added_time_ids: torch.Tensor,

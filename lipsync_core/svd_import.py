@@ -138,6 +138,7 @@ def _mapped_or_fail(key: str, prefix: str, rest: str, table: dict[str, str]) -> 
     return prefix + mapped
 
 
+_VAE_TOP = {"conv_in": "conv_in", "norm_out": "conv_norm_out", "conv_out": "conv_out"}
 _VAE_ATTENTION = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
 _VAE_RESNET = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2", "nin_shortcut": "conv_shortcut"}
 _VAE_TEMPORAL = {
@@ -172,12 +173,11 @@ def svd_vae_key(key: str, num_levels: int = 4) -> str:
     if part not in ("encoder", "decoder"):
         raise KeyError(f"unknown Stable Video Diffusion VAE key {VAE_PREFIX}{key}")
     temporal = part == "decoder"
-    simple = {"conv_in": "conv_in", "norm_out": "conv_norm_out", "conv_out.time_mix_conv": None, "conv_out": "conv_out"}
-    if rest.startswith("conv_out.time_mix_conv."):
-        return "decoder.time_conv_out." + rest[len("conv_out.time_mix_conv.") :]
-    mapped = _replace_prefix(rest, {k: v for k, v in simple.items() if v})
-    if mapped is not None:
-        return f"{part}.{mapped}"
+    if temporal and re.fullmatch(r"conv_out\.time_mix_conv\.(weight|bias)", rest):
+        return "decoder.time_conv_out." + rest.rsplit(".", 1)[1]
+    match = re.fullmatch(r"(conv_in|norm_out|conv_out)\.(weight|bias)", rest)
+    if match:
+        return f"{part}.{_VAE_TOP[match[1]]}.{match[2]}"
     match = re.fullmatch(r"mid\.block_(\d)\.(.+)", rest)
     if match:
         return _vae_resnet(key, f"{part}.mid_block.resnets.{int(match[1]) - 1}.", match[2], temporal)

@@ -22,7 +22,7 @@ class Audio:
     sample_rate: int
 
     def __post_init__(self) -> None:
-        waveform = torch.as_tensor(self.waveform, dtype=torch.float32)
+        waveform = torch.as_tensor(self.waveform, dtype=torch.float32).detach().cpu()
         if waveform.ndim != 1:
             raise ValueError(
                 f"Audio.waveform must be mono with shape [N], got {tuple(waveform.shape)}; "
@@ -50,7 +50,7 @@ def resample(waveform: ArrayLike, orig_sample_rate: int, target_sample_rate: int
     """Resample mono float audio with libswresample's windowed-sinc filter (through PyAV)."""
     import av
 
-    samples = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
+    samples = torch.as_tensor(waveform, dtype=torch.float32).detach().cpu().reshape(-1)
     if orig_sample_rate == target_sample_rate or samples.numel() == 0:
         return samples.clone()
     resampler = av.AudioResampler(format="flt", layout="mono", rate=int(target_sample_rate))
@@ -71,10 +71,13 @@ def load_audio(
     path: Union[str, Path],
     sample_rate: int = WHISPER_SAMPLE_RATE,
     loudness_lufs: float | None = None,
+    sync_to_video: bool = True,
 ) -> Audio:
     """Decode the first audio stream of any file PyAV (FFmpeg) opens, mix to mono and resample.
 
-    ``loudness_lufs`` (e.g. -23.0) normalises integrated loudness (ITU-R BS.1770) when given.
+    ``loudness_lufs`` (e.g. -23.0) normalises integrated loudness (ITU-R BS.1770) when given. For a
+    video file, ``sync_to_video`` makes sample 0 the time of the first video frame: audio that starts
+    later is preceded by silence, audio that starts earlier is trimmed (containers often offset the two).
     """
     import av
 
@@ -95,15 +98,23 @@ def load_audio(
                 "that contains sound."
             )
         stream = container.streams.audio[0]
+        video_start = None
+        if sync_to_video and container.streams.video:
+            video = container.streams.video[0]
+            if video.start_time is not None and video.time_base is not None:
+                video_start = float(video.start_time * video.time_base)
         chunks = []
-        native_rate = None
+        native_rate, audio_start = None, None
         try:
             for frame in container.decode(stream):
-                native_rate = native_rate or frame.sample_rate
-                # Decoded as float planar [C, n] so the mono mix is an explicit mean over channels.
+                if native_rate is None:
+                    native_rate, audio_start = frame.sample_rate, frame.time
                 data = frame.to_ndarray()
-                if data.dtype.kind in "iu":
-                    data = data.astype(np.float32) / float(np.iinfo(data.dtype).max)
+                if data.dtype.kind == "i":
+                    data = data.astype(np.float32) / float(-np.iinfo(data.dtype).min)
+                elif data.dtype.kind == "u":  # 8-bit PCM is unsigned around 128
+                    half = float(np.iinfo(data.dtype).max // 2 + 1)
+                    data = (data.astype(np.float32) - half) / half
                 if not frame.format.is_planar:
                     data = data.reshape(-1, len(frame.layout.channels)).T
                 chunks.append(data.astype(np.float32).mean(axis=0))
@@ -111,7 +122,11 @@ def load_audio(
             raise ValueError(f"Could not decode the audio of {path} ({error}); the file may be corrupt.") from error
     if not chunks or sum(len(c) for c in chunks) == 0:
         raise ValueError(f"{path} contains no audio samples (empty audio stream).")
-    waveform = resample(np.concatenate(chunks), native_rate, sample_rate)
+    samples = np.concatenate(chunks)
+    if video_start is not None and audio_start is not None:
+        shift = round((audio_start - video_start) * native_rate)
+        samples = np.concatenate([np.zeros(shift, np.float32), samples]) if shift > 0 else samples[-shift:]
+    waveform = resample(samples, native_rate, sample_rate)
     audio = Audio(waveform, sample_rate)
     if loudness_lufs is not None:
         audio = normalize_loudness(audio, loudness_lufs)
@@ -122,7 +137,7 @@ def audio_from_comfy(audio: Mapping[str, Any], sample_rate: int = WHISPER_SAMPLE
     """ComfyUI AUDIO ``{"waveform": [B, C, N], "sample_rate": int}`` -> mono :class:`Audio` (first batch item)."""
     if "waveform" not in audio or "sample_rate" not in audio:
         raise ValueError("AUDIO must be a dict with 'waveform' [B, C, N] and 'sample_rate' (ComfyUI layout).")
-    waveform = torch.as_tensor(audio["waveform"], dtype=torch.float32)
+    waveform = torch.as_tensor(audio["waveform"], dtype=torch.float32).detach().cpu()
     if waveform.ndim == 1:
         waveform = waveform[None, None]
     elif waveform.ndim == 2:

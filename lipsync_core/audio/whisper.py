@@ -57,6 +57,17 @@ CROSSFADE_ENCODER_FRAMES = 100
 _SPECIALS_AFTER_LANGUAGES = ("translate", "transcribe", "startoflm", "startofprev", "nospeech", "notimestamps")
 
 
+def _import_transformers_whisper():
+    """transformers' Whisper classes, importable also where torchvision's compiled ops cannot load."""
+    from ..models.torchvision_compat import make_torchvision_importable
+
+    make_torchvision_importable()
+    import transformers
+    from transformers.models.whisper import modeling_whisper
+
+    return transformers, modeling_whisper
+
+
 # --------------------------------------------------------------------------------------------------
 # CTranslate2 model.bin reader
 # --------------------------------------------------------------------------------------------------
@@ -276,7 +287,10 @@ def _write_transformers_folder(
 ) -> Path:
     """Write a transformers Whisper folder (config, safetensors weights, feature extractor, generation config)."""
     from safetensors.torch import save_file
-    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor
+
+    transformers, _ = _import_transformers_whisper()
+    GenerationConfig, WhisperConfig = transformers.GenerationConfig, transformers.WhisperConfig
+    WhisperFeatureExtractor = transformers.WhisperFeatureExtractor
 
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()):
@@ -459,7 +473,7 @@ class WhisperAudioEncoder(torch.nn.Module):
     def _encode_window(self, mel: torch.Tensor) -> torch.Tensor:
         param = next(self.encoder.parameters())
         out = self.encoder(mel[None].to(param.device, param.dtype), output_hidden_states=True)
-        return torch.stack(out.hidden_states, dim=0)[:, 0].float()  # [L, 1500, D]
+        return torch.stack(out.hidden_states, dim=0)[:, 0].float().cpu()  # [L, 1500, D]
 
     @torch.no_grad()
     def encode(
@@ -560,16 +574,20 @@ def frame_windows(
     interpolation; positions outside ``[0, N - 1]`` are clamped to the edge.
     """
     fps = as_fps(fps)
-    centres = [(Fraction(2 * i + 1, 2) / fps) * ENCODER_RATE + frame_offset for i in range(num_frames)]
-    centre = torch.tensor([float(c) for c in centres], dtype=torch.float64)
-    positions = centre[:, None] + (torch.arange(window, dtype=torch.float64) - (window - 1) / 2)[None, :]
-    positions = positions.clamp(0, hidden.shape[1] - 1)
-    low = positions.floor().long().clamp(max=hidden.shape[1] - 1)
-    high = (low + 1).clamp(max=hidden.shape[1] - 1)
-    frac = (positions - low).float()[..., None]  # [T, W, 1]
-    lower, upper = hidden[:, low], hidden[:, high]  # [L, T, W, D]
-    out = lower + (upper - lower) * frac[None]
-    return out.permute(1, 0, 2, 3).contiguous()
+    num_layers, length, dim = hidden.shape
+    # Exact rational centres, one per frame (never accumulated), then float64 positions in encoder frames.
+    centres = torch.tensor(
+        [float(Fraction(2 * i + 1, 2) / fps * ENCODER_RATE) for i in range(num_frames)], dtype=torch.float64
+    )
+    positions = centres[:, None] + frame_offset + (torch.arange(window, dtype=torch.float64) - (window - 1) / 2)[None, :]
+    positions = positions.clamp(0, length - 1)
+    low = positions.floor().long().clamp(max=length - 1)
+    high = (low + 1).clamp(max=length - 1)
+    frac = (positions - low).float().reshape(-1, 1, 1)
+    by_time = hidden.permute(1, 0, 2).contiguous()  # [N, L, D]: one gather per window entry
+    out = by_time[low.reshape(-1)]
+    out.lerp_(by_time[high.reshape(-1)], frac)
+    return out.view(num_frames, window, num_layers, dim).permute(0, 2, 1, 3).contiguous()
 
 
 def load_whisper_encoder(
@@ -581,8 +599,9 @@ def load_whisper_encoder(
 
     Convert other formats first with :func:`convert_whisper`.
     """
-    from transformers import WhisperConfig, WhisperFeatureExtractor
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    transformers, modeling_whisper = _import_transformers_whisper()
+    WhisperConfig, WhisperFeatureExtractor = transformers.WhisperConfig, transformers.WhisperFeatureExtractor
+    WhisperEncoder = modeling_whisper.WhisperEncoder
 
     folder = Path(path)
     if not (folder / "config.json").is_file():
@@ -594,12 +613,17 @@ def load_whisper_encoder(
             f"model.safetensors, e.g. a copy of openai/whisper-tiny in ComfyUI's models/whisper folder.{hint}"
         )
     config = WhisperConfig.from_pretrained(folder)
-    encoder = WhisperEncoder(config)
     state = _read_encoder_state(folder)
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "embed_positions.weight" or "embed_positions.weight" not in state]
+    with torch.device("meta"):  # no random initialisation of weights that are loaded next
+        encoder = WhisperEncoder(config)
+    expected = set(encoder.state_dict())
+    missing = sorted(expected - set(state))
     if missing:
-        raise ValueError(f"{folder}: the Whisper encoder weights are incomplete (missing {missing[:5]}...).")
+        raise ValueError(
+            f"{folder}: the Whisper encoder weights are incomplete (missing {', '.join(missing[:4])}"
+            f"{'...' if len(missing) > 4 else ''}). Is this a Whisper model folder?"
+        )
+    encoder.load_state_dict({k: state[k] for k in expected}, assign=True)
     encoder = encoder.to(device=device, dtype=dtype).eval()
     if (folder / "preprocessor_config.json").is_file():
         extractor = WhisperFeatureExtractor.from_pretrained(folder)

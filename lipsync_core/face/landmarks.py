@@ -13,7 +13,6 @@ lets small faces in large frames be found: the full frame is only searched when 
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
@@ -30,6 +29,7 @@ SELECT_MODES = ("largest", "index")
 MESH_INPUT_SIZE = 256  # side of the crop handed to the landmark model (its own input is 192-256)
 CROP_SCALE = 2.0  # crop side / face box side: room for motion between frames
 FIND_MAX_SIDE = 640  # frames are searched for faces at this size (and in tiles for small faces)
+TILE_SEARCH_EVERY = 5  # frames between tiled searches while no face is found
 
 Box = Tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 
@@ -246,13 +246,14 @@ def _side(box: Box) -> float:
     return max(box[2] - box[0], box[3] - box[1])
 
 
-def _find_faces(backend: LandmarkBackend, frame: np.ndarray) -> List[Box]:
-    """All faces in a frame: the whole frame at FIND_MAX_SIDE, then overlapping tiles for small faces."""
+def _find_faces(backend: LandmarkBackend, frame: np.ndarray, tiles: bool = True) -> List[Box]:
+    """All faces in a frame: the whole frame at FIND_MAX_SIDE, then (if ``tiles``) overlapping tiles for
+    small faces."""
     height, width = frame.shape[:2]
     scale = min(1.0, FIND_MAX_SIDE / max(height, width))
     small = cv2.resize(frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else frame
     boxes = [tuple(v / scale for v in box) for box in backend.find_faces(small)]
-    if boxes or max(height, width) <= FIND_MAX_SIDE:
+    if boxes or not tiles or max(height, width) <= FIND_MAX_SIDE:
         return boxes
     # Tiles of half the frame's shorter side, overlapping by half: a face of ~1/10 of the frame
     # becomes ~1/4 of a tile, which the detector sees well.
@@ -366,6 +367,7 @@ def track_faces(
     frame_size = None
     crop: Optional[Tuple[np.ndarray, float]] = None  # (centre, side) of the crop that follows the face
     last_centre, last_side = None, 0.0
+    last_tile_search = -TILE_SEARCH_EVERY
     try:
         for index, frame in enumerate(frames):
             frame = _as_uint8_frame(frame)
@@ -380,7 +382,11 @@ def track_faces(
                 if current is not None and np.linalg.norm(_centre(_box_of(current)) - last_centre) > 0.5 * last_side:
                     current = None
             if current is None:
-                chosen = _choose(_find_faces(landmark_backend, frame), select, face_index, last_centre, last_side)
+                # Tiles cost ~20 detector runs at 1080p: during long stretches without a face, only
+                # every few frames.
+                tiles = index - last_tile_search >= TILE_SEARCH_EVERY
+                last_tile_search = index if tiles else last_tile_search
+                chosen = _choose(_find_faces(landmark_backend, frame, tiles), select, face_index, last_centre, last_side)
                 if chosen is not None:
                     current = _landmarks_in_box(landmark_backend, frame, _centre(chosen), CROP_SCALE * 1.2 * _side(chosen))
                     crop = None

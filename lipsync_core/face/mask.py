@@ -6,25 +6,18 @@ built from synthetic landmarks) and in any coordinate frame (video frames or the
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
-from .track import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_OUTER, LOWER_JAW, NOSE_BRIDGE_LOW, NOSE_TIP, FaceTrack
+from .track import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_OUTER, LOWER_JAW, NOSE_BRIDGE_LOW, NOSE_TIP, FaceTrack, face_size
 
 UPPER_EDGES = ("mouth", "nose", "eyes")
 MASK_MODES = ("auto", "replace", "intersect", "union")
 
 # Lower eyelid points (image left / right eye).
 _LOWER_LID_LEFT, _LOWER_LID_RIGHT = 145, 374
-
-
-def face_size(landmarks: np.ndarray) -> float:
-    """Face size in pixels from one frame's landmarks (see :meth:`FaceTrack.face_size`)."""
-    width = np.linalg.norm(landmarks[LOWER_JAW[0]] - landmarks[LOWER_JAW[-1]])
-    height = np.linalg.norm(landmarks[10] - landmarks[152])
-    return float(max(width, height))
 
 
 def _up_vector(landmarks: np.ndarray) -> np.ndarray:
@@ -57,7 +50,7 @@ def mask_polygon(
     """
     landmarks = np.asarray(landmarks, dtype=np.float64)
     up = _up_vector(landmarks)
-    size = face_size(landmarks)
+    size = float(face_size(landmarks))
     jaw = landmarks[list(LOWER_JAW)]
     centre = (landmarks[1] + landmarks[152]) / 2  # between nose tip and chin: the lower face's middle
     outward = jaw - centre
@@ -89,20 +82,25 @@ def _clip_below(polygon: np.ndarray, point: np.ndarray, up: np.ndarray) -> np.nd
     return np.asarray(out)
 
 
-def render_polygon_mask(polygon: np.ndarray, frame_size: tuple, feather_px: float) -> np.ndarray:
-    """Filled polygon ``float32 [H, W]`` in 0..1 with a Gaussian edge of ``feather_px`` (sigma = feather/2).
+def render_polygon_mask(
+    polygons: Union[np.ndarray, Sequence[np.ndarray]], frame_size: tuple, feather_px: float
+) -> np.ndarray:
+    """Filled polygon(s) ``float32 [H, W]`` in 0..1 with a Gaussian edge of ``feather_px`` (sigma = feather/2).
 
-    Only the region around the polygon is rasterised and blurred (at reduced resolution when the
-    feather is wide), which keeps this fast on 1080p frames.
+    Several polygons give the feathered mask of their union. Only the region around them is rasterised
+    and blurred (at reduced resolution when the feather is wide), which keeps this fast on 1080p frames.
     """
     height, width = frame_size
     mask = np.zeros((height, width), np.float32)
-    if len(polygon) < 3:
+    polygons = [polygons] if isinstance(polygons, np.ndarray) and polygons.ndim == 2 else list(polygons)
+    polygons = [p for p in polygons if len(p) >= 3]
+    if not polygons:
         return mask
     sigma = max(feather_px / 2.0, 0.0)
     margin = int(np.ceil(3 * sigma)) + 2
-    x0, y0 = np.floor(polygon.min(axis=0)).astype(int) - margin
-    x1, y1 = np.ceil(polygon.max(axis=0)).astype(int) + margin + 1
+    corners = np.concatenate(polygons)
+    x0, y0 = np.floor(corners.min(axis=0)).astype(int) - margin
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + margin + 1
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
     if cx0 >= cx1 or cy0 >= cy1:
         return mask
@@ -112,8 +110,9 @@ def render_polygon_mask(polygon: np.ndarray, frame_size: tuple, feather_px: floa
     small_w, small_h = max(2, int(np.ceil(roi_w * scale))), max(2, int(np.ceil(roi_h * scale)))
     canvas = np.zeros((small_h, small_w), np.uint8)
     shift = 4  # sub-pixel precision for fillPoly
-    pts = np.round(((polygon - [x0, y0] + 0.5) * scale - 0.5) * (1 << shift)).astype(np.int32)
-    cv2.fillPoly(canvas, [pts], 255, lineType=cv2.LINE_AA, shift=shift)
+    for polygon in polygons:  # one call each: a union, whatever their overlaps
+        pts = np.round(((polygon - [x0, y0] + 0.5) * scale - 0.5) * (1 << shift)).astype(np.int32)
+        cv2.fillPoly(canvas, [pts], 255, lineType=cv2.LINE_AA, shift=shift)
     soft = canvas.astype(np.float32) * (1.0 / 255.0)
     if sigma > 0:
         soft = cv2.GaussianBlur(soft, (0, 0), sigmaX=sigma * scale, borderType=cv2.BORDER_CONSTANT)
@@ -145,11 +144,18 @@ def face_masks(
     feather: float = 0.06,
     user_mask: Optional[np.ndarray] = None,
     mode: str = "auto",
+    hold: int = 0,
 ) -> np.ndarray:
     """Editing masks ``float32 [T, H, W]`` (1 = regenerate) for every frame of ``track``.
 
     Frames without a face get an empty mask. ``user_mask`` (``[T, H, W]`` or ``[H, W]``, 0..1) combines
     with the landmark mask by ``mode`` (see :func:`combine_masks`).
+
+    ``hold`` (frames, ours): each frame's landmark mask covers the union of the mask outlines of the
+    frames within ``hold`` before and after it (in the same run of frames with a face). Meant for the
+    aligned crop, where the face stands still: a mask that follows the jaw opens and closes with the
+    source mouth, and its outline alone would tell the model how the source lips moved (leakage); the
+    held mask stays still while the source talks and still follows slow changes of pose.
     """
     if upper_edge not in UPPER_EDGES:
         raise ValueError(f"Unknown upper edge {upper_edge!r}; choose one of {', '.join(UPPER_EDGES)}.")
@@ -160,8 +166,16 @@ def face_masks(
     height, width = track.frame_size
     masks = np.zeros((track.num_frames, height, width), np.float32)
     if mode != "replace":
-        for t in np.flatnonzero(track.found):
-            masks[t] = frame_mask(track.landmarks[t], track.frame_size, upper_edge, expand, feather)
+        found = np.flatnonzero(track.found)
+        polygons = {t: mask_polygon(track.landmarks[t], upper_edge, expand, feather) for t in found}
+        run_id = np.cumsum(~track.found)  # frames of one run of found frames share an id
+        for t in found:
+            window = [
+                polygons[k]
+                for k in range(max(t - hold, 0), min(t + hold + 1, track.num_frames))
+                if track.found[k] and run_id[k] == run_id[t]
+            ]
+            masks[t] = render_polygon_mask(window, track.frame_size, feather * float(face_size(track.landmarks[t])))
     if user_mask is None:
         return masks
     return combine_masks(masks, user_mask, mode)
@@ -195,3 +209,4 @@ def combine_masks(auto: np.ndarray, user: Union[np.ndarray, "torch.Tensor"], mod
     if mode == "intersect":
         return auto * user
     return np.maximum(auto, user)
+

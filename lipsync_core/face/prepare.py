@@ -96,6 +96,7 @@ def prepare_face_crops(
     upper_edge: str = "nose",
     expand: float = 0.08,
     feather: float = 0.06,
+    mask_hold: float = 0.5,
     user_mask=None,
     mask_mode: str = "auto",
     select: str = "largest",
@@ -103,6 +104,7 @@ def prepare_face_crops(
     backend: Union[str, LandmarkBackend] = "auto",
     model_folders: Sequence[Union[str, Path]] = (),
     track: Optional[FaceTrack] = None,
+    fill_gaps: int = 0,
     progress=None,
 ) -> FaceCrops:
     """Track the face (unless ``track`` is given), align, crop and draw the editing mask in crop space.
@@ -110,7 +112,10 @@ def prepare_face_crops(
     ``frames``: uint8 ``[T, H, W, 3]`` or float 0..1 (numpy or torch, ComfyUI IMAGE). ``user_mask`` (frame
     space, ``[H, W]`` or ``[T, H, W]``) combines by ``mask_mode`` (auto / replace / intersect / union);
     with ``replace`` or ``union`` it also marks frames to edit where no face is found. Raises one clear
-    error when nothing can be edited (no face in any frame and no user mask).
+    error when nothing can be edited (no face in any frame and no user mask). ``mask_hold`` (seconds):
+    each frame's landmark mask covers the outlines of that much time before and after it (in crop
+    space, see ``hold`` in :func:`face_masks`), so the mask does not move with the source jaw. ``fill_gaps`` > 0 bridges
+    detector dropouts of up to that many frames (:meth:`FaceTrack.fill_short_gaps`).
     """
     if mask_mode not in MASK_MODES:
         raise ValueError(f"Unknown mask mode {mask_mode!r}; choose one of {', '.join(MASK_MODES)}.")
@@ -122,6 +127,8 @@ def prepare_face_crops(
         track = track_faces(video, fps=fps, select=select, face_index=face_index, backend=backend, model_folders=model_folders, progress=progress)
     elif track.num_frames != num_frames or track.frame_size != (height, width):
         raise ValueError(f"The face track ({track.num_frames} frames of {track.frame_size}) does not match the video ({num_frames} of {(height, width)}).")
+    if fill_gaps > 0:
+        track = track.fill_short_gaps(fill_gaps)
 
     user = None if user_mask is None or mask_mode == "auto" else _as_user_masks(user_mask, num_frames, (height, width))
     mask_led = np.zeros(num_frames, bool)
@@ -139,7 +146,8 @@ def prepare_face_crops(
             transforms[mask_led] = mask_transforms[mask_led]
     editable = track.found | mask_led
     crops = warp_to_crop(video, transforms, size)
-    masks = face_masks(crop_track(track, transforms, size), upper_edge, expand, feather)
+    hold = int(round(mask_hold * float(fps)))
+    masks = face_masks(crop_track(track, transforms, size), upper_edge, expand, feather, hold=hold)
     if user is not None:
         masks = combine_masks(masks, warp_to_crop(user, transforms, size), mask_mode)
     masks[~editable] = 0.0

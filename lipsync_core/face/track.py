@@ -33,6 +33,16 @@ FACE_OVAL = (
 )
 
 
+def face_size(landmarks: np.ndarray) -> np.ndarray:
+    """Face size in pixels from landmarks ``[..., 478, 2]``: the larger of the cheek-to-cheek width and
+    1.75 x the forehead-to-nose-tip distance (about the forehead-chin height of a closed mouth). Neither
+    moves with the jaw, so a talking mouth does not change the size, and the larger of the two holds
+    when the head turns (width shrinks) or nods (height shrinks)."""
+    width = np.linalg.norm(landmarks[..., LOWER_JAW[0], :] - landmarks[..., LOWER_JAW[-1], :], axis=-1)
+    height = 1.75 * np.linalg.norm(landmarks[..., FOREHEAD, :] - landmarks[..., NOSE_TIP, :], axis=-1)
+    return np.maximum(width, height)
+
+
 @dataclass
 class FaceTrack:
     """One face followed through a video.
@@ -81,12 +91,24 @@ class FaceTrack:
             )
 
     def face_size(self) -> np.ndarray:
-        """Per-frame face size in pixels ``[T]`` (NaN without a face): the larger of face width and the
-        forehead-chin distance, a scale that stays stable while the mouth opens."""
-        pts = self.landmarks
-        width = np.linalg.norm(pts[:, LOWER_JAW[0]] - pts[:, LOWER_JAW[-1]], axis=-1)
-        height = np.linalg.norm(pts[:, FOREHEAD] - pts[:, CHIN], axis=-1)
-        return np.maximum(width, height)
+        """Per-frame face size in pixels ``[T]`` (NaN without a face), see :func:`face_size`."""
+        return face_size(self.landmarks)
+
+    def fill_short_gaps(self, max_gap: int = 2) -> "FaceTrack":
+        """A copy where runs of at most ``max_gap`` frames without a face, between two frames with one,
+        get landmarks interpolated linearly and ``found=True`` (a detector that blinks for a frame would
+        otherwise make the edit blink). Longer gaps and gaps at the ends stay untouched."""
+        landmarks, found = self.landmarks.copy(), self.found.copy()
+        edges = np.flatnonzero(np.diff(np.concatenate([[1], self.found.astype(np.int8), [1]])))
+        for start, stop in zip(edges[0::2], edges[1::2]):  # [start, stop) without a face
+            if start == 0 or stop == self.num_frames or stop - start > max_gap:
+                continue
+            before, after = self.landmarks[start - 1], self.landmarks[stop]
+            for t in range(start, stop):
+                w = (t - start + 1) / (stop - start + 1)
+                landmarks[t] = (1 - w) * before + w * after
+            found[start:stop] = True
+        return FaceTrack(landmarks, found, self.frame_size, self.raw_landmarks)
 
     def select(self, frame_indices: Sequence[int]) -> "FaceTrack":
         """The track re-indexed by frame (e.g. a looped or ping-ponged video from ``fit_audio_video``)."""

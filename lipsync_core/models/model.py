@@ -35,7 +35,7 @@ class Conditioning:
 
 
 def make_added_time_ids(
-    fps: float, motion_bucket_id: float, noise_aug_strength: float, batch_size: int = 1, device=None, dtype=None
+    fps: float, motion_bucket_id: float, noise_aug_strength: float, batch_size: int = 1, device=None, dtype=torch.float32
 ) -> torch.Tensor:
     """SVD's micro-conditioning ``[fps - 1, motion_bucket_id, noise_aug_strength]`` per batch item."""
     ids = torch.tensor([[fps - 1.0, float(motion_bucket_id), float(noise_aug_strength)]], device=device, dtype=dtype)
@@ -109,11 +109,12 @@ class SayAnythingModel(nn.Module):
         sample = torch.cat(
             [(noisy_latents * c_in).to(dtype), cond.masked_latents.to(dtype), cond.mask.to(dtype)], dim=2
         )
+        # Noise level and micro-conditioning stay float32 (the sinusoidal embeddings cast after).
         output = self(
             sample,
-            c_noise.reshape(-1).to(dtype),
+            c_noise.reshape(-1),
             cond.audio_features,
-            cond.added_time_ids.to(sample.device, dtype),
+            cond.added_time_ids.to(sample.device, torch.float32),
             cond.id_features,
         )
         return c_skip * noisy_latents + c_out * output.to(torch.float32)

@@ -21,6 +21,7 @@ the output equals the stock diffusers UNet's (tested).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -38,13 +39,12 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
         encoder_hidden_states: torch.Tensor,
         added_time_ids: torch.Tensor,
         id_residuals: Sequence[torch.Tensor] | None = None,
-        return_dict: bool = False,
     ) -> torch.Tensor:
         """Predict the model output for ``sample [B, F, in_channels, h, w]``.
 
         Args:
             sample: noisy latents (already scaled by c_in) concatenated with the conditioning channels.
-            timestep: ``[B]`` or scalar noise level embedding input (EDM c_noise).
+            timestep: ``[B]`` or scalar noise level embedding input (EDM c_noise); float32 keeps its precision.
             encoder_hidden_states: ``[B, F, N, C]`` per-frame context tokens.
             added_time_ids: ``[B, 3]`` micro-conditioning (fps - 1, motion bucket, noise augmentation).
             id_residuals: one ``[B, C_i, h_i, w_i]`` tensor per resolution, or None for no reference.
@@ -120,14 +120,14 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
         return hidden_states.reshape(batch_size, num_frames, *hidden_states.shape[1:])
 
 
+@dataclass
 class _Context:
     """What every attention layer of one forward needs (kept together to keep signatures short)."""
 
-    def __init__(self, frame: torch.Tensor, window: torch.Tensor, image_only_indicator: torch.Tensor, num_frames: int):
-        self.frame = frame
-        self.window = window
-        self.image_only_indicator = image_only_indicator
-        self.num_frames = num_frames
+    frame: torch.Tensor  # [B*F, N, C]: each frame's own tokens (spatial blocks)
+    window: torch.Tensor  # [B, F*N, C]: all tokens of the window (temporal blocks)
+    image_only_indicator: torch.Tensor
+    num_frames: int
 
 
 def _add_id_residual(

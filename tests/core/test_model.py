@@ -165,3 +165,14 @@ def test_gradient_checkpointing_gives_same_gradients(tiny_model):
     for g1, g2 in zip(grads, grads2):
         if g1 is not None:
             torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
+
+
+def test_reference_of_another_size_is_resized_to_each_resolution(tiny_model):
+    inputs = _inputs()
+    with torch.no_grad():
+        matching = tiny_model.encode_reference(torch.rand(1, 3, 4 * LATENT, 4 * LATENT) * 2 - 1)
+        larger = tiny_model.encode_reference(torch.rand(1, 3, 8 * LATENT, 8 * LATENT) * 2 - 1)
+        assert larger[0].shape[-1] == 2 * matching[0].shape[-1]
+        out = tiny_model(**inputs, id_features=larger)
+        plain = tiny_model(**inputs)
+    assert out.shape == plain.shape and (out - plain).abs().mean() > 1e-3

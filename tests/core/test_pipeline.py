@@ -240,3 +240,31 @@ def test_model_only_ever_sees_one_window(pipe, monkeypatch):
     assert out.shape == video.shape
     windows = plan_windows(15, WINDOW, OVERLAP)
     assert frames_per_call == [WINDOW] * (2 * len(windows))
+
+
+def test_bfloat16_model_follows_float32(tiny_model, tiny_vae):
+    """Half-precision weights (what GPUs run) give the float32 result up to rounding."""
+    import copy
+
+    video, mask, audio, reference = _video(4)
+    args = dict(reference=reference, num_inference_steps=2, window_length=4, window_overlap=0, seed=3)
+    full = SayAnythingPipeline(tiny_model, tiny_vae)(video, mask, audio, **args)
+    half = SayAnythingPipeline(copy.deepcopy(tiny_model).to(torch.bfloat16), tiny_vae)(video, mask, audio, **args)
+    inside = mask.expand_as(video) == 1
+    assert torch.isfinite(half).all()
+    assert (half[inside] - full[inside]).abs().mean() < 0.05 * full[inside].abs().mean() + 0.02
+
+
+def test_from_checkpoint_uses_the_stored_vae_or_asks_for_one(tmp_path, tiny_model, tiny_vae):
+    from lipsync_core.checkpoint import save_checkpoint
+
+    with_vae = save_checkpoint(tmp_path / "with_vae.safetensors", tiny_model, vae=tiny_vae)
+    without = save_checkpoint(tmp_path / "without.safetensors", tiny_model)
+    pipe = SayAnythingPipeline.from_checkpoint(with_vae)
+    video, mask, audio, reference = _video(3)
+    args = dict(reference=reference, num_inference_steps=2, window_length=4, window_overlap=0, seed=1)
+    expected = SayAnythingPipeline(tiny_model, tiny_vae)(video, mask, audio, **args)
+    torch.testing.assert_close(pipe(video, mask, audio, **args), expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="without.safetensors stores no VAE; pass one"):
+        SayAnythingPipeline.from_checkpoint(without)
+    assert SayAnythingPipeline.from_checkpoint(without, vae=tiny_vae).vae is tiny_vae

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,10 +34,13 @@ def comfy_reference(tmp_path_factory):
     if not (COMFY / "comfy").is_dir():
         pytest.fail(f"ComfyUI 0.3.75 is missing at {COMFY}; run tools/setup.sh")
     out = tmp_path_factory.mktemp("comfy_svd")
-    subprocess.run(
+    completed = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("comfy_svd_reference.py")), str(COMFY), str(out)],
-        check=True, capture_output=True, timeout=300,
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),  # leave the ComfyUI folder as it is
     )
+    if completed.returncode != 0:
+        pytest.fail(f"ComfyUI's SVD definition did not run:\n{completed.stderr[-3000:]}")
     return out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import subprocess
 from fractions import Fraction
 
@@ -36,7 +35,7 @@ def _peak_hz(waveform: torch.Tensor, rate: int) -> float:
     return float(np.fft.rfftfreq(waveform.numel(), 1 / rate)[spectrum.argmax()])
 
 
-def _write_mp4(path, frames: int = 10, audio: np.ndarray | None = None, rate: int = 44100) -> None:
+def _write_mp4(path, frames: int = 10, audio: np.ndarray | None = None, rate: int = 44100, audio_delay: float = 0.0) -> None:
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=25)
         video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
@@ -44,17 +43,18 @@ def _write_mp4(path, frames: int = 10, audio: np.ndarray | None = None, rate: in
             sound = container.add_stream("aac", rate=rate)
             sound.layout = "stereo"
         for i in range(frames):
-            image = np.full((64, 64, 3), i * 20, np.uint8)
+            image = np.full((64, 64, 3), (i * 20) % 256, np.uint8)
             for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in video.encode():
             container.mux(packet)
         if audio is not None:
             stereo = np.stack([audio, audio]).astype(np.float32)
-            chunk = 1024
+            chunk, offset = 1024, round(audio_delay * rate)
             for start in range(0, stereo.shape[1], chunk):
                 frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(stereo[:, start : start + chunk]), format="fltp", layout="stereo")
                 frame.sample_rate = rate
+                frame.pts, frame.time_base = offset + start, Fraction(1, rate)
                 for packet in sound.encode(frame):
                     container.mux(packet)
             for packet in sound.encode():
@@ -102,6 +102,17 @@ def test_video_container_audio_and_video_without_sound(tmp_path):
     _write_mp4(silent_video, audio=None)
     with pytest.raises(ValueError, match="has no audio stream"):
         load_audio(silent_video)
+
+
+def test_audio_of_a_video_is_synced_to_its_first_frame(tmp_path):
+    # the audio track starts 0.2 s after the video in the container: the tone must start at 0.2 s
+    path = tmp_path / "late.mp4"
+    _write_mp4(path, frames=50, audio=_tone(440, 1.0, 44100), audio_delay=0.2)
+    synced = load_audio(path)
+    onset = np.flatnonzero(synced.waveform.abs().numpy() > 0.1)[0] / 16000
+    assert abs(onset - 0.2) < 0.005
+    unsynced = load_audio(path, sync_to_video=False)
+    assert np.flatnonzero(unsynced.waveform.abs().numpy() > 0.1)[0] / 16000 < 0.1
 
 
 def test_bad_files_have_clear_messages(tmp_path):
