@@ -58,24 +58,33 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
     pipeline = SayAnythingPipeline(model, vae, scheduler)
     measured = {"own": [], "shuffled": []}
     truth, other_truth, silent, outside, inside_mae, skin_error, strips = [], [], [], [], [], [], []
+    # Each clip is evaluated on a window at its own seeded offset, so clips' leading silences do not
+    # line up between a clip and the shuffled speech (that alone would correlate them).
+    offsets = [int(np.random.default_rng([config.seed, number]).integers(0, len(c["frames"]) - count + 1))
+               for number, c in enumerate(clips)]
     for number, clip in enumerate(clips):
-        other = clips[(number + 1) % len(clips)]
-        frames = clip["frames"][:count].permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        mask = clip["mask"][:count].float()[:, None] / 255.0
-        # Reference: the clip's last frame (trailing silence), outside the evaluated frames.
-        reference = clip["frames"][-1].permute(2, 0, 1).float() / 127.5 - 1.0
-        landmarks = clip["landmarks"][:count].numpy()
-        source = clip["frames"][:count].numpy()
-        for name, features in (("own", clip["whisper"]), ("shuffled", other["whisper"])):
+        partner = (number + 1) % len(clips)
+        other, other_start = clips[partner], offsets[partner]
+        start = offsets[number]
+        window = slice(start, start + count)
+        frames = clip["frames"][window].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        mask = clip["mask"][window].float()[:, None] / 255.0
+        # Reference: the clip's first or last frame, whichever is farther from the evaluated window.
+        far = 0 if start > len(clip["frames"]) - (start + count) else len(clip["frames"]) - 1
+        reference = clip["frames"][far].permute(2, 0, 1).float() / 127.5 - 1.0
+        landmarks = clip["landmarks"][window].numpy()
+        source = clip["frames"][window].numpy()
+        other_window = slice(other_start, other_start + count)
+        for name, features in (("own", clip["whisper"][window]), ("shuffled", other["whisper"][other_window])):
             result = pipeline(
-                frames, mask, features[:count].float(), reference=reference,
+                frames, mask, features.float(), reference=reference,
                 num_inference_steps=config.sample_steps, reference_guidance_scale=config.reference_guidance,
                 audio_guidance_scale=config.audio_guidance, window_length=config.num_frames,
                 window_overlap=config.num_frames // 4, noise_aug_strength=0.0, seed=config.seed + number)
             pixels = _to_uint8(result)
             measured[name].append(measure_opening(pixels, landmarks))
             if name == "own":
-                keep = clip["mask"][:count].numpy() == 0
+                keep = clip["mask"][window].numpy() == 0
                 outside.append(float((pixels == source)[keep].all(axis=-1).mean()))
                 inside = ~keep
                 inside_mae.append(float(np.abs(pixels.astype(np.float32) - source)[inside].mean()))
@@ -83,13 +92,13 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
                 skin_error.append(float(np.abs(pixels[skin].mean(0) - source[skin].mean(0).astype(np.float32)).mean()))
                 if number < 4:
                     strips.append((source, pixels))
-        truth.append(clip["opening"][:count].numpy())
-        other_truth.append(other["opening"][:count].numpy())
-        silent.append(clip["silent"][:count].numpy().astype(bool))
+        truth.append(clip["opening"][window].numpy())
+        other_truth.append(other["opening"][other_window].numpy())
+        silent.append(clip["silent"][window].numpy().astype(bool))
     own, shuffled = np.concatenate(measured["own"]), np.concatenate(measured["shuffled"])
     truth_all, silent_all = np.concatenate(truth), np.concatenate(silent)
-    ruler = pearson(np.concatenate([measure_opening(c["frames"][:count].numpy(), c["landmarks"][:count].numpy())
-                                    for c in clips]), truth_all)
+    ruler = pearson(np.concatenate([measure_opening(c["frames"][o:o + count].numpy(), c["landmarks"][o:o + count].numpy())
+                                    for c, o in zip(clips, offsets)]), truth_all)
     results = {
         "correlation": pearson(own, truth_all),
         "shuffled_correlation": pearson(shuffled, truth_all),
