@@ -17,7 +17,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.comfy_client import UPLOAD_EXTRA_VALUES, WIDGET_TYPES, ComfyClient, ComfyServer, _input_specs  # noqa: E402
+from tools.comfy_client import UPLOAD_EXTRA_VALUES, WIDGET_TYPES, ComfyClient, ComfyServer, input_specs  # noqa: E402
 from tools.demo_assets import (  # noqa: E402
     DEFAULT_MODEL_FILE, MASKED_PORTRAIT_FILE, PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE, WHISPER_FOLDER,
 )
@@ -39,7 +39,7 @@ class Graph:
         info = self.object_info[node_type]
         node_id = len(self.nodes) + 1
         inputs, values = [], []
-        for name, kind, options in _input_specs(info):
+        for name, kind, options in input_specs(info):
             is_widget = kind in WIDGET_TYPES and not options.get("forceInput")
             if not is_widget:
                 inputs.append({"name": name, "type": kind, "link": None})
