@@ -1,0 +1,56 @@
+"""``python -m lipsync_core train``: train SayAnything on prepared shards (accelerate; multi-GPU via ``accelerate launch``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+HELP = ("Train (or resume) a SayAnything model on shards from `prep`. One GPU: run it directly; several "
+        "GPUs or machines: `accelerate launch [--num_processes N ...] -m lipsync_core train ...` (no code change).")
+
+_HELP = {
+    "data": "folder of training shards (from `python -m lipsync_core prep`)",
+    "output": "run folder: log.jsonl, state-<step>/ (resumed automatically), model-<step>.safetensors, samples/",
+    "model": "model size preset (tiny, full) or a JSON config file; ignored with --init",
+    "init": "start from a SayAnything checkpoint or a single-file SVD (svd_xt*.safetensors)",
+    "vae": "VAE source: a SayAnything checkpoint with an embedded VAE, or a single-file SVD",
+    "embed_vae": "store the VAE inside the saved model files",
+    "trainable": "all | attention (attention layers + new modules) | new (audio projection, ID-Guider, conv_in)",
+    "optimizer": "adamw | adamw8bit (bitsandbytes, CUDA)",
+    "mixed_precision": "no | bf16 | fp16",
+    "ema_decay": "EMA decay of the weights (0 = off); saved models then hold the EMA weights",
+    "p_mean": "log-normal noise levels: mean of ln(sigma)",
+    "p_std": "log-normal noise levels: std of ln(sigma)",
+    "audio_dropout": "probability of training a sample with the null audio (zero Whisper features)",
+    "reference_dropout": "probability of training a sample without the reference (zero ID residuals)",
+    "sample_every": "write a sample strip every N steps (0 = never)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..training.train import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kind = hints[field.name]
+        required = field.default is dataclasses.MISSING
+        text = _HELP.get(field.name, field.name.replace("_", " "))
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=text)
+            continue
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind) if typing.get_args(kind) else kind
+        parser.add_argument(flag, type=base, required=required, default=None if required else field.default,
+                            help=text + ("" if required else f" (default: {field.default})"))
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..models.torchvision_compat import make_torchvision_importable
+    from ..training.train import TrainConfig, train
+
+    make_torchvision_importable()
+    config = TrainConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)})
+    path = train(config)
+    print(f"saved {path}")
+    return 0

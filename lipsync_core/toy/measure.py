@@ -1,0 +1,50 @@
+"""The evaluation's ruler: mouth opening measured from pixels, without any model (ours).
+
+Every toy character's mouth interior has the same dark colour. In a band of columns around the
+mouth centre (from the lip-corner landmarks) the ruler sums a soft "darkness" membership per pixel,
+i.e. the interior's height in pixels, and divides by the face's half-width so it is scale-free.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .characters import MOUTH_INTERIOR
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_INTERIOR_LUMA = float(np.dot(_LUMA, MOUTH_INTERIOR))
+# Interior opening = 0.2 * face half-width * opening on each side of the centre line.
+_FULL_OPEN = 0.4
+
+
+def measure_opening(frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Measured opening per frame in (roughly) ground-truth units 0..1.
+
+    frames: uint8 [T, S, S, 3]; landmarks: [T, 478, 2] of the source (mouth corners 61/291 and the
+    face's side points 234/454 only; none of them moves with the opening).
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"measure_opening expects frames [T, H, W, 3], got {frames.shape}")
+    luma = frames.astype(np.float32) @ _LUMA
+    darkness = np.clip((_INTERIOR_LUMA + 34.0 - luma) / 25.0, 0.0, 1.0)
+    height, width = luma.shape[1:]
+    result = np.zeros(len(frames), np.float32)
+    for i in range(len(frames)):
+        corners = landmarks[i, [61, 291]]
+        centre_x, centre_y = corners.mean(0)
+        face_half = 0.5 * float(np.linalg.norm(landmarks[i, 454] - landmarks[i, 234]))
+        mouth_half = 0.5 * float(np.linalg.norm(corners[1] - corners[0]))
+        x0, x1 = int(round(centre_x - 0.35 * mouth_half)), int(round(centre_x + 0.35 * mouth_half)) + 1
+        y0, y1 = int(round(centre_y - 0.45 * face_half)), int(round(centre_y + 0.45 * face_half)) + 1
+        x0, x1, y0, y1 = max(x0, 0), min(x1, width), max(y0, 0), min(y1, height)
+        column_heights = darkness[i, y0:y1, x0:x1].sum(0)
+        result[i] = column_heights.mean() / (_FULL_OPEN * face_half) if column_heights.size else 0.0
+    return result
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    denominator = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denominator) if denominator > 0 else 0.0

@@ -1,0 +1,449 @@
+"""The SayAnything training loop on accelerate (one GPU, several GPUs, several machines, or CPU processes).
+
+Objective (SVD's EDM, ours where marked): clean latents ``x0`` of a window, ``sigma`` log-normal
+(``p_mean``, ``p_std``), ``noisy = x0 + sigma * eps``, the model's denoiser
+``SayAnythingModel.denoise`` (the same call the sampler uses) predicts ``x0``; the loss is the EDM
+weighted squared error ``(sigma^2 + 1) / sigma^2 * |D - x0|^2`` averaged over the latent cells of the
+editing mask (ours: outside the mask the canvas already holds the answer). Condition dropout (ours)
+replaces the audio by zero features and/or the ID residuals by zeros -- the very null conditions the
+sampler's guidance branches use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..configs import SayAnythingConfig, build_vae
+from ..models import Conditioning, SayAnythingModel, make_added_time_ids
+from ..pipeline import build_masked_video_conditioning, downsample_mask, encode_latents
+from .dataset import LipSyncWindows
+
+TRAINABLE = ("all", "attention", "new")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (written to ``<output>/train_config.json``)."""
+
+    data: str
+    output: str
+    model: str = "tiny"  # preset name or a JSON config file
+    init: str | None = None  # SayAnything checkpoint or single-file SVD (svd_xt*.safetensors); None = random
+    vae: str | None = None  # checkpoint with an embedded VAE, or single-file SVD; default: from init
+    embed_vae: bool = False  # store the VAE inside the saved model files (the toy model does)
+    num_frames: int | None = None  # default: the model config's unet.num_frames
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_steps: int = 1000
+    stop_at_step: int | None = None  # save the state and exit after this step (time-limited jobs); rerun to resume
+    learning_rate: float = 1e-4
+    lr_warmup_steps: int = 100
+    lr_min_ratio: float = 0.1  # cosine decay to this fraction of the peak
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    optimizer: str = "adamw"  # or "adamw8bit" (bitsandbytes, CUDA)
+    mixed_precision: str = "no"  # "no", "bf16", "fp16"
+    gradient_checkpointing: bool = False
+    ema_decay: float = 0.0  # 0 = no EMA
+    trainable: str = "all"  # all | attention (attention layers + new modules) | new (audio projection, ID-Guider, conv_in)
+    p_mean: float = 0.7  # SVD fine-tuning's log-normal noise levels
+    p_std: float = 1.6
+    audio_dropout: float = 0.1  # ours
+    reference_dropout: float = 0.1  # ours
+    noise_aug_strength: float = 0.02  # canvas augmentation, as the sampler's default
+    fps: float = 25.0
+    motion_bucket_id: int = 127
+    use_latents: bool = True  # use latents cached in the shards when present
+    num_workers: int = 0
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    sample_every: int = 0  # 0 = no sample videos
+    sample_steps: int = 10
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.optimizer not in ("adamw", "adamw8bit"):
+            raise ValueError(f"optimizer must be adamw or adamw8bit, got {self.optimizer!r}")
+        for name in ("audio_dropout", "reference_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1)")
+        if self.batch_size < 1 or self.max_steps < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("batch_size, max_steps and gradient_accumulation_steps must be positive")
+
+
+def model_config_from(name: str) -> SayAnythingConfig:
+    if os.path.isfile(name):
+        return SayAnythingConfig.from_json(Path(name).read_text())
+    return SayAnythingConfig.preset(name)
+
+
+def build_model_and_vae(config: TrainConfig, seed: int) -> tuple[SayAnythingModel, object | None]:
+    """The starting model (random, a SayAnything checkpoint, or SVD) and the VAE (or None)."""
+    vae = None
+    if config.init is None:
+        torch.manual_seed(seed)
+        model = SayAnythingModel(model_config_from(config.model))
+    else:
+        from safetensors import safe_open
+
+        with safe_open(config.init, "pt") as handle:
+            is_sayanything = (handle.metadata() or {}).get("format") == "sayanything"
+        if is_sayanything:
+            model, vae = load_checkpoint(config.init, dtype=torch.float32)
+        else:
+            from ..svd_import import model_from_svd
+
+            model, vae = model_from_svd(config.init, seed=seed)
+    if config.vae is not None:
+        vae = load_vae(config.vae)
+    return model.train(), vae
+
+
+def load_vae(path: str | os.PathLike):
+    """The VAE of a SayAnything checkpoint saved with one, or of a single-file SVD checkpoint."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") == "sayanything":
+        _, vae = load_checkpoint(path, dtype=torch.float32)
+        if vae is None:
+            raise ValueError(f"{path} holds no VAE; give a checkpoint saved with its VAE or an SVD file")
+        return vae
+    from ..svd_import import load_svd_vae
+
+    return load_svd_vae(path)
+
+
+def select_trainable(model: SayAnythingModel, trainable: str) -> list[nn.Parameter]:
+    """Set requires_grad per the chosen parts and return the trainable parameters."""
+    new_prefixes = ("audio_projection.", "id_guider.", "unet.conv_in.")
+    for name, parameter in model.named_parameters():
+        if trainable == "all":
+            keep = True
+        elif trainable == "new":
+            keep = name.startswith(new_prefixes)
+        else:  # attention layers (spatial and temporal transformers) plus the new modules
+            keep = name.startswith(new_prefixes) or ".attentions." in name
+        parameter.requires_grad_(keep)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+class DiffusionLoss(nn.Module):
+    """The whole training objective in one forward, so distributed wrappers see one call per step."""
+
+    def __init__(self, model: SayAnythingModel, config: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def forward(self, latents: torch.Tensor, masked_latents: torch.Tensor, latent_mask: torch.Tensor,
+                audio: torch.Tensor, reference: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        config, model = self.config, self.model
+        batch_size = latents.shape[0]
+        sigma = draws["sigma"]
+        noisy = latents + sigma.reshape(-1, 1, 1, 1, 1) * draws["noise"]
+        keep_audio = draws["keep_audio"].to(audio.dtype).reshape(-1, 1, 1, 1, 1)
+        keep_reference = draws["keep_reference"]
+        id_features = [feature * keep_reference.to(feature.dtype).reshape(-1, 1, 1, 1)
+                       for feature in model.encode_reference(reference)]
+        cond = Conditioning(
+            masked_latents=masked_latents,
+            mask=latent_mask,
+            audio_features=audio * keep_audio,
+            id_features=id_features,
+            added_time_ids=make_added_time_ids(config.fps, config.motion_bucket_id, config.noise_aug_strength,
+                                               batch_size, latents.device),
+        )
+        denoised = model.denoise(noisy, sigma, cond)
+        weight = ((sigma**2 + 1.0) / sigma**2).reshape(-1, 1, 1, 1, 1)
+        error = weight * (denoised.float() - latents.float()) ** 2 * latent_mask
+        cells = latent_mask.sum(dim=(1, 2, 3, 4)).clamp(min=1.0) * latents.shape[2]
+        return (error.sum(dim=(1, 2, 3, 4)) / cells).mean()
+
+
+class EMA:
+    """Exponential moving average of the trainable parameters (fp32), checkpointed with the run."""
+
+    def __init__(self, parameters: list[nn.Parameter], decay: float):
+        self.decay = decay
+        self.shadow = [p.detach().float().clone() for p in parameters]
+
+    @torch.no_grad()
+    def update(self, parameters: list[nn.Parameter]) -> None:
+        for shadow, parameter in zip(self.shadow, parameters):
+            shadow.lerp_(parameter.detach().float(), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, parameters: list[nn.Parameter]) -> None:
+        for shadow, parameter in zip(self.shadow, parameters):
+            parameter.copy_(shadow.to(parameter.dtype))
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay = state["decay"]
+        self.shadow = [s.clone() for s in state["shadow"]]
+
+
+class RunState:
+    """Step counter and this process' random generator; saved and restored for an exact resume."""
+
+    def __init__(self, seed: int, process_index: int):
+        self.step = 0
+        self.generator = torch.Generator().manual_seed(seed * 1000 + process_index)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.generator.set_state(state["generator"])
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A shuffle that depends only on (seed, epoch): a resumed run replays the same order."""
+
+    def __init__(self, length: int, seed: int):
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+
+def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        warmup = min(1.0, (step + 1) / max(config.lr_warmup_steps, 1))
+        progress = min(step / max(config.max_steps, 1), 1.0)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return warmup * (config.lr_min_ratio + (1.0 - config.lr_min_ratio) * cosine)
+
+    return factor
+
+
+def make_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes
+        except ImportError as error:
+            raise ValueError("optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes, CUDA only)") from error
+        return bitsandbytes.optim.AdamW8bit(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def _latest_state(output: Path) -> Path | None:
+    states = sorted(output.glob("state-*"), key=lambda p: int(p.name.split("-")[1]))
+    complete = [s for s in states if (s / "complete").is_file()]
+    return complete[-1] if complete else None
+
+
+def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
+          progress: Callable[[int, int, float], None] | None = None) -> Path:
+    """Run (or resume) training; returns the path of the final model file ``<output>/model.safetensors``.
+
+    ``model`` / ``vae`` may be passed in directly (the toy world does); otherwise they are built from
+    ``config``. A run resumes from the newest complete ``state-<step>`` folder in ``config.output``.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+    )
+    output = Path(config.output)
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    set_seed(config.seed)
+
+    if model is None:
+        model, built_vae = build_model_and_vae(config, config.seed)
+        vae = vae if vae is not None else built_vae
+    model.train()
+    num_frames = config.num_frames or model.config.unet.num_frames
+    if config.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+    parameters = select_trainable(model, config.trainable)
+
+    dataset = LipSyncWindows(config.data, num_frames, use_latents=config.use_latents, seed=config.seed)
+    if vae is None:
+        raise ValueError("training needs a VAE (for the canvas and samples): give --vae or --init with one")
+    vae.requires_grad_(False).eval()
+    sampler = EpochSampler(len(dataset), config.seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                                         num_workers=config.num_workers)
+    optimizer = make_optimizer(parameters, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    objective = DiffusionLoss(model, config)
+    objective, optimizer, loader, scheduler = accelerator.prepare(objective, optimizer, loader, scheduler)
+    vae.to(accelerator.device)
+    state = RunState(config.seed, accelerator.process_index)
+    accelerator.register_for_checkpointing(state)
+    ema = None
+    if config.ema_decay > 0:
+        ema = EMA(parameters, config.ema_decay)
+        accelerator.register_for_checkpointing(ema)
+
+    resume_from = _latest_state(output)
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        accelerator.print(f"resumed from {resume_from} at step {state.step}")
+    batches_per_epoch = len(loader)
+    if batches_per_epoch == 0:
+        raise ValueError(f"{config.data} has fewer windows ({len(dataset)}) than one batch per process")
+    log_path = output / "log.jsonl"
+    started = time.time()
+    micro_step = state.step * config.gradient_accumulation_steps
+
+    while state.step < config.max_steps:
+        epoch, position = divmod(micro_step, batches_per_epoch)
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, position) if position else loader
+        for batch in epoch_loader:
+            with accelerator.accumulate(objective):
+                inputs = _prepare_batch(batch, vae, config, state.generator, accelerator.device)
+                loss = objective(*inputs)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            micro_step += 1
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            if ema is not None:
+                ema.update(parameters)
+            mean_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
+            if progress is not None and accelerator.is_main_process:
+                progress(state.step, config.max_steps, mean_loss)
+            if accelerator.is_main_process and (state.step % config.log_every == 0 or state.step == 1):
+                record = {"step": state.step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
+                          "epoch": epoch, "elapsed_s": round(time.time() - started, 2)}
+                with open(log_path, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            stopping = config.stop_at_step is not None and state.step >= config.stop_at_step
+            if (config.checkpoint_every and state.step % config.checkpoint_every == 0) or stopping:
+                _save_state(accelerator, output, state.step, config.keep_checkpoints)
+                _save_model(accelerator, objective, ema, parameters, vae, config, output / f"model-{state.step:07d}.safetensors")
+            if stopping:
+                accelerator.print(f"stopped at step {state.step}; run again to resume")
+                accelerator.end_training()
+                return output / f"model-{state.step:07d}.safetensors"
+            if config.sample_every and state.step % config.sample_every == 0 and accelerator.is_main_process:
+                _write_sample(accelerator.unwrap_model(objective).model, vae, dataset, config, output, state.step)
+            if state.step >= config.max_steps:
+                break
+        else:
+            continue
+        break
+
+    accelerator.wait_for_everyone()
+    final = output / "model.safetensors"
+    _save_model(accelerator, objective, ema, parameters, vae, config, final)
+    accelerator.end_training()
+    return final
+
+
+def _prepare_batch(batch: dict, vae, config: TrainConfig, generator: torch.Generator, device) -> tuple:
+    """Latents, canvas and the random draws of one step (drawn on the CPU from the run's generator)."""
+    frames, mask = batch["frames"], batch["mask"]
+    batch_size = frames.shape[0]
+    if "latents" in batch:
+        latents, masked_latents = batch["latents"], batch["masked_latents"]
+        latent_mask = downsample_mask(mask, tuple(latents.shape[-2:]))
+    else:
+        latents = encode_latents(vae, frames.to(device), device=device)
+        masked_latents, latent_mask = build_masked_video_conditioning(
+            vae, frames, mask, config.noise_aug_strength, generator, device=device)
+    draws = {
+        "sigma": (torch.randn(batch_size, generator=generator) * config.p_std + config.p_mean).exp(),
+        "noise": torch.randn(latents.shape, generator=generator),
+        "keep_audio": torch.rand(batch_size, generator=generator) >= config.audio_dropout,
+        "keep_reference": torch.rand(batch_size, generator=generator) >= config.reference_dropout,
+    }
+    draws = {key: value.to(device) for key, value in draws.items()}
+    tensors = (latents, masked_latents, latent_mask, batch["audio"], batch["reference"])
+    return tuple(t.to(device) for t in tensors) + (draws,)
+
+
+def _save_state(accelerator, output: Path, step: int, keep: int) -> None:
+    folder = output / f"state-{step:07d}"
+    accelerator.save_state(str(folder))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (folder / "complete").write_text(str(step))
+        states = sorted(output.glob("state-*"), key=lambda p: int(p.name.split("-")[1]))
+        for old in states[:-keep] if keep > 0 else []:
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _save_model(accelerator, objective, ema: EMA | None, parameters, vae, config: TrainConfig, path: Path) -> None:
+    """A checkpoint the nodes and `run` load as it is (EMA weights when EMA is on)."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(objective).model
+        if ema is not None:
+            live = [p.detach().clone() for p in parameters]
+            ema.copy_to(parameters)
+        save_checkpoint(path, model, vae=vae if config.embed_vae else None, overwrite=True)
+        if ema is not None:
+            with torch.no_grad():
+                for parameter, value in zip(parameters, live):
+                    parameter.copy_(value)
+    accelerator.wait_for_everyone()
+
+
+@torch.no_grad()
+def _write_sample(model: SayAnythingModel, vae, dataset: LipSyncWindows, config: TrainConfig, output: Path,
+                  step: int) -> None:
+    """Regenerate the first window of the data with the pipeline; write a PNG strip (source over result)."""
+    import numpy as np
+
+    from ..pipeline import SayAnythingPipeline
+
+    was_training = model.training
+    model.eval()
+    item = dataset[0]
+    result = SayAnythingPipeline(model, vae)(
+        item["frames"], item["mask"], item["audio"], reference=item["reference"],
+        num_inference_steps=config.sample_steps, window_length=dataset.num_frames, fps=config.fps, seed=0,
+        device=model.device)
+    model.train(was_training)
+    rows = [torch.cat(list(video), dim=2) for video in (item["frames"], result)]
+    strip = ((torch.cat(rows, dim=1).permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+    samples = output / "samples"
+    samples.mkdir(exist_ok=True)
+    import cv2
+
+    cv2.imwrite(str(samples / f"sample-{step:07d}.png"), np.ascontiguousarray(strip[..., ::-1]))
