@@ -200,6 +200,22 @@ def test_talking_image_workflow_as_shipped(comfy, comfy_base, comfy_inputs, obje
     assert len(taps["out"]) == info["frames"]
     assert_unchanged_outside_mask(taps)
 
+    # One pipeline, two front ends: lipsync_core.inference.lipsync (what `run` calls) gives the same
+    # frames in this process as the graph did in ComfyUI's.
+    from lipsync_core import inference
+
+    frames = torch.from_numpy(np.asarray(Image.open(comfy_base / "input" / PORTRAIT_FILE).convert("RGB")))
+    loaded = inference.load_model(comfy_base / "models" / "sayanything" / DEFAULT_MODEL_FILE)
+    whisper = inference.load_whisper(comfy_base / "models" / "whisper" / WHISPER_FOLDER)
+    options = inference.SamplerOptions(steps=2, window=4, overlap=1, decode_chunk=4)
+    result_frames, _audio, _mask = inference.lipsync(
+        frames[None].float() / 255.0, 4.0, comfy_inputs["speech"], loaded, whisper, options,
+        face_options=inference.FaceOptions(crop_size=64),
+    )
+    ours = (result_frames.clamp(0, 1) * 255.0).numpy().astype(np.uint8)  # SaveImage's quantisation
+    difference = np.abs(ours.astype(int) - taps["out"].astype(int))
+    assert difference.max() <= 2 and difference.mean() < 0.01
+
 
 def test_user_mask_workflow(comfy, comfy_base, comfy_inputs, object_info):
     prompt, workflow = prompt_for("sayanything_user_mask.json", object_info, {
