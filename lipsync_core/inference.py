@@ -82,7 +82,9 @@ def broadcast_mask(mask: torch.Tensor, num_frames: int, size: tuple[int, int], n
     if mask.shape[0] == 1:
         mask = mask.expand(num_frames, *size)
     if mask.shape[0] != num_frames:
-        raise ValueError(f"{name} has {mask.shape[0]} frames but the video has {num_frames}; give one mask or one per frame")
+        raise ValueError(
+            f"{name} has {mask.shape[0]} frames but the video has {num_frames}; give one mask or one per frame"
+        )
     return mask.float().clamp(0, 1)
 
 
@@ -101,7 +103,9 @@ def load_audio(path: str | os.PathLike, start: float = 0.0, duration: float | No
     first = round(start * audio.sample_rate)
     if first >= audio.num_samples:
         raise ValueError(f"{path} is {audio.duration:.2f} s long; start {start:.2f} s is past its end")
-    last = audio.num_samples if duration is None else min(audio.num_samples, first + round(duration * audio.sample_rate))
+    last = audio.num_samples
+    if duration is not None:
+        last = min(last, first + round(duration * audio.sample_rate))
     return Audio(audio.waveform[first:last], audio.sample_rate)
 
 

@@ -104,7 +104,8 @@ def add_png_taps(prompt: dict, prefix: str) -> None:
     fit, paste, face = (node_id(prompt, t) for t in
                         ("SayAnythingFitAudioToVideo", "SayAnythingFacePaste", "SayAnythingFaceMask"))
     prompt["tap_in"] = {"class_type": "SaveImage", "inputs": {"images": [fit, 0], "filename_prefix": f"{prefix}_in"}}
-    prompt["tap_out"] = {"class_type": "SaveImage", "inputs": {"images": [paste, 0], "filename_prefix": f"{prefix}_out"}}
+    prompt["tap_out"] = {"class_type": "SaveImage",
+                         "inputs": {"images": [paste, 0], "filename_prefix": f"{prefix}_out"}}
     prompt["tap_mask_image"] = {"class_type": "MaskToImage", "inputs": {"mask": [face, 0]}}
     prompt["tap_mask"] = {"class_type": "SaveImage",
                           "inputs": {"images": ["tap_mask_image", 0], "filename_prefix": f"{prefix}_mask"}}
