@@ -193,7 +193,7 @@ def user_mask(object_info: dict) -> dict:
         "SayAnything with your own mask: paint the region to regenerate in LoadImage's mask editor "
         "(right-click the node > Open in MaskEditor). With user_mask_mode 'replace' only your mask is "
         "regenerated (useful for stylised faces); 'intersect' keeps the face mask inside it; 'union' adds it. "
-        "Landmarks still align the crop, so a face must be visible. " + MODELS_NOTE
+        "Where no face is detected (stylised characters), 'replace' frames the crop around your mask. " + MODELS_NOTE
     )
 
 

@@ -339,3 +339,21 @@ def test_whisper_in_ctranslate2_format_is_converted_once(comfy, comfy_base, comf
     })
     run_ok(comfy, prompt, workflow)
     assert (comfy_models / "whisper" / "tiny-ct2-transformers" / "config.json").is_file()
+
+
+def test_user_mask_edits_a_face_the_detector_cannot_see(comfy, comfy_base, comfy_inputs, object_info, tmp_path):
+    # Stylised faces: no landmarks, but with 'replace' the painted mask alone says where to edit.
+    grey = np.full((256, 256, 3), 128, np.uint8)
+    alpha = np.full((256, 256), 255, np.uint8)
+    alpha[150:200, 90:170] = 0
+    Image.fromarray(np.dstack([grey, alpha]), "RGBA").save(tmp_path / "no_face_masked.png")
+    comfy.upload(tmp_path / "no_face_masked.png")
+    prompt, workflow = prompt_for("sayanything_user_mask.json", object_info, {
+        "LoadImage": {"image": "no_face_masked.png"},
+        "PrimitiveFloat": {"value": 4.0}, "SayAnythingLoadAudio": {"duration": 1.0},
+    })
+    add_png_taps(prompt, "noface")
+    result = run_ok(comfy, prompt, workflow)
+    taps = read_taps(comfy, result.prompt_id, comfy_base, "noface")
+    assert len(taps["out"]) == 4
+    assert_unchanged_outside_mask(taps)
