@@ -277,7 +277,11 @@ def encode_reference(loaded: LoadedModel, reference: torch.Tensor) -> list[torch
 def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, audio_features: torch.Tensor,
              id_features: Sequence[torch.Tensor], options: SamplerOptions, fps: float,
              device: str | torch.device | None = None, callback: StepCallback | None = None) -> torch.Tensor:
-    """Regenerate the masked region of the crops; returns IMAGE crops ``[T, S, S, 3]``."""
+    """Regenerate the masked region of the crops; returns IMAGE crops ``[T, S, S, 3]``.
+
+    ``callback(done, total)`` runs after every window of every denoising step (``total = steps *
+    windows``), so progress moves and Cancel is checked within a step even on long videos.
+    """
     from .pipeline import SayAnythingPipeline
 
     num_frames = crops.shape[0]
@@ -288,12 +292,11 @@ def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, 
         )
     mask = broadcast_mask(crop_mask, num_frames, tuple(crops.shape[1:3]), "crop_mask")
     pipeline = SayAnythingPipeline(loaded.model, loaded.vae)
-    step_callback = None if callback is None else (lambda step, total, _latents: callback(step, total))
     generated = pipeline(
         images_to_model(crops), mask[:, None], audio_features, id_features=list(id_features),
         num_inference_steps=options.steps, reference_guidance_scale=options.reference_guidance,
         audio_guidance_scale=options.audio_guidance, window_length=options.window, window_overlap=options.overlap,
-        fps=fps, seed=options.seed, decode_chunk_size=options.decode_chunk, callback=step_callback, device=device,
+        fps=fps, seed=options.seed, decode_chunk_size=options.decode_chunk, window_callback=callback, device=device,
     )
     return model_to_images(generated)
 

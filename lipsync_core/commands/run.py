@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
         whisper = inference.load_whisper(args.whisper, device=args.device)
         result, fitted_audio, _mask = inference.lipsync(
             frames, fps, audio, loaded, whisper, options, face_options=face, fit_mode=args.fit,
-            reference_index=args.reference_frame, device=args.device, callback=_ProgressBar("sampling step"),
+            reference_index=args.reference_frame, device=args.device, callback=_ProgressBar("denoising (windows x steps)"),
         )
         path = inference.write_video(args.output, result, fps, fitted_audio)
     except (ValueError, FileNotFoundError) as error:
