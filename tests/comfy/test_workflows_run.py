@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lipsync_core.pipeline import plan_windows
 from tools.comfy_client import PromptRejected, load_workflow, workflow_to_api
 from tools.demo_assets import (
     DEFAULT_MODEL_FILE, MASKED_PORTRAIT_FILE, PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE, WHISPER_FOLDER,
@@ -178,10 +179,12 @@ def test_video_lipsync_workflow(comfy, comfy_base, comfy_inputs, object_info):
     taps = read_taps(comfy, result.prompt_id, comfy_base, "video")
     assert len(taps["in"]) == VIDEO_FRAMES
     assert_unchanged_outside_mask(taps)
-    # The sampler reported every step.
+    # The sampler reported every window of every step: 2 steps x the windows of 10 frames (4, overlap 1).
     sampler = node_id(prompt, "SayAnythingSampler")
-    steps = [e["value"] for e in result.progress_events() if e["node"] == sampler]
-    assert steps[-1] == 2
+    events = [e for e in result.progress_events() if e["node"] == sampler]
+    window_calls = 2 * len(plan_windows(VIDEO_FRAMES, 4, 1))
+    assert [e["value"] for e in events] == list(range(1, window_calls + 1))
+    assert events[-1]["max"] == window_calls
 
 
 def test_talking_image_workflow_as_shipped(comfy, comfy_base, comfy_inputs, object_info):
