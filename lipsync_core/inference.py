@@ -82,7 +82,9 @@ def broadcast_mask(mask: torch.Tensor, num_frames: int, size: tuple[int, int], n
     if mask.shape[0] == 1:
         mask = mask.expand(num_frames, *size)
     if mask.shape[0] != num_frames:
-        raise ValueError(f"{name} has {mask.shape[0]} frames but the video has {num_frames}; give one mask or one per frame")
+        raise ValueError(
+            f"{name} has {mask.shape[0]} frames but the video has {num_frames}; give one mask or one per frame"
+        )
     return mask.float().clamp(0, 1)
 
 
@@ -101,7 +103,9 @@ def load_audio(path: str | os.PathLike, start: float = 0.0, duration: float | No
     first = round(start * audio.sample_rate)
     if first >= audio.num_samples:
         raise ValueError(f"{path} is {audio.duration:.2f} s long; start {start:.2f} s is past its end")
-    last = audio.num_samples if duration is None else min(audio.num_samples, first + round(duration * audio.sample_rate))
+    last = audio.num_samples
+    if duration is not None:
+        last = min(last, first + round(duration * audio.sample_rate))
     return Audio(audio.waveform[first:last], audio.sample_rate)
 
 
@@ -273,7 +277,11 @@ def encode_reference(loaded: LoadedModel, reference: torch.Tensor) -> list[torch
 def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, audio_features: torch.Tensor,
              id_features: Sequence[torch.Tensor], options: SamplerOptions, fps: float,
              device: str | torch.device | None = None, callback: StepCallback | None = None) -> torch.Tensor:
-    """Regenerate the masked region of the crops; returns IMAGE crops ``[T, S, S, 3]``."""
+    """Regenerate the masked region of the crops; returns IMAGE crops ``[T, S, S, 3]``.
+
+    ``callback(done, total)`` runs after every window of every denoising step (``total = steps *
+    windows``), so progress moves and Cancel is checked within a step even on long videos.
+    """
     from .pipeline import SayAnythingPipeline
 
     num_frames = crops.shape[0]
@@ -284,12 +292,11 @@ def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, 
         )
     mask = broadcast_mask(crop_mask, num_frames, tuple(crops.shape[1:3]), "crop_mask")
     pipeline = SayAnythingPipeline(loaded.model, loaded.vae)
-    step_callback = None if callback is None else (lambda step, total, _latents: callback(step, total))
     generated = pipeline(
         images_to_model(crops), mask[:, None], audio_features, id_features=list(id_features),
         num_inference_steps=options.steps, reference_guidance_scale=options.reference_guidance,
         audio_guidance_scale=options.audio_guidance, window_length=options.window, window_overlap=options.overlap,
-        fps=fps, seed=options.seed, decode_chunk_size=options.decode_chunk, callback=step_callback, device=device,
+        fps=fps, seed=options.seed, decode_chunk_size=options.decode_chunk, window_callback=callback, device=device,
     )
     return model_to_images(generated)
 

@@ -17,6 +17,7 @@ from .configs import vae_scale_factor
 from .models import Conditioning, SayAnythingModel, make_added_time_ids
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
+WindowCallback = Callable[[int, int], None]
 
 
 def default_scheduler():
@@ -271,6 +272,7 @@ class SayAnythingPipeline:
         seed: int | None = None,
         decode_chunk_size: int = 8,
         callback: StepCallback | None = None,
+        window_callback: WindowCallback | None = None,
         device: torch.device | str | None = None,
     ) -> torch.Tensor:
         """Regenerate the masked region of ``frames`` to match ``audio_features``.
@@ -288,6 +290,8 @@ class SayAnythingPipeline:
             generator / seed: the noise of the whole video is drawn on the CPU from it, so the result
                 does not depend on the window settings' order of work.
             callback: ``callback(step, total, denoised_latents)`` after every step; raise to cancel.
+            window_callback: ``window_callback(done, total)`` after every window of every step
+                (``total = steps * windows``): finer progress for long videos; raise to cancel.
             device: where the model runs (default: the model's device). Latents of frames outside the
                 current window stay on the CPU.
 
@@ -343,6 +347,7 @@ class SayAnythingPipeline:
 
         # 4. Denoising loop: every window denoised at every step, blended into one video estimate, one Euler step.
         total = len(sigmas) - 1
+        window_calls = 0
         for step in range(total):
             sigma, sigma_next = sigmas[step], sigmas[step + 1]
             blended = torch.zeros_like(latents)
@@ -361,6 +366,9 @@ class SayAnythingPipeline:
                 )
                 blended[start:end] += weight.reshape(-1, 1, 1, 1) * denoised.cpu()
                 weight_sum[start:end] += weight.reshape(-1, 1, 1, 1)
+                window_calls += 1
+                if window_callback is not None:
+                    window_callback(window_calls, total * len(windows))
             denoised_video = blended / weight_sum
             # Euler step of the probability-flow ODE: x moves along (x - D(x)) / sigma.
             latents = denoised_video + (latents - denoised_video) * (sigma_next / sigma)

@@ -56,7 +56,7 @@ class SayAnythingSampler(io.ComfyNode):
         options = SamplerOptions(steps=steps, seed=seed, reference_guidance=reference_guidance,
                                  audio_guidance=audio_guidance, window=window, overlap=overlap,
                                  decode_chunk=decode_chunk)
-        progress = comfy.utils.ProgressBar(1)
+        progress = comfy.utils.ProgressBar(steps)  # re-sized to steps x windows by the first update
 
         def on_step(done: int, total: int) -> None:
             # Raises InterruptProcessingException on Cancel; the pipeline's memory is freed by unwinding.

@@ -87,5 +87,5 @@ class SayAnythingWhisperFeatures(io.ComfyNode):
         progress = comfy.utils.ProgressBar(1)
         with whisper.on_device() as encoder:
             features = whisper_features(encoder, audio_from_comfy(audio), fps=fps, frame_count=frame_count,
-                                        window=window, progress=lambda done, total: progress.update_absolute(done, total))
+                                        window=window, progress=progress.update_absolute)
         return io.NodeOutput(features)

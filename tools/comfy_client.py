@@ -147,8 +147,8 @@ class ComfyClient:
     def interrupt(self) -> None:
         requests.post(self.url + "/interrupt", timeout=10).raise_for_status()
 
-    def upload(self, path: Path, kind: str = "image") -> str:
-        """Upload a file into the server's input folder (``kind`` is only the form field name)."""
+    def upload(self, path: Path) -> str:
+        """Upload a file (image, audio or video) into the server's input folder, as the frontend does."""
         with open(path, "rb") as handle:
             answer = requests.post(
                 self.url + "/upload/image",
@@ -250,7 +250,7 @@ class ComfyClient:
 # -- workflow conversion
 
 
-def _input_specs(info: dict) -> list[tuple[str, str, dict]]:
+def input_specs(info: dict) -> list[tuple[str, str, dict]]:
     """(name, type, options) for every input of a node in the frontend's order (required, optional)."""
     specs = []
     for section in ("required", "optional"):
@@ -295,7 +295,7 @@ def workflow_to_api(workflow: dict, object_info: dict) -> dict:
             raise ValueError(f"node {node['id']} stores widgets as a dict; not supported")
         inputs: dict[str, Any] = {}
         position = 0
-        for name, kind, options in _input_specs(object_info[node["type"]]):
+        for name, kind, options in input_specs(object_info[node["type"]]):
             is_widget = kind in WIDGET_TYPES and not options.get("forceInput")
             if is_widget:
                 if position < len(values):

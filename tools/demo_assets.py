@@ -2,9 +2,10 @@
 
 DEFAULT MODEL: until a trained model exists, ``install_default_model`` writes a tiny *randomly
 initialised* SayAnything model (seeded, with its own tiny VAE inside the file). It runs the whole
-pipeline end to end, but its output is noise inside the mouth mask. When the toy-trained model
-lands, change ``make_default_model`` to produce it (e.g. ``python -m lipsync_core toy ...``) and
-update ``DEFAULT_MODEL_DESCRIPTION``; nothing else needs to change.
+pipeline end to end, but its output is noise inside the mouth mask. When the toy-trained model ships
+(``lipsync_core.toy.demo.DEMO_MODEL``, with its VAE inside), make ``make_default_model`` copy it,
+set ``DEFAULT_MODEL_FILE`` / ``DEFAULT_MODEL_DESCRIPTION`` and run ``python tools/make_workflows.py``
+(the workflows name the default file); nothing else needs to change.
 
 Usage:
   python tools/demo_assets.py install --base BASE      models + inputs into a ComfyUI base folder

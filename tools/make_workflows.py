@@ -17,7 +17,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.comfy_client import UPLOAD_EXTRA_VALUES, WIDGET_TYPES, ComfyClient, ComfyServer, _input_specs  # noqa: E402
+from tools.comfy_client import UPLOAD_EXTRA_VALUES, WIDGET_TYPES, ComfyClient, ComfyServer, input_specs  # noqa: E402
 from tools.demo_assets import (  # noqa: E402
     DEFAULT_MODEL_FILE, MASKED_PORTRAIT_FILE, PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE, WHISPER_FOLDER,
 )
@@ -39,7 +39,7 @@ class Graph:
         info = self.object_info[node_type]
         node_id = len(self.nodes) + 1
         inputs, values = [], []
-        for name, kind, options in _input_specs(info):
+        for name, kind, options in input_specs(info):
             is_widget = kind in WIDGET_TYPES and not options.get("forceInput")
             if not is_widget:
                 inputs.append({"name": name, "type": kind, "link": None})
@@ -193,7 +193,7 @@ def user_mask(object_info: dict) -> dict:
         "SayAnything with your own mask: paint the region to regenerate in LoadImage's mask editor "
         "(right-click the node > Open in MaskEditor). With user_mask_mode 'replace' only your mask is "
         "regenerated (useful for stylised faces); 'intersect' keeps the face mask inside it; 'union' adds it. "
-        "Landmarks still align the crop, so a face must be visible. " + MODELS_NOTE
+        "Where no face is detected (stylised characters), 'replace' frames the crop around your mask. " + MODELS_NOTE
     )
 
 

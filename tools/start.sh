@@ -24,11 +24,12 @@ if [ "${SAYANYTHING_SKIP_SETUP:-0}" != 1 ]; then
     bash "$ROOT/tools/setup.sh"
 fi
 
-# 2. The pack in ComfyUI's custom_nodes (a link to this checkout).
+# 2. The pack in ComfyUI's custom_nodes (a link to this checkout), unless it is already there.
 mkdir -p "$BASE/custom_nodes"
-link="$BASE/custom_nodes/comfyui-sayanything"
-if [ ! -e "$link" ]; then
-    ln -s "$ROOT" "$link"
+nodes_dir="$(cd "$BASE/custom_nodes" && pwd -P)"
+if [ "$(dirname "$(cd "$ROOT" && pwd -P)")" != "$nodes_dir" ]; then
+    link="$BASE/custom_nodes/comfyui-sayanything"
+    [ -e "$link" ] || ln -s "$ROOT" "$link"
 fi
 
 # 3. Default model, Whisper tiny.en and the demo inputs into ComfyUI's models/ and input/ (skipped

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="SayAnything checkpoint (.safetensors)")
     parser.add_argument("--svd", help="SVD single-file checkpoint whose VAE to use (svd_xt.safetensors); "
                         "not needed when the SayAnything file carries its VAE")
-    parser.add_argument("--whisper", required=True, help="transformers Whisper folder (e.g. models/whisper/whisper-tiny)")
+    parser.add_argument("--whisper", required=True,
+                        help="Whisper model: transformers or CTranslate2 folder, or openai .pt (models/whisper/...)")
     parser.add_argument("-o", "--output", required=True, help="output .mp4 (an existing file is not overwritten)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--fps", type=float, help="frame rate: required for an image, default the video's own")
@@ -104,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
         whisper = inference.load_whisper(args.whisper, device=args.device)
         result, fitted_audio, _mask = inference.lipsync(
             frames, fps, audio, loaded, whisper, options, face_options=face, fit_mode=args.fit,
-            reference_index=args.reference_frame, device=args.device, callback=_ProgressBar("sampling step"),
+            reference_index=args.reference_frame, device=args.device, callback=_ProgressBar("denoising (windows x steps)"),
         )
         path = inference.write_video(args.output, result, fps, fitted_audio)
     except (ValueError, FileNotFoundError) as error:

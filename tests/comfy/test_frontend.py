@@ -97,3 +97,12 @@ def test_a_missing_node_type_is_detected(page):
     workflow["nodes"][0]["type"] = "SayAnythingNodeThatDoesNotExist"
     report = page.evaluate(LOAD_AND_INSPECT, workflow)
     assert report["missing"] == ["SayAnythingNodeThatDoesNotExist"]
+
+
+def test_workflows_are_served_as_the_packs_templates(comfy_server):
+    # The frontend's Templates dialog lists these under the pack's folder name.
+    names = sorted(path.stem for path in example_workflows())
+    listed = requests.get(f"{comfy_server.url}/api/workflow_templates", timeout=10).json()
+    assert sorted(listed["comfyui-sayanything"]) == names
+    served = requests.get(f"{comfy_server.url}/api/workflow_templates/comfyui-sayanything/{names[0]}.json", timeout=10)
+    assert served.json() == load_workflow(example_workflows()[0])

@@ -82,3 +82,23 @@ print(len(nodes), sorted(m for m in ("mediapipe", "transformers", "diffusers", "
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[-2] == "10 []"
+
+
+def test_model_folders_follow_extra_model_paths_yaml(tmp_path):
+    # Users keep models elsewhere and point ComfyUI at them with extra_model_paths.yaml.
+    from tools.comfy_client import ComfyClient, ComfyServer
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "sa").mkdir(parents=True)
+    (elsewhere / "sa" / "my_lipsync.safetensors").write_bytes(b"")
+    (elsewhere / "wh" / "my-whisper").mkdir(parents=True)
+    (elsewhere / "wh" / "my-whisper" / "config.json").write_text("{}")
+    config = tmp_path / "extra_model_paths.yaml"
+    config.write_text(f"mine:\n    base_path: {elsewhere}\n    sayanything: sa\n    whisper: wh\n")
+    server = ComfyServer(tmp_path / "base").start(extra_args=("--extra-model-paths-config", str(config)))
+    try:
+        info = ComfyClient(server.url).object_info()
+    finally:
+        server.stop()
+    assert "my_lipsync.safetensors" in info["SayAnythingModelLoader"]["input"]["required"]["model"][1]["options"]
+    assert "my-whisper" in info["SayAnythingWhisperLoader"]["input"]["required"]["model"][1]["options"]

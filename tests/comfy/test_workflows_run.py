@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lipsync_core.pipeline import plan_windows
 from tools.comfy_client import PromptRejected, load_workflow, workflow_to_api
 from tools.demo_assets import (
     DEFAULT_MODEL_FILE, MASKED_PORTRAIT_FILE, PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE, WHISPER_FOLDER,
@@ -104,7 +105,8 @@ def add_png_taps(prompt: dict, prefix: str) -> None:
     fit, paste, face = (node_id(prompt, t) for t in
                         ("SayAnythingFitAudioToVideo", "SayAnythingFacePaste", "SayAnythingFaceMask"))
     prompt["tap_in"] = {"class_type": "SaveImage", "inputs": {"images": [fit, 0], "filename_prefix": f"{prefix}_in"}}
-    prompt["tap_out"] = {"class_type": "SaveImage", "inputs": {"images": [paste, 0], "filename_prefix": f"{prefix}_out"}}
+    prompt["tap_out"] = {"class_type": "SaveImage",
+                         "inputs": {"images": [paste, 0], "filename_prefix": f"{prefix}_out"}}
     prompt["tap_mask_image"] = {"class_type": "MaskToImage", "inputs": {"mask": [face, 0]}}
     prompt["tap_mask"] = {"class_type": "SaveImage",
                           "inputs": {"images": ["tap_mask_image", 0], "filename_prefix": f"{prefix}_mask"}}
@@ -177,10 +179,12 @@ def test_video_lipsync_workflow(comfy, comfy_base, comfy_inputs, object_info):
     taps = read_taps(comfy, result.prompt_id, comfy_base, "video")
     assert len(taps["in"]) == VIDEO_FRAMES
     assert_unchanged_outside_mask(taps)
-    # The sampler reported every step.
+    # The sampler reported every window of every step: 2 steps x the windows of 10 frames (4, overlap 1).
     sampler = node_id(prompt, "SayAnythingSampler")
-    steps = [e["value"] for e in result.progress_events() if e["node"] == sampler]
-    assert steps[-1] == 2
+    events = [e for e in result.progress_events() if e["node"] == sampler]
+    window_calls = 2 * len(plan_windows(VIDEO_FRAMES, 4, 1))
+    assert [e["value"] for e in events] == list(range(1, window_calls + 1))
+    assert events[-1]["max"] == window_calls
 
 
 def test_talking_image_workflow_as_shipped(comfy, comfy_base, comfy_inputs, object_info):
@@ -199,6 +203,22 @@ def test_talking_image_workflow_as_shipped(comfy, comfy_base, comfy_inputs, obje
     taps = read_taps(comfy, result.prompt_id, comfy_base, "still")
     assert len(taps["out"]) == info["frames"]
     assert_unchanged_outside_mask(taps)
+
+    # One pipeline, two front ends: lipsync_core.inference.lipsync (what `run` calls) gives the same
+    # frames in this process as the graph did in ComfyUI's.
+    from lipsync_core import inference
+
+    frames = torch.from_numpy(np.asarray(Image.open(comfy_base / "input" / PORTRAIT_FILE).convert("RGB")))
+    loaded = inference.load_model(comfy_base / "models" / "sayanything" / DEFAULT_MODEL_FILE)
+    whisper = inference.load_whisper(comfy_base / "models" / "whisper" / WHISPER_FOLDER)
+    options = inference.SamplerOptions(steps=2, window=4, overlap=1, decode_chunk=4)
+    result_frames, _audio, _mask = inference.lipsync(
+        frames[None].float() / 255.0, 4.0, comfy_inputs["speech"], loaded, whisper, options,
+        face_options=inference.FaceOptions(crop_size=64),
+    )
+    ours = (result_frames.clamp(0, 1) * 255.0).numpy().astype(np.uint8)  # SaveImage's quantisation
+    difference = np.abs(ours.astype(int) - taps["out"].astype(int))
+    assert difference.max() <= 2 and difference.mean() < 0.01
 
 
 def test_user_mask_workflow(comfy, comfy_base, comfy_inputs, object_info):
@@ -322,3 +342,21 @@ def test_whisper_in_ctranslate2_format_is_converted_once(comfy, comfy_base, comf
     })
     run_ok(comfy, prompt, workflow)
     assert (comfy_models / "whisper" / "tiny-ct2-transformers" / "config.json").is_file()
+
+
+def test_user_mask_edits_a_face_the_detector_cannot_see(comfy, comfy_base, comfy_inputs, object_info, tmp_path):
+    # Stylised faces: no landmarks, but with 'replace' the painted mask alone says where to edit.
+    grey = np.full((256, 256, 3), 128, np.uint8)
+    alpha = np.full((256, 256), 255, np.uint8)
+    alpha[150:200, 90:170] = 0
+    Image.fromarray(np.dstack([grey, alpha]), "RGBA").save(tmp_path / "no_face_masked.png")
+    comfy.upload(tmp_path / "no_face_masked.png")
+    prompt, workflow = prompt_for("sayanything_user_mask.json", object_info, {
+        "LoadImage": {"image": "no_face_masked.png"},
+        "PrimitiveFloat": {"value": 4.0}, "SayAnythingLoadAudio": {"duration": 1.0},
+    })
+    add_png_taps(prompt, "noface")
+    result = run_ok(comfy, prompt, workflow)
+    taps = read_taps(comfy, result.prompt_id, comfy_base, "noface")
+    assert len(taps["out"]) == 4
+    assert_unchanged_outside_mask(taps)

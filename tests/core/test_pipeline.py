@@ -166,6 +166,25 @@ def test_callback_reports_progress_and_cancels(pipe):
         _run(pipe, 5, callback=cancel)
 
 
+def test_window_callback_counts_every_window_of_every_step_and_cancels(pipe):
+    frames = 7 * WINDOW // 2
+    windows = len(plan_windows(frames, WINDOW, OVERLAP))
+    calls = []
+    _run(pipe, frames, num_inference_steps=3, window_callback=lambda done, total: calls.append((done, total)))
+    assert windows > 1
+    assert calls == [(done, 3 * windows) for done in range(1, 3 * windows + 1)]
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_in_second_window(done, total):
+        if done == 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        _run(pipe, frames, window_callback=cancel_in_second_window)
+
+
 def test_masked_video_conditioning(tiny_vae):
     video, mask, _, _ = _video(3)
     latents, latent_mask = build_masked_video_conditioning(tiny_vae, video, mask)
