@@ -63,4 +63,4 @@ def test_masks_come_from_the_team_mask_and_ignore_the_mouth(world):
             assert masks[t, min(y, 63), x] > 200, index
         for index in (468, 473):
             x, y = points[index].round().astype(int)
-            assert masks[t, y, x] == 0
+            assert masks[t, y, x] < 13  # at most a faint feather tail at the eyes
