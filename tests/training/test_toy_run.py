@@ -16,7 +16,7 @@ def test_quick_toy_run_learns_lip_sync(tmp_path, whisper_tiny_dir):
     results = run_toy(tmp_path, whisper_tiny_dir, ToyRunConfig.quick(), report=lambda line: None)
     # Learning: the generated mouth follows the clip's own speech far more than shuffled speech.
     assert results["correlation"] > results["shuffled_correlation"] + 0.3, results
-    assert results["correlation"] > 0.4, results
+    assert results["correlation"] > 0.3, results
     # Editing is local: outside the mask every pixel is the input's.
     assert results["outside_identical"] == 1.0
     assert results["ruler_on_ground_truth"] > 0.97
