@@ -6,7 +6,9 @@ the mouth opening of the results; figures:
 
 - ``correlation``: Pearson r of measured vs ground-truth opening, own speech (target >= 0.8);
 - ``shuffled_correlation``: the same with the audio shuffled across clips (must stay near 0: the
-  mouth follows the audio, not the masked video);
+  mouth follows the audio, not the masked video); ``shuffled_floor`` is what a perfect lip-syncer
+  would score there (the clips' silences partly line up), ``shuffled_follows_its_audio`` the
+  correlation of the shuffled result with the shuffled speech's own ground truth;
 - ``silent_closed``: share of silent frames whose measured opening is below ``CLOSED_THRESHOLD``;
 - ``outside_identical``: share of pixels outside the mask that are bit-identical to the input;
 - ``inside_mae`` / ``inside_skin_error``: mean absolute colour error (0..255) inside the mask, and
@@ -44,7 +46,7 @@ def _mouth_box_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | None = None) -> dict:
+def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | None = None, scheduler=None) -> dict:
     """Figures on the eval shards; writes ``opening.png`` and ``strip.png`` into ``output`` if given."""
     from ..pipeline import SayAnythingPipeline
     from ..training.shards import ShardIndex, read_clip
@@ -53,27 +55,36 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
     entries = index.entries[: config.eval_clips]
     clips = [read_clip(path, clip) for path, clip, _, _ in entries]
     count = min([config.eval_frames] + [len(c["frames"]) for c in clips])
-    pipeline = SayAnythingPipeline(model, vae)
+    pipeline = SayAnythingPipeline(model, vae, scheduler)
     measured = {"own": [], "shuffled": []}
-    truth, silent, outside, inside_mae, skin_error, strips = [], [], [], [], [], []
+    truth, other_truth, silent, outside, inside_mae, skin_error, strips = [], [], [], [], [], [], []
+    # Each clip is evaluated on a window at its own seeded offset, so clips' leading silences do not
+    # line up between a clip and the shuffled speech (that alone would correlate them).
+    offsets = [int(np.random.default_rng([config.seed, number]).integers(0, len(c["frames"]) - count + 1))
+               for number, c in enumerate(clips)]
     for number, clip in enumerate(clips):
-        other = clips[(number + 1) % len(clips)]
-        frames = clip["frames"][:count].permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        mask = clip["mask"][:count].float()[:, None] / 255.0
-        # Reference: the clip's last frame (trailing silence), outside the evaluated frames.
-        reference = clip["frames"][-1].permute(2, 0, 1).float() / 127.5 - 1.0
-        landmarks = clip["landmarks"][:count].numpy()
-        source = clip["frames"][:count].numpy()
-        for name, features in (("own", clip["whisper"]), ("shuffled", other["whisper"])):
+        partner = (number + 1) % len(clips)
+        other, other_start = clips[partner], offsets[partner]
+        start = offsets[number]
+        window = slice(start, start + count)
+        frames = clip["frames"][window].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        mask = clip["mask"][window].float()[:, None] / 255.0
+        # Reference: the clip's first or last frame, whichever is farther from the evaluated window.
+        far = 0 if start > len(clip["frames"]) - (start + count) else len(clip["frames"]) - 1
+        reference = clip["frames"][far].permute(2, 0, 1).float() / 127.5 - 1.0
+        landmarks = clip["landmarks"][window].numpy()
+        source = clip["frames"][window].numpy()
+        other_window = slice(other_start, other_start + count)
+        for name, features in (("own", clip["whisper"][window]), ("shuffled", other["whisper"][other_window])):
             result = pipeline(
-                frames, mask, features[:count].float(), reference=reference,
+                frames, mask, features.float(), reference=reference,
                 num_inference_steps=config.sample_steps, reference_guidance_scale=config.reference_guidance,
                 audio_guidance_scale=config.audio_guidance, window_length=config.num_frames,
                 window_overlap=config.num_frames // 4, noise_aug_strength=0.0, seed=config.seed + number)
             pixels = _to_uint8(result)
             measured[name].append(measure_opening(pixels, landmarks))
             if name == "own":
-                keep = clip["mask"][:count].numpy() == 0
+                keep = clip["mask"][window].numpy() == 0
                 outside.append(float((pixels == source)[keep].all(axis=-1).mean()))
                 inside = ~keep
                 inside_mae.append(float(np.abs(pixels.astype(np.float32) - source)[inside].mean()))
@@ -81,15 +92,20 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
                 skin_error.append(float(np.abs(pixels[skin].mean(0) - source[skin].mean(0).astype(np.float32)).mean()))
                 if number < 4:
                     strips.append((source, pixels))
-        truth.append(clip["opening"][:count].numpy())
-        silent.append(clip["silent"][:count].numpy().astype(bool))
+        truth.append(clip["opening"][window].numpy())
+        other_truth.append(other["opening"][other_window].numpy())
+        silent.append(clip["silent"][window].numpy().astype(bool))
     own, shuffled = np.concatenate(measured["own"]), np.concatenate(measured["shuffled"])
     truth_all, silent_all = np.concatenate(truth), np.concatenate(silent)
-    ruler = pearson(np.concatenate([measure_opening(c["frames"][:count].numpy(), c["landmarks"][:count].numpy())
-                                    for c in clips]), truth_all)
+    ruler = pearson(np.concatenate([measure_opening(c["frames"][o:o + count].numpy(), c["landmarks"][o:o + count].numpy())
+                                    for c, o in zip(clips, offsets)]), truth_all)
     results = {
         "correlation": pearson(own, truth_all),
         "shuffled_correlation": pearson(shuffled, truth_all),
+        # What a perfect lip-syncer scores in the control: the shuffled speech's own ground truth
+        # against this clip's (clips share leading/trailing silences, so it is not exactly 0).
+        "shuffled_floor": pearson(np.concatenate(other_truth), truth_all),
+        "shuffled_follows_its_audio": pearson(shuffled, np.concatenate(other_truth)),
         "silent_closed": float((own[silent_all] < CLOSED_THRESHOLD).mean()) if silent_all.any() else float("nan"),
         "silent_frames": int(silent_all.sum()),
         "outside_identical": float(np.mean(outside)),

@@ -42,19 +42,19 @@ def toy_model_config(num_frames: int = 8) -> SayAnythingConfig:
 
 @dataclass
 class ToyRunConfig:
-    world: WorldConfig = field(default_factory=WorldConfig)
+    world: WorldConfig = field(default_factory=lambda: WorldConfig(train_identities=32, eval_identities=6))
     num_frames: int = 8
-    vae_steps: int = 300
-    train_steps: int = 2000
+    vae_steps: int = 200
+    train_steps: int = 1200
     batch_size: int = 4
     learning_rate: float = 1e-3
     p_mean: float = -0.4
     p_std: float = 1.2
     audio_dropout: float = 0.1
     reference_dropout: float = 0.1
-    eval_clips: int = 12
-    eval_frames: int = 96
-    sample_steps: int = 12
+    eval_clips: int = 8
+    eval_frames: int = 64
+    sample_steps: int = 10
     reference_guidance: float = 1.0
     audio_guidance: float = 2.0
     checkpoint_every: int = 0
@@ -63,8 +63,8 @@ class ToyRunConfig:
     @classmethod
     def quick(cls) -> "ToyRunConfig":
         """CI-sized: a small world and a short run that still shows learning."""
-        return cls(world=WorldConfig(train_identities=16, eval_identities=4, clips_per_identity=2),
-                   vae_steps=120, train_steps=300, eval_clips=4, eval_frames=48, sample_steps=8)
+        return cls(world=WorldConfig(train_identities=16, eval_identities=2, clips_per_identity=2),
+                   vae_steps=120, train_steps=600, eval_clips=4, eval_frames=48, sample_steps=8)
 
 
 def world_masks(landmarks: np.ndarray, crop_size: int) -> np.ndarray:

@@ -437,7 +437,8 @@ def _write_sample(model: SayAnythingModel, vae, dataset: LipSyncWindows, config:
     item = dataset[0]
     result = SayAnythingPipeline(model, vae)(
         item["frames"], item["mask"], item["audio"], reference=item["reference"],
-        num_inference_steps=config.sample_steps, window_length=dataset.num_frames, fps=config.fps, seed=0,
+        num_inference_steps=config.sample_steps, window_length=dataset.num_frames,
+        window_overlap=dataset.num_frames // 4, noise_aug_strength=config.noise_aug_strength, fps=config.fps, seed=0,
         device=model.device)
     model.train(was_training)
     rows = [torch.cat(list(video), dim=2) for video in (item["frames"], result)]

@@ -85,3 +85,26 @@ def test_bad_settings_are_refused():
         TrainConfig(data="d", output="o", trainable="some")
     with pytest.raises(ValueError, match="audio_dropout"):
         TrainConfig(data="d", output="o", audio_dropout=1.0)
+
+
+def test_from_svd_single_file_with_bf16_checkpointing_and_partial_training(shard_folder, tmp_path):
+    """`--init svd_xt.safetensors` (a tiny file in SVD's original layout), bf16 autocast, gradient
+    checkpointing, attention-only training: it runs in one process and only the chosen parts move."""
+    from lipsync_core.svd_import import write_tiny_svd_checkpoint
+    from lipsync_core.training.train import train
+
+    svd = write_tiny_svd_checkpoint(tmp_path / "svd_tiny.safetensors")
+    config = TrainConfig(data=str(shard_folder), output=str(tmp_path / "run"), init=str(svd), num_frames=4,
+                         batch_size=1, max_steps=2, learning_rate=1e-3, lr_warmup_steps=1, trainable="attention",
+                         mixed_precision="bf16", gradient_checkpointing=True, log_every=1, checkpoint_every=0)
+    final = train(config)
+    model, vae = load_checkpoint(final)
+    assert vae is None  # the SVD VAE is not embedded unless asked
+    from lipsync_core.svd_import import model_from_svd
+
+    start, _ = model_from_svd(svd)
+    before, after = start.state_dict(), model.state_dict()
+    moved = {key for key in before if not torch.equal(before[key], after[key])}
+    assert any(".attentions." in key for key in moved)
+    assert not any(key.startswith("unet.conv_out.") or ".resnets." in key for key in moved)
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 2
