@@ -39,6 +39,7 @@ class SamplerOptions:
     window: int = 14
     overlap: int = 4
     decode_chunk: int = 8
+    noise_aug_strength: float = 0.02  # SVD's canvas noise augmentation; must match what the model trained with
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -296,7 +297,8 @@ def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, 
         images_to_model(crops), mask[:, None], audio_features, id_features=list(id_features),
         num_inference_steps=options.steps, reference_guidance_scale=options.reference_guidance,
         audio_guidance_scale=options.audio_guidance, window_length=options.window, window_overlap=options.overlap,
-        fps=fps, seed=options.seed, decode_chunk_size=options.decode_chunk, window_callback=callback, device=device,
+        fps=fps, noise_aug_strength=options.noise_aug_strength, seed=options.seed,
+        decode_chunk_size=options.decode_chunk, window_callback=callback, device=device,
     )
     return model_to_images(generated)
 
@@ -320,13 +322,20 @@ class FaceOptions:
 
 def lipsync(frames: torch.Tensor, fps: float, audio, loaded: LoadedModel, whisper, options: SamplerOptions,
             face_options: FaceOptions | None = None, fit_mode: str = "loop", feature_window: int = 10,
-            reference_index: int = 0, user_mask: torch.Tensor | None = None,
+            reference_index: int = 0, user_mask: torch.Tensor | None = None, track=None,
             device: str | torch.device | None = None, callback: StepCallback | None = None):
-    """Steps 2-8 on frames ``[T, H, W, 3]`` 0..1 (or one image) and speech; returns ``(frames, audio, mask)``."""
+    """Steps 2-8 on frames ``[T, H, W, 3]`` 0..1 (or one image) and speech; returns ``(frames, audio, mask)``.
+
+    ``track`` (a ``lipsync_core.face.FaceTrack`` for the fitted frames) replaces mediapipe tracking, for
+    faces another tracker found or landmarks known in advance (the toy world's drawn characters).
+    """
     face_options = face_options or FaceOptions()
     frames, audio = fit_audio_and_frames(frames, audio, fps=fps, mode=fit_mode)
     features = whisper_features(whisper, audio, fps=fps, frame_count=frames.shape[0], window=feature_window)
-    track = track_face(frames, fps, face=face_options.face, face_index=face_options.face_index)
+    if track is None:
+        track = track_face(frames, fps, face=face_options.face, face_index=face_options.face_index)
+    elif len(track.found) != frames.shape[0]:
+        raise ValueError(f"the face track has {len(track.found)} frames but the fitted video has {frames.shape[0]}")
     mask = face_mask(track, upper_edge=face_options.upper_edge, expand=face_options.expand,
                      feather=face_options.feather, user_mask=user_mask, user_mask_mode=face_options.user_mask_mode)
     crops, crop_mask, crop = crop_faces(frames, mask, track, crop_size=face_options.crop_size)

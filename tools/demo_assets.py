@@ -1,11 +1,11 @@
 """The demo's default model and inputs, in one place (used by tools/start.sh and its --demo run).
 
-DEFAULT MODEL: until a trained model exists, ``install_default_model`` writes a tiny *randomly
-initialised* SayAnything model (seeded, with its own tiny VAE inside the file). It runs the whole
-pipeline end to end, but its output is noise inside the mouth mask. When the toy-trained model ships
-(``lipsync_core.toy.demo.DEMO_MODEL``, with its VAE inside), make ``make_default_model`` copy it,
-set ``DEFAULT_MODEL_FILE`` / ``DEFAULT_MODEL_DESCRIPTION`` and run ``python tools/make_workflows.py``
-(the workflows name the default file); nothing else needs to change.
+DEFAULT MODEL: no SayAnything weights exist anywhere, so the default is the best model the project
+has: the tiny model trained by ``python -m lipsync_core toy`` on the generated world of drawn
+characters (``lipsync_core.toy.demo.DEMO_MODEL``, 64 px crops, its toy VAE inside the file). It
+lip-syncs drawn characters; on a real face it paints a drawn-looking mouth region. To switch to a
+model of your own, change ``make_default_model`` and ``DEFAULT_MODEL_FILE`` / ``DEFAULT_MODEL_DESCRIPTION``
+and run ``python tools/make_workflows.py`` (the workflows name the default file).
 
 Usage:
   python tools/demo_assets.py install --base BASE      models + inputs into a ComfyUI base folder
@@ -14,6 +14,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # The files the example workflows name (workflows/ is generated from these by tools/make_workflows.py).
-DEFAULT_MODEL_FILE = "sayanything_demo_tiny_random.safetensors"  # models/sayanything
-DEFAULT_MODEL_DESCRIPTION = "tiny randomly initialised SayAnything model (untrained: noise inside the mask)"
+DEFAULT_MODEL_FILE = "sayanything_toy.safetensors"  # models/sayanything
+DEFAULT_MODEL_DESCRIPTION = "tiny SayAnything trained on the toy world of drawn characters (64 px crops)"
 WHISPER_FOLDER = "whisper-tiny"  # models/whisper/<folder>
 VIDEO_FILE = "sayanything_example.mp4"  # input/
 SPEECH_FILE = "sayanything_speech.wav"  # input/
@@ -34,14 +35,11 @@ DEMO_FPS = 25.0
 
 
 def make_default_model(path: Path) -> Path:
-    """Write the default model to ``path`` (the one place to switch to a trained model).
+    """Write the default model to ``path`` (the one place to switch to another model): a copy of the
+    shipped toy model, reproducible with ``python -m lipsync_core toy``."""
+    from lipsync_core.toy.demo import DEMO_MODEL
 
-    Today: ``python -m lipsync_core init --size tiny --vae --seed 0`` (random weights, VAE inside).
-    """
-    from lipsync_core.__main__ import main as lipsync_core_main
-
-    if lipsync_core_main(["init", "--size", "tiny", "--vae", "--seed", "0", "-o", str(path)]) != 0:
-        raise RuntimeError(f"could not write the default model to {path}")
+    shutil.copyfile(DEMO_MODEL, path)
     return path
 
 

@@ -152,7 +152,8 @@ def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps
 
 MODELS_NOTE = (
     f"Models: models/sayanything/{MODEL_FILE} (the pack's default model, installed by tools/start.sh; it is "
-    "untrained, so the mouth region comes out as noise), with its VAE inside the file, and "
+    "trained only on the toy world of drawn characters at 64 px crops, so on real faces the mouth region "
+    "comes out drawn-looking), with its VAE inside the file, and "
     f"models/whisper/{WHISPER_FOLDER}/ (a transformers Whisper folder). With a trained SayAnything model: pick "
     "it in SayAnything Model Loader and pick your svd_xt.safetensors (models/checkpoints) as svd_checkpoint."
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command.
 #   bash tools/start.sh           set up, then start ComfyUI with the pack at http://127.0.0.1:8188
-#   bash tools/start.sh --demo    set up, then run the talking-portrait workflow headless; prints the mp4
+#   bash tools/start.sh --demo    set up, run the talking-portrait workflow headless and the toy demo; prints both mp4s
 # Environment: SAYANYTHING_PORT (default 8188), SAYANYTHING_COMFYUI (ComfyUI folder, default
 # .cache/comfyui), SAYANYTHING_BASE (folder for models/, input/, output/, user/; default the ComfyUI
 # folder), SAYANYTHING_VENV, SAYANYTHING_SKIP_SETUP=1 (already set up). Nothing already in those
@@ -51,6 +51,11 @@ if [ "$MODE" = "--demo" ]; then
     for path in $outputs; do
         case "$path" in *.mp4) echo "[start] lip-synced video: $path" ;; esac
     done
+    # The shipped toy model on a newly generated drawn character (a new folder each run: nothing is replaced).
+    echo "[start] rendering the toy demo: a generated character speaks with the shipped toy model"
+    demo="$BASE/output/sayanything_toy_demo_$(date +%Y%m%d-%H%M%S)"
+    demo_mp4="$(cd "$ROOT" && "$PY" -m lipsync_core toy "$demo" --demo --whisper "$BASE/models/whisper/whisper-tiny" | tail -n 1)"
+    echo "[start] toy demo video: $demo_mp4"
     exit 0
 fi
 cpu=()

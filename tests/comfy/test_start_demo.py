@@ -31,6 +31,9 @@ def test_start_demo_prints_a_video(tmp_path):
     with av.open(str(video)) as container:
         assert container.streams.video and container.streams.audio
         assert sum(1 for _ in container.decode(container.streams.video[0])) > 20  # ~4 s at 10 fps
+    # The toy demo: the shipped model on a generated character, in a new folder under output/.
+    toy = [line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("[start] toy demo video: ")]
+    assert len(toy) == 1 and Path(toy[0]).is_file() and Path(toy[0]).is_relative_to(tmp_path / "output"), done.stdout
     # The example workflows are in the user's Workflows sidebar, and a second run keeps them.
     saved = sorted(p.name for p in (tmp_path / "user" / "default" / "workflows").glob("*.json"))
     assert saved == sorted(p.name for p in (REPO / "workflows").glob("*.json"))

@@ -94,6 +94,10 @@ def test_from_svd_single_file_with_bf16_checkpointing_and_partial_training(shard
     from lipsync_core.training.train import train
 
     svd = write_tiny_svd_checkpoint(tmp_path / "svd_tiny.safetensors")
+    # A full-precision run first in the same process (as a notebook or the toy run would): the bf16 run
+    # after it must not be refused by accelerate's process-wide state.
+    train(TrainConfig(data=str(shard_folder), output=str(tmp_path / "fp32"), init=str(svd), num_frames=4,
+                      batch_size=1, max_steps=1, mixed_precision="no", checkpoint_every=0))
     config = TrainConfig(data=str(shard_folder), output=str(tmp_path / "run"), init=str(svd), num_frames=4,
                          batch_size=1, max_steps=2, learning_rate=1e-3, lr_warmup_steps=1, trainable="attention",
                          mixed_precision="bf16", gradient_checkpointing=True, log_every=1, checkpoint_every=0)
