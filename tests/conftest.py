@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
+
+from lipsync_core.audio._compat import define_missing_torchvision_ops
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_MODELS = REPO_ROOT / ".cache" / "test-models"
@@ -28,32 +29,8 @@ SPEECH_TEXT = "I would like a cup of coffee, please."
 SPEECH_VOICE = "en"
 
 
-def _define_missing_torchvision_ops() -> None:
-    """Let transformers import in this venv, whose torchvision wheel (pulled in for ComfyUI) is CUDA-linked.
-
-    On CPU torch, importing that torchvision fails with ``operator torchvision::nms does not exist`` because
-    it registers fake kernels for two ops its missing C library would define. Defining the two schemas
-    first lets it (and transformers, which imports it when present) load; nothing here calls them.
-    """
-    try:
-        torch.ops.torchvision.nms  # noqa: B018 - probing whether the real library is loaded
-        return
-    except (AttributeError, RuntimeError):
-        pass
-    try:
-        import importlib.util
-
-        if importlib.util.find_spec("torchvision") is None:
-            return
-        library = torch.library.Library("torchvision", "DEF")
-        library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        _define_missing_torchvision_ops.library = library  # keep the registration alive
-    except RuntimeError:
-        pass  # already defined by a real torchvision or an earlier call
-
-
-_define_missing_torchvision_ops()
+# The venv's torchvision (pulled in for ComfyUI) is CUDA-linked; transformers imports it when present.
+define_missing_torchvision_ops()
 
 
 @pytest.fixture(scope="session")

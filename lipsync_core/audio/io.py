@@ -22,7 +22,7 @@ class Audio:
     sample_rate: int
 
     def __post_init__(self) -> None:
-        waveform = torch.as_tensor(self.waveform, dtype=torch.float32)
+        waveform = torch.as_tensor(self.waveform, dtype=torch.float32).detach().cpu()
         if waveform.ndim != 1:
             raise ValueError(
                 f"Audio.waveform must be mono with shape [N], got {tuple(waveform.shape)}; "
@@ -50,7 +50,7 @@ def resample(waveform: ArrayLike, orig_sample_rate: int, target_sample_rate: int
     """Resample mono float audio with libswresample's windowed-sinc filter (through PyAV)."""
     import av
 
-    samples = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
+    samples = torch.as_tensor(waveform, dtype=torch.float32).detach().cpu().reshape(-1)
     if orig_sample_rate == target_sample_rate or samples.numel() == 0:
         return samples.clone()
     resampler = av.AudioResampler(format="flt", layout="mono", rate=int(target_sample_rate))
@@ -122,7 +122,7 @@ def audio_from_comfy(audio: Mapping[str, Any], sample_rate: int = WHISPER_SAMPLE
     """ComfyUI AUDIO ``{"waveform": [B, C, N], "sample_rate": int}`` -> mono :class:`Audio` (first batch item)."""
     if "waveform" not in audio or "sample_rate" not in audio:
         raise ValueError("AUDIO must be a dict with 'waveform' [B, C, N] and 'sample_rate' (ComfyUI layout).")
-    waveform = torch.as_tensor(audio["waveform"], dtype=torch.float32)
+    waveform = torch.as_tensor(audio["waveform"], dtype=torch.float32).detach().cpu()
     if waveform.ndim == 1:
         waveform = waveform[None, None]
     elif waveform.ndim == 2:

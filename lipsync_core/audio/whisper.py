@@ -560,16 +560,20 @@ def frame_windows(
     interpolation; positions outside ``[0, N - 1]`` are clamped to the edge.
     """
     fps = as_fps(fps)
-    centres = [(Fraction(2 * i + 1, 2) / fps) * ENCODER_RATE + frame_offset for i in range(num_frames)]
-    centre = torch.tensor([float(c) for c in centres], dtype=torch.float64)
-    positions = centre[:, None] + (torch.arange(window, dtype=torch.float64) - (window - 1) / 2)[None, :]
-    positions = positions.clamp(0, hidden.shape[1] - 1)
-    low = positions.floor().long().clamp(max=hidden.shape[1] - 1)
-    high = (low + 1).clamp(max=hidden.shape[1] - 1)
-    frac = (positions - low).float()[..., None]  # [T, W, 1]
-    lower, upper = hidden[:, low], hidden[:, high]  # [L, T, W, D]
-    out = lower + (upper - lower) * frac[None]
-    return out.permute(1, 0, 2, 3).contiguous()
+    num_layers, length, dim = hidden.shape
+    # Exact rational centres, one per frame (never accumulated), then float64 positions in encoder frames.
+    centres = torch.tensor(
+        [float(Fraction(2 * i + 1, 2) / fps * ENCODER_RATE) for i in range(num_frames)], dtype=torch.float64
+    )
+    positions = centres[:, None] + frame_offset + (torch.arange(window, dtype=torch.float64) - (window - 1) / 2)[None, :]
+    positions = positions.clamp(0, length - 1)
+    low = positions.floor().long().clamp(max=length - 1)
+    high = (low + 1).clamp(max=length - 1)
+    frac = (positions - low).float().reshape(-1, 1, 1)
+    by_time = hidden.permute(1, 0, 2).contiguous()  # [N, L, D]: one gather per window entry
+    out = by_time[low.reshape(-1)]
+    out.lerp_(by_time[high.reshape(-1)], frac)
+    return out.view(num_frames, window, num_layers, dim).permute(0, 2, 1, 3).contiguous()
 
 
 def load_whisper_encoder(
@@ -594,12 +598,17 @@ def load_whisper_encoder(
             f"model.safetensors, e.g. a copy of openai/whisper-tiny in ComfyUI's models/whisper folder.{hint}"
         )
     config = WhisperConfig.from_pretrained(folder)
-    encoder = WhisperEncoder(config)
     state = _read_encoder_state(folder)
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "embed_positions.weight" or "embed_positions.weight" not in state]
+    with torch.device("meta"):  # no random initialisation of weights that are loaded next
+        encoder = WhisperEncoder(config)
+    expected = set(encoder.state_dict())
+    missing = sorted(expected - set(state))
     if missing:
-        raise ValueError(f"{folder}: the Whisper encoder weights are incomplete (missing {missing[:5]}...).")
+        raise ValueError(
+            f"{folder}: the Whisper encoder weights are incomplete (missing {', '.join(missing[:4])}"
+            f"{'...' if len(missing) > 4 else ''}). Is this a Whisper model folder?"
+        )
+    encoder.load_state_dict({k: state[k] for k in expected}, assign=True)
     encoder = encoder.to(device=device, dtype=dtype).eval()
     if (folder / "preprocessor_config.json").is_file():
         extractor = WhisperFeatureExtractor.from_pretrained(folder)

@@ -209,40 +209,38 @@ def paste_back(
     floating = frames_np.dtype != np.uint8
     out = frames_np.copy()
     fade = _crop_edge_fade(size, edge_feather * size)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     for t in np.flatnonzero(found):
         crop_mask = masks[t] * fade
-        ys, xs = np.nonzero(crop_mask > 0)
-        if ys.size == 0:
+        rows, cols = np.flatnonzero(crop_mask.any(axis=1)), np.flatnonzero(crop_mask.any(axis=0))
+        if rows.size == 0:
             continue
         matrix = transforms[t].astype(np.float64)
         inverse = cv2.invertAffineTransform(matrix)
-        corners = np.array([[xs.min() - 1, ys.min() - 1], [xs.max() + 1, ys.min() - 1], [xs.min() - 1, ys.max() + 1], [xs.max() + 1, ys.max() + 1]], np.float64)
+        x_lo, x_hi, y_lo, y_hi = cols[0] - 1, cols[-1] + 1, rows[0] - 1, rows[-1] + 1
+        corners = np.array([[x_lo, y_lo], [x_hi, y_lo], [x_lo, y_hi], [x_hi, y_hi]], np.float64)
         frame_corners = corners @ inverse[:, :2].T + inverse[:, 2]
         x0, y0 = np.floor(frame_corners.min(axis=0)).astype(int)
         x1, y1 = np.ceil(frame_corners.max(axis=0)).astype(int) + 1
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
         if x0 >= x1 or y0 >= y1:
             continue
-        # frame -> crop for the region of interest: shift the origin to (x0, y0)
+        # frame -> crop for the region of interest only: shift the origin to (x0, y0)
         roi_matrix = matrix.copy()
         roi_matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        alpha = cv2.warpAffine(crop_mask, roi_matrix, (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_CONSTANT)
-        crop = crops[t].astype(np.float32)
-        if floating and crops.dtype == np.uint8:
-            crop *= 1.0 / 255.0
-        elif not floating and crops.dtype != np.uint8:
-            crop *= 255.0
-        edited = cv2.warpAffine(crop, roi_matrix, (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        roi_size = (x1 - x0, y1 - y0)
+        alpha = cv2.warpAffine(crop_mask, roi_matrix, roi_size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        crop = crops[t]
+        if floating != (crop.dtype != np.uint8):  # bring the crop to the frames' value range
+            crop = crop.astype(np.float32) * (1.0 / 255.0) if floating else np.clip(crop * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        edited = cv2.warpAffine(crop, roi_matrix, roi_size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
         region = out[t, y0:y1, x0:x1]
-        original = region.astype(np.float32)
-        blended = original + (edited - original) * alpha[..., None]
-        if not floating:
-            blended = np.clip(blended + 0.5, 0, 255).astype(np.uint8)  # round half up
-            blended = np.where(alpha[..., None] > 0, blended, region)
+        if floating:
+            blended = region + (edited.astype(region.dtype) - region) * alpha[..., None]
         else:
-            blended = np.where(alpha[..., None] > 0, blended, region).astype(region.dtype)
-        out[t, y0:y1, x0:x1] = blended
+            blended = cv2.blendLinear(region, edited, 1.0 - alpha, alpha)  # rounds to nearest
+        # Only pixels under the mask are written: everything else stays bit-identical.
+        np.copyto(region, blended.astype(region.dtype, copy=False), where=(alpha > 0)[..., None])
     if is_torch:
         return torch.from_numpy(out).to(device)
     return out

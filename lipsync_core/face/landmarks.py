@@ -13,7 +13,6 @@ lets small faces in large frames be found: the full frame is only searched when 
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union

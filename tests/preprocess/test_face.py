@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -48,7 +46,8 @@ def static_landmarks(astronaut):
 
 @pytest.fixture(scope="module")
 def moving_sequence(astronaut):
-    """24 frames: the portrait moving, rotating and zooming, with three frames that show no face."""
+    """24 frames: the portrait moving, rotating and zooming; three frames show no face, and frame 16 shows a
+    second, larger face beside the followed one."""
     rng = np.random.default_rng(0)
     matrices, frames = [], []
     for t in range(24):
@@ -62,6 +61,8 @@ def moving_sequence(astronaut):
             frame = cv2.resize(astronaut[300:, 200:], (CANVAS[1], CANVAS[0]))
         else:
             frame = _place(astronaut, matrix)
+        if t == 16:  # someone else steps in on the left, larger than the followed face (which is right)
+            frame[90:270, 10:190] = cv2.resize(astronaut[40:240, 120:320], (180, 180))
         noise = rng.normal(0, 2.0, frame.shape)
         frames.append(np.clip(frame + noise, 0, 255).astype(np.uint8))
         matrices.append(matrix)
@@ -148,8 +149,13 @@ def test_crops_do_not_jitter_on_a_still_video(astronaut):
         in_crop = transform_points(face, transforms)
         return float(np.linalg.norm(np.diff(in_crop, axis=0), axis=-1).max())
 
-    smooth = crop_jitter(align_transforms(track, size=512))
+    transforms = align_transforms(track, size=512)
+    smooth = crop_jitter(transforms)
     assert smooth < 1.0, smooth  # (the face is magnified 5x into the crop)
+    # the mask in the crop is as steady: under 2 % of its area changes between frames
+    masks = face_masks(crop_track(track, transforms, 512))
+    change = np.abs(np.diff(masks, axis=0)).sum(axis=(1, 2)) / masks.sum(axis=(1, 2))[1:]
+    assert change.max() < 0.02, change.max()
     # crops from the detector's raw output jitter more: the smoothing is doing the work
     raw = FaceTrack(track.raw_landmarks, track.found, track.frame_size)
     assert crop_jitter(align_transforms(raw, size=512)) > 1.5 * smooth

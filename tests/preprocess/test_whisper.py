@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from fractions import Fraction
 
 import numpy as np
@@ -239,3 +240,52 @@ def test_silence_gives_silence_features_not_padding(whisper_encoder, speech_wav)
     tail_gap = (features[tail, 0] - silent[tail, 0]).norm(dim=-1).mean()
     speech_gap = (features[speaking, 0] - silent[speaking, 0]).norm(dim=-1).mean()
     assert tail_gap < 0.1 * speech_gap, (tail_gap, speech_gap)
+
+
+def _ct2_string(text: str) -> bytes:
+    data = text.encode() + b"\0"
+    return struct.pack("<H", len(data)) + data
+
+
+def _write_ct2_model(path, variables: dict, aliases: dict) -> None:
+    """CTranslate2's model.bin layout (binary version 6), as in the real file the reader parses."""
+    dtype_ids = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.int32): 3, np.dtype(np.float16): 4}
+    out = [struct.pack("<I", 6), _ct2_string("WhisperSpec"), struct.pack("<I", 3), struct.pack("<I", len(variables))]
+    for name, array in variables.items():
+        array = np.ascontiguousarray(array)
+        out += [_ct2_string(name), struct.pack("<B", array.ndim), *(struct.pack("<I", d) for d in array.shape)]
+        out += [struct.pack("<B", dtype_ids[array.dtype]), struct.pack("<I", array.nbytes), array.tobytes()]
+    out.append(struct.pack("<I", len(aliases)))
+    for alias, target in aliases.items():
+        out += [_ct2_string(alias), _ct2_string(target)]
+    path.write_bytes(b"".join(out))
+
+
+def test_int8_ctranslate2_model_is_dequantised(ct2_variables, whisper_tiny_dir, tmp_path, speech_wav):
+    # faster-whisper's int8 models: per-row int8 weights with "<name>_scale" (scale = 127 / row max)
+    variables, quantised = {}, []
+    for name, value in ct2_variables.items():
+        if name == "decoder/projection/weight":
+            continue  # an alias of the embeddings
+        if name.endswith("linear_0/weight") or name.endswith("linear_1/weight"):
+            weight = value.astype(np.float32)
+            scale = 127.0 / np.maximum(np.abs(weight).max(axis=1), 1e-8)
+            variables[name] = np.round(weight * scale[:, None]).astype(np.int8)
+            variables[f"{name}_scale"] = scale.astype(np.float32)
+            quantised.append(name)
+        else:
+            variables[name] = value
+    folder = tmp_path / "faster-whisper-int8"
+    folder.mkdir()
+    _write_ct2_model(folder / "model.bin", variables, {"decoder/projection/weight": "decoder/embeddings/weight"})
+    out = convert_whisper(folder, tmp_path / "converted")
+    weights, reference = load_file(str(out / "model.safetensors")), load_file(str(whisper_tiny_dir / "model.safetensors"))
+    assert weights.keys() == reference.keys()
+    fc1 = "model.encoder.layers.0.fc1.weight"  # from encoder/layer_0/ffn/linear_0/weight
+    row_max = reference[fc1].float().abs().max(dim=1, keepdim=True).values
+    error = (weights[fc1].float() - reference[fc1].float()).abs()
+    assert (error <= row_max / 127 * 0.5 + 1e-3).all() and error.max() > 0  # within half a quantisation step
+    audio = load_audio(speech_wav)
+    a = load_whisper_encoder(whisper_tiny_dir).encode(audio)
+    b = load_whisper_encoder(out).encode(audio)
+    assert ((a - b).norm() / a.norm()) < 0.05

@@ -1,0 +1,39 @@
+"""Node families of the pack, one file each; ``comfy_entrypoint`` hands them to ComfyUI."""
+
+from __future__ import annotations
+
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
+
+from .audio import SayAnythingFitAudioToVideo, SayAnythingLoadAudio
+from .face import SayAnythingFaceCrop, SayAnythingFaceMask, SayAnythingFacePaste
+from .model import SayAnythingModelLoader, SayAnythingReferenceEncode
+from .model_folders import register_model_folders
+from .sampler import SayAnythingSampler
+from .whisper import SayAnythingWhisperFeatures, SayAnythingWhisperLoader
+
+NODES: list[type[io.ComfyNode]] = [
+    SayAnythingLoadAudio,
+    SayAnythingFitAudioToVideo,
+    SayAnythingWhisperLoader,
+    SayAnythingWhisperFeatures,
+    SayAnythingFaceMask,
+    SayAnythingFaceCrop,
+    SayAnythingFacePaste,
+    SayAnythingModelLoader,
+    SayAnythingReferenceEncode,
+    SayAnythingSampler,
+]
+
+
+class SayAnythingExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # ComfyUI 0.3.75 does not call on_load; the folders must exist before the schemas list them.
+        register_model_folders()
+        return NODES
+
+
+async def comfy_entrypoint() -> SayAnythingExtension:
+    return SayAnythingExtension()

@@ -1,0 +1,128 @@
+"""Face nodes: landmarks + adaptive mask, crop to the model's square, paste back.
+
+Kept as three nodes so users can replace any of them: a SAM or hand-drawn MASK can go into the
+mask input, and the crop/paste pair works with any mask.
+"""
+
+from __future__ import annotations
+
+import comfy.utils
+from comfy_api.latest import io
+
+from . import model_folders
+from .types import CATEGORY, FaceCrop, FaceTrack, check_frames
+
+FACE_CHOICES = ["largest", "index"]
+UPPER_EDGES = ["mouth", "nose", "eyes"]
+USER_MASK_MODES = ["replace", "intersect", "union"]
+
+
+class SayAnythingFaceMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SayAnythingFaceMask",
+            display_name="SayAnything Face Track + Mask",
+            category=CATEGORY,
+            description="Tracks the face with mediapipe's 478-point mesh and builds the adaptive lower-face "
+            "editing mask (1 = regenerate). Frames without a face get an empty mask and are left as they are.",
+            inputs=[
+                io.Image.Input("images", tooltip="The video frames."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the frames (landmark smoothing is tuned in seconds)."),
+                io.Combo.Input("face", options=FACE_CHOICES, default="largest",
+                               tooltip="Which face to follow when there are several: the largest, or by index "
+                               "(left to right)."),
+                io.Int.Input("face_index", default=0, min=0, max=16,
+                             tooltip="Face number from the left, used when face is 'index'."),
+                io.Combo.Input("upper_edge", options=UPPER_EDGES, default="nose",
+                               tooltip="Top of the mask. Higher edges hide more of the source lips and reduce "
+                               "lip-motion leakage (KeySync: eye level); lower edges keep more of the face."),
+                io.Float.Input("expand", default=0.08, min=0.0, max=1.0, step=0.01,
+                               tooltip="Grow the mask by this fraction of the face size."),
+                io.Float.Input("feather", default=0.06, min=0.0, max=0.5, step=0.01,
+                               tooltip="Soft edge width as a fraction of the face size."),
+                io.Mask.Input("user_mask", optional=True,
+                              tooltip="Your own mask (e.g. drawn in LoadImage's mask editor, or from SAM). "
+                              "One mask for all frames or one per frame."),
+                io.Combo.Input("user_mask_mode", options=USER_MASK_MODES, default="replace", optional=True,
+                               tooltip="replace: use your mask as is; intersect: keep the face mask only inside "
+                               "yours; union: add yours to the face mask."),
+            ],
+            outputs=[
+                io.Mask.Output(display_name="mask"),
+                FaceTrack.Output(display_name="face_track"),
+                io.Image.Output(display_name="preview"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, fps: float, face: str, face_index: int, upper_edge: str, expand: float,
+                feather: float, user_mask=None, user_mask_mode: str = "replace") -> io.NodeOutput:
+        from ..lipsync_core.inference import draw_face_preview, face_mask, track_face
+
+        frames = check_frames(images)
+        progress = comfy.utils.ProgressBar(frames.shape[0])
+        track = track_face(frames, fps, face=face, face_index=face_index,
+                           model_folders=model_folders.folder_paths_for(model_folders.MEDIAPIPE_FOLDER),
+                           progress=lambda done, total: progress.update_absolute(done, total))
+        mask = face_mask(track, upper_edge=upper_edge, expand=expand, feather=feather,
+                         user_mask=user_mask, user_mask_mode=user_mask_mode)
+        return io.NodeOutput(mask, track, draw_face_preview(frames, mask, track))
+
+
+class SayAnythingFaceCrop(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SayAnythingFaceCrop",
+            display_name="SayAnything Face Crop",
+            category=CATEGORY,
+            description="Aligns every frame's face to the model's square crop with a temporally smoothed "
+            "similarity transform; the mask is cropped the same way.",
+            inputs=[
+                io.Image.Input("images", tooltip="The video frames."),
+                io.Mask.Input("mask", tooltip="Editing mask in frame space (1 = regenerate)."),
+                FaceTrack.Input("face_track", tooltip="From SayAnything Face Track + Mask."),
+                io.Int.Input("crop_size", default=512, min=64, max=1024, step=64,
+                             tooltip="Side of the square crop the model works on; SVD-based models use 512."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="crops"),
+                io.Mask.Output(display_name="crop_mask"),
+                FaceCrop.Output(display_name="face_crop"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, mask, face_track, crop_size: int) -> io.NodeOutput:
+        from ..lipsync_core.inference import crop_faces
+
+        crops, crop_mask, transform = crop_faces(check_frames(images), mask, face_track, crop_size=crop_size)
+        return io.NodeOutput(crops, crop_mask, transform)
+
+
+class SayAnythingFacePaste(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SayAnythingFacePaste",
+            display_name="SayAnything Face Paste Back",
+            category=CATEGORY,
+            description="Warps the generated crops back into the frames with a feathered mask. Pixels "
+            "outside the mask, and frames without a face, stay exactly as they were.",
+            inputs=[
+                io.Image.Input("images", tooltip="The original video frames."),
+                io.Image.Input("crops", tooltip="Generated crops from SayAnything Sampler."),
+                io.Mask.Input("crop_mask", tooltip="The crop-space mask from SayAnything Face Crop: where it is "
+                              "0 the frames stay exactly as they were."),
+                FaceCrop.Input("face_crop", tooltip="From SayAnything Face Crop."),
+            ],
+            outputs=[io.Image.Output(display_name="images")],
+        )
+
+    @classmethod
+    def execute(cls, images, crops, crop_mask, face_crop) -> io.NodeOutput:
+        from ..lipsync_core.inference import paste_faces
+
+        return io.NodeOutput(paste_faces(check_frames(images), check_frames(crops, "crops"), crop_mask, face_crop))

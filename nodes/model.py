@@ -1,0 +1,137 @@
+"""Model nodes: the SayAnything model loader (with the VAE from the user's SVD checkpoint) and the
+ID-Guider reference encoder; plus the wrapper that hands our torch modules to ComfyUI's model
+management so they are loaded to the GPU and offloaded like ComfyUI's own models."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import torch
+from comfy_api.latest import io
+
+from . import model_folders
+from .types import CATEGORY, PRECISIONS, IdFeatures, SayAnythingModel, check_frames, torch_dtype
+
+VAE_FROM_MODEL_FILE = "(VAE inside the SayAnything file)"
+
+
+class ManagedModel:
+    """A lipsync_core object whose torch module ComfyUI's model management owns.
+
+    ``payload`` is what lipsync_core calls (a model, a pipeline, a Whisper encoder); ``module`` is
+    the ``torch.nn.Module`` holding all its weights. ``on_device()`` asks model management to load
+    the module (freeing other models if memory is short) and yields the payload ready to run.
+    """
+
+    def __init__(self, payload: Any, module: torch.nn.Module, load_device: torch.device,
+                 offload_device: torch.device, dtype: torch.dtype):
+        self.payload = payload
+        self.dtype = dtype
+        self.load_device = load_device
+        self.patcher = comfy.model_patcher.ModelPatcher(module, load_device=load_device,
+                                                        offload_device=offload_device)
+
+    @contextmanager
+    def on_device(self) -> Iterator[Any]:
+        # Full load: our modules have no comfy.ops weight casting, so a partial (lowvram) load would
+        # leave layers on the offload device. Model management still frees other models to make room.
+        mm.load_models_gpu([self.patcher], force_full_load=True)
+        yield self.payload
+
+
+def devices(device_choice: str = "auto") -> tuple[torch.device, torch.device]:
+    if device_choice == "cpu":
+        return torch.device("cpu"), torch.device("cpu")
+    return mm.get_torch_device(), mm.unet_offload_device()
+
+
+def load_whisper_managed(path: str, precision: str, device: str) -> ManagedModel:
+    from ..lipsync_core.inference import load_whisper
+
+    load_device, offload_device = devices(device)
+    dtype = torch_dtype(precision, load_device)
+    whisper = load_whisper(path, dtype=dtype, device=offload_device)
+    return ManagedModel(whisper, whisper, load_device, offload_device, dtype)
+
+
+class SayAnythingModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SayAnythingModelLoader",
+            display_name="SayAnything Model Loader",
+            category=CATEGORY,
+            description="Loads a SayAnything checkpoint (UNet, ID-Guider, audio projection) from "
+            "models/sayanything and the temporal VAE from your Stable Video Diffusion checkpoint in "
+            "models/checkpoints (the same svd_xt file ComfyUI's SVD nodes use; nothing is downloaded).",
+            inputs=[
+                io.Combo.Input("model", options=model_folders.sayanything_checkpoints(),
+                               tooltip="A SayAnything .safetensors file in models/sayanything."),
+                io.Combo.Input("svd_checkpoint", options=[VAE_FROM_MODEL_FILE] + model_folders.svd_checkpoints(),
+                               tooltip="Your svd_xt / svd_xt_1_1 .safetensors in models/checkpoints; only its VAE "
+                               "is read. Pick the first entry if the SayAnything file carries its own VAE."),
+                io.Combo.Input("precision", options=PRECISIONS, default="auto",
+                               tooltip="Weight precision on the GPU; auto uses bf16 where supported, else fp16 "
+                               "or fp32. CPU runs in fp32."),
+            ],
+            outputs=[SayAnythingModel.Output(display_name="model")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, model: str, svd_checkpoint: str):
+        # Replaces ComfyUI's "value not in list" check with a message that names folder and file.
+        try:
+            model_folders.resolve_model_path(model_folders.SAYANYTHING_FOLDER, model)
+            if svd_checkpoint != VAE_FROM_MODEL_FILE:
+                model_folders.resolve_model_path(model_folders.SVD_FOLDER, svd_checkpoint)
+        except ValueError as error:
+            return str(error)
+        return True
+
+    @classmethod
+    def execute(cls, model: str, svd_checkpoint: str, precision: str) -> io.NodeOutput:
+        from ..lipsync_core.inference import load_model, model_torch_module
+
+        checkpoint = model_folders.resolve_model_path(model_folders.SAYANYTHING_FOLDER, model)
+        svd_path = None
+        if svd_checkpoint != VAE_FROM_MODEL_FILE:
+            svd_path = model_folders.resolve_model_path(model_folders.SVD_FOLDER, svd_checkpoint)
+        load_device, offload_device = devices()
+        dtype = torch_dtype(precision, load_device)
+        if load_device.type == "cpu":
+            dtype = torch.float32  # CPU kernels for half precision are slow or missing
+        loaded = load_model(checkpoint, svd_path=svd_path, dtype=dtype, device=offload_device)
+        return io.NodeOutput(ManagedModel(loaded, model_torch_module(loaded), load_device, offload_device, dtype))
+
+
+class SayAnythingReferenceEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SayAnythingReferenceEncode",
+            display_name="SayAnything Reference (ID-Guider)",
+            category=CATEGORY,
+            description="Encodes the identity reference once per video with the ID-Guider. By default the "
+            "reference is one frame of the face crops.",
+            inputs=[
+                SayAnythingModel.Input("model", tooltip="From SayAnything Model Loader."),
+                io.Image.Input("reference", tooltip="Face crops (or any aligned face image at the crop size); "
+                               "one of them is the reference."),
+                io.Int.Input("frame_index", default=0, min=0, max=1_000_000,
+                             tooltip="Which image of the batch to use; clamped to the last one."),
+            ],
+            outputs=[IdFeatures.Output(display_name="id_features")],
+        )
+
+    @classmethod
+    def execute(cls, model: ManagedModel, reference, frame_index: int) -> io.NodeOutput:
+        from ..lipsync_core.inference import encode_reference
+
+        images = check_frames(reference, "reference")
+        image = images[min(frame_index, images.shape[0] - 1)].unsqueeze(0)
+        with model.on_device() as loaded:
+            features = encode_reference(loaded, image)
+        return io.NodeOutput(features)

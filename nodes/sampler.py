@@ -1,0 +1,72 @@
+"""The SayAnything sampler node: masked-video diffusion over the face crops, with progress and Cancel."""
+
+from __future__ import annotations
+
+import comfy.model_management as mm
+import comfy.utils
+from comfy_api.latest import io
+
+from .types import CATEGORY, IdFeatures, SayAnythingModel, WhisperFeatures, check_frames
+
+
+class SayAnythingSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SayAnythingSampler",
+            display_name="SayAnything Sampler",
+            category=CATEGORY,
+            description="Regenerates the masked mouth region of the face crops so the lips follow the audio "
+            "(EDM Euler, separate reference and audio guidance, overlapping windows blended every step).",
+            inputs=[
+                SayAnythingModel.Input("model", tooltip="From SayAnything Model Loader."),
+                io.Image.Input("crops", tooltip="Aligned face crops from SayAnything Face Crop."),
+                io.Mask.Input("crop_mask", tooltip="Editing mask in crop space (1 = regenerate)."),
+                WhisperFeatures.Input("audio_features", tooltip="From SayAnything Whisper Features, one per crop."),
+                IdFeatures.Input("id_features", tooltip="From SayAnything Reference (ID-Guider)."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the video (SVD's fps micro-conditioning)."),
+                io.Int.Input("steps", default=10, min=1, max=200,
+                             tooltip="Denoising steps (KeySync uses 10)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed; the same seed and inputs give the same video."),
+                io.Float.Input("reference_guidance", default=2.0, min=0.0, max=20.0, step=0.05,
+                               tooltip="How strongly the output follows the reference identity "
+                               "(1 = no extra push; ours: 2)."),
+                io.Float.Input("audio_guidance", default=4.0, min=0.0, max=20.0, step=0.05,
+                               tooltip="How strongly the lips follow the audio (1 = no extra push; ours: 4)."),
+                io.Int.Input("window", default=14, min=1, max=128,
+                             tooltip="Frames denoised together; memory grows with it, not with the video length."),
+                io.Int.Input("overlap", default=4, min=0, max=64,
+                             tooltip="Frames shared by neighbouring windows, blended at every step to avoid seams. "
+                             "Must be smaller than window."),
+                io.Int.Input("decode_chunk", default=8, min=1, max=128,
+                             tooltip="Frames the VAE decodes at once; lower it if decoding runs out of memory."),
+            ],
+            outputs=[io.Image.Output(display_name="crops")],
+        )
+
+    @classmethod
+    def execute(cls, model, crops, crop_mask, audio_features, id_features, fps: float, steps: int, seed: int,
+                reference_guidance: float, audio_guidance: float, window: int, overlap: int,
+                decode_chunk: int) -> io.NodeOutput:
+        from ..lipsync_core.inference import SamplerOptions, generate
+
+        frames = check_frames(crops, "crops")
+        options = SamplerOptions(steps=steps, seed=seed, reference_guidance=reference_guidance,
+                                 audio_guidance=audio_guidance, window=window, overlap=overlap,
+                                 decode_chunk=decode_chunk)
+        progress = comfy.utils.ProgressBar(1)
+
+        def on_step(done: int, total: int) -> None:
+            # Raises InterruptProcessingException on Cancel; the pipeline's memory is freed by unwinding.
+            mm.throw_exception_if_processing_interrupted()
+            progress.update_absolute(done, total)
+
+        try:
+            with model.on_device() as loaded:
+                result = generate(loaded, frames, crop_mask, audio_features, id_features, options, fps=fps,
+                                  device=model.load_device, callback=on_step)
+        finally:
+            mm.soft_empty_cache()
+        return io.NodeOutput(result)

@@ -1,0 +1,46 @@
+"""The pack's custom ComfyUI types and small helpers shared by the node families.
+
+ComfyUI values: IMAGE ``[B,H,W,3]`` float 0..1 (a video is a batch of frames), MASK ``[B,H,W]``,
+AUDIO ``{"waveform": [B,C,N], "sample_rate": int}``. lipsync_core takes the same frame and mask
+tensors; AUDIO is converted with ``lipsync_core.audio.audio_from_comfy`` / ``audio_to_comfy``.
+"""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+SayAnythingModel = io.Custom("SAYANYTHING_MODEL")
+WhisperModel = io.Custom("SAYANYTHING_WHISPER")
+WhisperFeatures = io.Custom("WHISPER_FEATURES")
+FaceTrack = io.Custom("FACE_TRACK")
+FaceCrop = io.Custom("FACE_CROP")
+IdFeatures = io.Custom("ID_FEATURES")
+
+CATEGORY = "SayAnything"
+PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
+
+
+def check_frames(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+    if images.ndim != 4 or images.shape[-1] < 3:
+        raise ValueError(f"{name} must be an IMAGE batch [frames, height, width, 3], got {tuple(images.shape)}")
+    return images[..., :3].float()
+
+
+def torch_dtype(precision: str, device: torch.device, model_params: int = 0) -> torch.dtype:
+    """Resolve a precision choice; ``auto`` asks ComfyUI's model management what the device runs best."""
+    import comfy.model_management as mm
+
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if precision != "auto":
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if mm.should_use_bf16(device, model_params=model_params):
+        return torch.bfloat16
+    if mm.should_use_fp16(device, model_params=model_params):
+        return torch.float16
+    return torch.float32

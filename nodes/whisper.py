@@ -1,0 +1,84 @@
+"""Whisper nodes: load an encoder from ``models/whisper`` and turn speech into per-frame features."""
+
+from __future__ import annotations
+
+import comfy.utils
+from comfy_api.latest import io
+
+from . import model_folders
+from ..lipsync_core.audio import audio_from_comfy
+from .types import CATEGORY, PRECISIONS, WhisperFeatures, WhisperModel
+
+DEVICES = ["auto", "cpu"]
+
+
+class SayAnythingWhisperLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SayAnythingWhisperLoader",
+            display_name="SayAnything Whisper Loader",
+            category=CATEGORY,
+            description="Loads a Whisper encoder from a transformers folder in models/whisper "
+            "(e.g. models/whisper/whisper-tiny with config.json and model.safetensors).",
+            inputs=[
+                io.Combo.Input("model", options=model_folders.whisper_models(),
+                               tooltip="A Whisper model folder inside models/whisper. tiny is what SayAnything "
+                               "models are trained with unless their card says otherwise."),
+                io.Combo.Input("precision", options=PRECISIONS, default="auto",
+                               tooltip="Weight precision; auto picks what the device runs best."),
+                io.Combo.Input("device", options=DEVICES, default="auto",
+                               tooltip="auto runs on ComfyUI's GPU and moves back to the CPU when idle; "
+                               "cpu keeps Whisper off the GPU."),
+            ],
+            outputs=[WhisperModel.Output(display_name="whisper")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, model: str):
+        try:
+            model_folders.resolve_model_path(model_folders.WHISPER_FOLDER, model, is_dir=True)
+        except ValueError as error:
+            return str(error)
+        return True
+
+    @classmethod
+    def execute(cls, model: str, precision: str, device: str) -> io.NodeOutput:
+        from .model import load_whisper_managed
+
+        path = model_folders.resolve_model_path(model_folders.WHISPER_FOLDER, model, is_dir=True)
+        return io.NodeOutput(load_whisper_managed(path, precision=precision, device=device))
+
+
+class SayAnythingWhisperFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SayAnythingWhisperFeatures",
+            display_name="SayAnything Whisper Features",
+            category=CATEGORY,
+            description="Encodes speech with Whisper (all layers, 30 s windows) and cuts one window of "
+            "encoder frames per video frame, aligned to each frame's time at the given fps.",
+            inputs=[
+                WhisperModel.Input("whisper", tooltip="From SayAnything Whisper Loader."),
+                io.Audio.Input("audio", tooltip="The speech, already fitted to the video."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the video the features are for."),
+                io.Int.Input("frame_count", default=1, min=1, max=1_000_000,
+                             tooltip="Number of video frames; connect SayAnything Fit Audio to Video's frame_count."),
+                io.Int.Input("window", default=10, min=1, max=50,
+                             tooltip="Whisper encoder frames (50 per second) per video frame, centred on it "
+                             "(ours: 10, as in LatentSync). Must match what the model was trained with."),
+            ],
+            outputs=[WhisperFeatures.Output(display_name="features")],
+        )
+
+    @classmethod
+    def execute(cls, whisper, audio: dict, fps: float, frame_count: int, window: int) -> io.NodeOutput:
+        from ..lipsync_core.inference import whisper_features
+
+        progress = comfy.utils.ProgressBar(1)
+        with whisper.on_device() as encoder:
+            features = whisper_features(encoder, audio_from_comfy(audio), fps=fps, frame_count=frame_count,
+                                        window=window, progress=lambda done, total: progress.update_absolute(done, total))
+        return io.NodeOutput(features)

@@ -1,0 +1,99 @@
+"""Every example workflow in the real ComfyUI web frontend, in headless Debian Chromium.
+
+Checks that each workflow loads with no missing node types and no node in error, that the
+frontend's own UI->API conversion equals tools/comfy_client.workflow_to_api (which the other tests
+use to run the workflows), and keeps a screenshot of each in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+
+import pytest
+import requests
+
+from tools.comfy_client import example_workflows, load_workflow, workflow_to_api
+
+pytestmark = [pytest.mark.comfy, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]
+
+LOAD_AND_INSPECT = """async (workflow) => {
+  await window.app.loadGraphData(workflow);
+  await new Promise(r => setTimeout(r, 300));
+  const registered = window.LiteGraph.registered_node_types;
+  const nodes = window.app.graph.nodes;
+  return {
+    count: nodes.length,
+    missing: workflow.nodes.map(n => n.type).filter(t => !(t in registered)),
+    errors: nodes.filter(n => n.has_errors).map(n => `${n.id}:${n.type}`),
+  };
+}"""
+
+
+def declared(info: dict, name: str) -> bool:
+    return any(name in info["input"].get(section, {}) for section in ("required", "optional"))
+
+
+@pytest.fixture(scope="module")
+def page(comfy_server):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    requests.post(f"{comfy_server.url}/api/settings", json={"Comfy.TutorialCompleted": True}, timeout=10)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    with playwright_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1600, "height": 1000},
+        )
+        page = context.new_page()
+        page.goto(comfy_server.url)
+        page.wait_for_function(
+            "window.app && window.app.graph && window.LiteGraph && "
+            "'SayAnythingSampler' in window.LiteGraph.registered_node_types",
+            timeout=120_000,
+        )
+        yield page
+        context.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_there_are_example_workflows():
+    names = {path.name for path in example_workflows()}
+    assert {"sayanything_video_lipsync.json", "sayanything_talking_image.json", "sayanything_user_mask.json"} <= names
+
+
+@pytest.mark.parametrize("path", example_workflows(), ids=lambda p: p.stem)
+def test_workflow_loads_in_the_frontend(page, path, object_info, artifacts_dir):
+    workflow = load_workflow(path)
+    report = page.evaluate(LOAD_AND_INSPECT, workflow)
+    page.screenshot(path=str(artifacts_dir / f"{path.stem}.png"))
+    assert report["missing"] == []
+    assert report["errors"] == []
+    assert report["count"] == len(workflow["nodes"])
+
+    # The frontend's own conversion (what the Queue button sends) equals ours.
+    frontend_prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    # Inputs the node does not declare (the audio player's "audioUI") are ignored by the server.
+    frontend_prompt = {
+        node_id: {"class_type": node["class_type"], "inputs": {
+            name: value for name, value in node["inputs"].items() if declared(object_info[node["class_type"]], name)
+        }}
+        for node_id, node in frontend_prompt.items()
+    }
+    ours = workflow_to_api(workflow, object_info)
+    assert json.loads(json.dumps(ours)) == frontend_prompt
+
+
+def test_a_missing_node_type_is_detected(page):
+    # The check above must be able to fail: an unknown type is reported as missing and in error.
+    workflow = copy.deepcopy(load_workflow(example_workflows()[0]))
+    workflow["nodes"][0]["type"] = "SayAnythingNodeThatDoesNotExist"
+    report = page.evaluate(LOAD_AND_INSPECT, workflow)
+    assert report["missing"] == ["SayAnythingNodeThatDoesNotExist"]

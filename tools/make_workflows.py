@@ -1,0 +1,222 @@
+"""Write the example workflows in workflows/ (ComfyUI's UI format, what users load and share).
+
+Usage: ``python tools/make_workflows.py`` (starts a private ComfyUI to read /object_info, so socket
+and widget layouts are exactly what the running frontend expects). The frontend test loads every
+file in the real web UI and checks the UI->API conversion against the frontend's own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tools.comfy_client import UPLOAD_EXTRA_VALUES, WIDGET_TYPES, ComfyClient, ComfyServer, _input_specs  # noqa: E402
+from tools.demo_assets import (  # noqa: E402
+    DEFAULT_MODEL_FILE, MASKED_PORTRAIT_FILE, PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE, WHISPER_FOLDER,
+)
+
+# The workflows run as they are on what tools/start.sh installs: the default model (which carries
+# its own VAE) and the demo inputs. With a real model, pick it in SayAnything Model Loader and pick
+# your svd_xt.safetensors as svd_checkpoint.
+MODEL_FILE = DEFAULT_MODEL_FILE
+VAE_FROM_MODEL_FILE = "(VAE inside the SayAnything file)"  # nodes/model.py's first svd_checkpoint entry
+
+
+@dataclass
+class Graph:
+    object_info: dict
+    nodes: list[dict] = field(default_factory=list)
+    links: list[list] = field(default_factory=list)
+
+    def add(self, node_type: str, pos: tuple[int, int], title: str | None = None, **widgets: Any) -> int:
+        info = self.object_info[node_type]
+        node_id = len(self.nodes) + 1
+        inputs, values = [], []
+        for name, kind, options in _input_specs(info):
+            is_widget = kind in WIDGET_TYPES and not options.get("forceInput")
+            if not is_widget:
+                inputs.append({"name": name, "type": kind, "link": None})
+                continue
+            value = widgets.pop(name, options.get("default"))
+            if value is None and kind == "COMBO":
+                choices = info["input"].get("required", {}).get(name) or info["input"]["optional"][name]
+                value = choices[1].get("options", [None])[0] if len(choices) > 1 else None
+            values.append(value)
+            inputs.append({"name": name, "type": kind, "widget": {"name": name}, "link": None})
+            if options.get("control_after_generate"):
+                values.append("fixed")
+            if options.get("image_upload") or options.get("video_upload"):
+                values.append("image")
+            if options.get("audio_upload"):
+                values.extend([None, ""][: UPLOAD_EXTRA_VALUES["audio_upload"]])
+        if widgets:
+            raise KeyError(f"{node_type} has no widgets {sorted(widgets)}")
+        outputs = [
+            {"name": (info["output_name"][i] if info.get("output_name") else kind), "type": kind, "links": []}
+            for i, kind in enumerate(info["output"])
+        ]
+        node = {
+            "id": node_id, "type": node_type, "pos": list(pos), "size": [320, 60 + 26 * len(inputs)],
+            "flags": {}, "order": node_id - 1, "mode": 0, "inputs": inputs, "outputs": outputs,
+            "properties": {"Node name for S&R": node_type}, "widgets_values": values,
+        }
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        return node_id
+
+    def connect(self, source: int, output: str | int, target: int, input_name: str) -> None:
+        src, dst = self.nodes[source - 1], self.nodes[target - 1]
+        slot = output if isinstance(output, int) else [o["name"] for o in src["outputs"]].index(output)
+        dst_slot = [i["name"] for i in dst["inputs"]].index(input_name)
+        link_id = len(self.links) + 1
+        kind = src["outputs"][slot]["type"]
+        self.links.append([link_id, source, slot, target, dst_slot, kind])
+        src["outputs"][slot]["links"].append(link_id)
+        dst["inputs"][dst_slot]["link"] = link_id
+
+    def workflow(self, note: str) -> dict:
+        nodes = list(self.nodes)
+        nodes.append({
+            "id": len(nodes) + 1, "type": "Note", "pos": [0, -260], "size": [520, 220], "flags": {},
+            "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
+            "widgets_values": [note],
+        })
+        return {
+            "last_node_id": len(nodes), "last_link_id": len(self.links), "nodes": nodes, "links": self.links,
+            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [40, 300]}}, "version": 0.4,
+        }
+
+
+def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps: tuple[int, str],
+                  user_mask: tuple[int, str] | None = None, x: int = 800) -> None:
+    """The shared middle of every workflow: fit, Whisper, face, model, sampler, paste, save."""
+    fit = g.add("SayAnythingFitAudioToVideo", (x, 0))
+    g.connect(*images, fit, "images")
+    g.connect(*audio, fit, "audio")
+    g.connect(*fps, fit, "fps")
+
+    whisper = g.add("SayAnythingWhisperLoader", (x, 420), model=WHISPER_FOLDER)
+    features = g.add("SayAnythingWhisperFeatures", (x + 380, 420))
+    g.connect(whisper, "whisper", features, "whisper")
+    g.connect(fit, "audio", features, "audio")
+    g.connect(*fps, features, "fps")
+    g.connect(fit, "frame_count", features, "frame_count")
+
+    face = g.add("SayAnythingFaceMask", (x + 380, 0), user_mask_mode="replace")
+    g.connect(fit, "images", face, "images")
+    g.connect(*fps, face, "fps")
+    if user_mask is not None:
+        g.connect(*user_mask, face, "user_mask")
+    preview = g.add("PreviewImage", (x + 760, -420), title="Mask and landmarks")
+    g.connect(face, "preview", preview, "images")
+    crop = g.add("SayAnythingFaceCrop", (x + 760, 0))
+    g.connect(fit, "images", crop, "images")
+    g.connect(face, "mask", crop, "mask")
+    g.connect(face, "face_track", crop, "face_track")
+
+    model = g.add("SayAnythingModelLoader", (x + 380, 700), model=MODEL_FILE,
+                  svd_checkpoint=VAE_FROM_MODEL_FILE)
+    reference = g.add("SayAnythingReferenceEncode", (x + 760, 700))
+    g.connect(model, "model", reference, "model")
+    g.connect(crop, "crops", reference, "reference")
+
+    sampler = g.add("SayAnythingSampler", (x + 1140, 0))
+    g.connect(model, "model", sampler, "model")
+    g.connect(crop, "crops", sampler, "crops")
+    g.connect(crop, "crop_mask", sampler, "crop_mask")
+    g.connect(features, "features", sampler, "audio_features")
+    g.connect(reference, "id_features", sampler, "id_features")
+    g.connect(*fps, sampler, "fps")
+
+    paste = g.add("SayAnythingFacePaste", (x + 1520, 0))
+    g.connect(fit, "images", paste, "images")
+    g.connect(sampler, "crops", paste, "crops")
+    g.connect(crop, "crop_mask", paste, "crop_mask")
+    g.connect(crop, "face_crop", paste, "face_crop")
+
+    video = g.add("CreateVideo", (x + 1900, 0))
+    g.connect(paste, "images", video, "images")
+    g.connect(*fps, video, "fps")
+    g.connect(fit, "audio", video, "audio")
+    save = g.add("SaveVideo", (x + 2280, 0), filename_prefix="video/sayanything", format="mp4", codec="h264")
+    g.connect(video, 0, save, "video")
+
+
+MODELS_NOTE = (
+    f"Models: models/sayanything/{MODEL_FILE} (the pack's default model, installed by tools/start.sh; it is "
+    "untrained, so the mouth region comes out as noise), with its VAE inside the file, and "
+    f"models/whisper/{WHISPER_FOLDER}/ (a transformers Whisper folder). With a trained SayAnything model: pick "
+    "it in SayAnything Model Loader and pick your svd_xt.safetensors (models/checkpoints) as svd_checkpoint."
+)
+
+
+def video_lipsync(object_info: dict) -> dict:
+    g = Graph(object_info)
+    load = g.add("LoadVideo", (0, 0), file=VIDEO_FILE)
+    parts = g.add("GetVideoComponents", (0, 260))
+    g.connect(load, 0, parts, "video")
+    speech = g.add("SayAnythingLoadAudio", (0, 480), audio=SPEECH_FILE)
+    lipsync_chain(g, images=(parts, "images"), audio=(speech, "audio"), fps=(parts, "fps"))
+    return g.workflow(
+        "SayAnything video lip sync: the lips of the face in input/" + VIDEO_FILE + " follow the speech in "
+        "input/" + SPEECH_FILE + ". The video's own fps drives every node. " + MODELS_NOTE
+    )
+
+
+def talking_image(object_info: dict) -> dict:
+    g = Graph(object_info)
+    image = g.add("LoadImage", (0, 0), image=PORTRAIT_FILE)
+    speech = g.add("LoadAudio", (0, 360), audio=SPEECH_FILE)
+    fps = g.add("PrimitiveFloat", (0, 620), title="fps", value=25.0)
+    lipsync_chain(g, images=(image, "IMAGE"), audio=(speech, "AUDIO"), fps=(fps, 0))
+    return g.workflow(
+        "SayAnything talking still: the portrait input/" + PORTRAIT_FILE + " is repeated as a video as long "
+        "as the speech (input/" + SPEECH_FILE + ") and its mouth is regenerated. " + MODELS_NOTE
+    )
+
+
+def user_mask(object_info: dict) -> dict:
+    g = Graph(object_info)
+    image = g.add("LoadImage", (0, 0), title="Portrait (right-click > Open in MaskEditor)", image=MASKED_PORTRAIT_FILE)
+    speech = g.add("SayAnythingLoadAudio", (0, 360), audio=SPEECH_FILE)
+    fps = g.add("PrimitiveFloat", (0, 620), title="fps", value=25.0)
+    lipsync_chain(g, images=(image, "IMAGE"), audio=(speech, "audio"), fps=(fps, 0), user_mask=(image, "MASK"))
+    return g.workflow(
+        "SayAnything with your own mask: paint the region to regenerate in LoadImage's mask editor "
+        "(right-click the node > Open in MaskEditor). With user_mask_mode 'replace' only your mask is "
+        "regenerated (useful for stylised faces); 'intersect' keeps the face mask inside it; 'union' adds it. "
+        "Landmarks still align the crop, so a face must be visible. " + MODELS_NOTE
+    )
+
+
+WORKFLOWS = {
+    "sayanything_video_lipsync.json": video_lipsync,
+    "sayanything_talking_image.json": talking_image,
+    "sayanything_user_mask.json": user_mask,
+}
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as base:
+        server = ComfyServer(Path(base)).start()
+        try:
+            object_info = ComfyClient(server.url).object_info()
+        finally:
+            server.stop()
+    out = REPO / "workflows"
+    out.mkdir(exist_ok=True)
+    for name, build in WORKFLOWS.items():
+        (out / name).write_text(json.dumps(build(object_info), indent=1) + "\n")
+        print("wrote", out / name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The README's main command.
+#   bash tools/start.sh           set up, then start ComfyUI with the pack at http://127.0.0.1:8188
+#   bash tools/start.sh --demo    set up, then run the talking-portrait workflow headless; prints the mp4
+# Environment: SAYANYTHING_PORT (default 8188), SAYANYTHING_COMFYUI (ComfyUI folder, default
+# .cache/comfyui), SAYANYTHING_BASE (folder for models/, input/, output/, user/; default the ComfyUI
+# folder), SAYANYTHING_VENV, SAYANYTHING_SKIP_SETUP=1 (already set up). Nothing already in those
+# folders is overwritten.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${SAYANYTHING_VENV:-$ROOT/.venv}/bin/python"
+COMFY="${SAYANYTHING_COMFYUI:-$ROOT/.cache/comfyui}"
+BASE="${SAYANYTHING_BASE:-$COMFY}"
+PORT="${SAYANYTHING_PORT:-8188}"
+MODE="${1:-}"
+case "$MODE" in
+    ""|--demo) ;;
+    *) echo "usage: bash tools/start.sh [--demo]" >&2; exit 2 ;;
+esac
+
+# 1. Everything the pack needs: system tools, .venv, ComfyUI 0.3.75 in .cache/comfyui.
+if [ "${SAYANYTHING_SKIP_SETUP:-0}" != 1 ]; then
+    bash "$ROOT/tools/setup.sh"
+fi
+
+# 2. The pack in ComfyUI's custom_nodes (a link to this checkout).
+mkdir -p "$BASE/custom_nodes"
+link="$BASE/custom_nodes/comfyui-sayanything"
+if [ ! -e "$link" ]; then
+    ln -s "$ROOT" "$link"
+fi
+
+# 3. Default model, Whisper tiny.en and the demo inputs into ComfyUI's models/ and input/ (skipped
+#    when present), and the example workflows into the Workflows sidebar (also served as the pack's
+#    templates from workflows/).
+"$PY" "$ROOT/tools/demo_assets.py" install --base "$BASE"
+workflows="$BASE/user/default/workflows"
+mkdir -p "$workflows"
+for file in "$ROOT"/workflows/*.json; do
+    [ -e "$workflows/$(basename "$file")" ] || cp "$file" "$workflows/"
+done
+
+# 4. Run.
+if [ "$MODE" = "--demo" ]; then
+    echo "[start] running workflows/sayanything_talking_image.json headless (demo settings: 4 steps, 256 px crops)"
+    outputs="$("$PY" "$ROOT/tools/run_workflow.py" "$ROOT/workflows/sayanything_talking_image.json" --base "$BASE" \
+        --set SayAnythingSampler.steps=4 --set SayAnythingFaceCrop.crop_size=256)"
+    for path in $outputs; do
+        case "$path" in *.mp4) echo "[start] lip-synced video: $path" ;; esac
+    done
+    exit 0
+fi
+cpu=()
+"$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' || cpu=(--cpu)
+echo "[start] ComfyUI with SayAnything: open http://127.0.0.1:$PORT (example workflows: Workflows sidebar, or Templates > comfyui-sayanything)"
+base_args=()
+[ "$BASE" = "$COMFY" ] || base_args=(--base-directory "$BASE")
+exec "$PY" "$ROOT/tools/comfyui.py" "${cpu[@]}" "${base_args[@]}" --listen 127.0.0.1 --port "$PORT"
