@@ -4,7 +4,11 @@ Keys: ``unet.*``, ``audio_projection.*``, ``id_guider.*`` and optionally ``vae.*
 its own small VAE, such as the toy demo, ships it). Metadata::
 
     {"format": "sayanything", "format_version": "1", "config": <SayAnythingConfig JSON>,
+     "defaults": <ModelDefaults JSON: what the model was trained with and wants at inference>,
      "vae_config": <diffusers AutoencoderKLTemporalDecoder config JSON, only with vae.* keys>}
+
+Files written before ``defaults`` existed load with ``ModelDefaults()``. A loaded model carries its
+defaults as ``model.defaults``; ``save_checkpoint`` writes them back.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .configs import SayAnythingConfig, build_vae
+from .configs import ModelDefaults, SayAnythingConfig, build_vae
 from .models import SayAnythingModel
 
 FORMAT = "sayanything"
@@ -45,8 +49,12 @@ def save_checkpoint(
     vae=None,
     dtype: str | torch.dtype = torch.float32,
     overwrite: bool = False,
+    defaults: ModelDefaults | None = None,
 ) -> Path:
     """Write ``model`` (and ``vae`` if given) to ``path`` with weights stored in ``dtype``.
+
+    ``defaults``: the settings the model wants at inference (default: ``model.defaults`` if it has
+    them, else ``ModelDefaults()``).
 
     Refuses to replace an existing file unless ``overwrite``; writes to a temporary name first so an
     interrupted save never leaves a half-written file under the real name.
@@ -59,7 +67,9 @@ def save_checkpoint(
     for part in MODEL_PARTS:
         for key, value in getattr(model, part).state_dict().items():
             tensors[f"{part}.{key}"] = value.detach().to("cpu", dtype).contiguous()
-    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
+    defaults = defaults or getattr(model, "defaults", None) or ModelDefaults()
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json(),
+                "defaults": defaults.to_json()}
     if vae is not None:
         for key, value in vae.state_dict().items():
             tensors[f"vae.{key}"] = value.detach().to("cpu", dtype).contiguous()
@@ -78,10 +88,24 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
         return _check_metadata(path, handle.metadata())
 
 
+def read_model_defaults(path: str | os.PathLike) -> ModelDefaults:
+    """The inference defaults stored in a checkpoint (``ModelDefaults()`` for files that have none)."""
+    path = Path(path)
+    return _parse_defaults(path, read_checkpoint_metadata(path))
+
+
+def _parse_defaults(path: Path, metadata: dict[str, str]) -> ModelDefaults:
+    try:
+        return ModelDefaults.from_json(metadata.get("defaults"))
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{path}: the defaults in its metadata are invalid: {error}") from error
+
+
 def load_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
 ) -> tuple[SayAnythingModel, object | None]:
-    """Load ``(model, vae_or_None)``; ``dtype`` None keeps the stored precision.
+    """Load ``(model, vae_or_None)``; ``dtype`` None keeps the stored precision; ``model.defaults``
+    holds the file's :class:`ModelDefaults`.
 
     Strict: every tensor of the model must be in the file with its shape, and the file may hold
     nothing else. Errors name the file and what is wrong.
@@ -94,6 +118,7 @@ def load_checkpoint(
             config = SayAnythingConfig.from_json(metadata["config"])
         except (ValueError, TypeError) as error:
             raise CheckpointError(f"{path}: the model config in its metadata is invalid: {error}") from error
+        defaults = _parse_defaults(path, metadata)
         with torch.device("meta"):
             model = SayAnythingModel(config)
             vae = build_vae(json.loads(metadata["vae_config"])) if "vae_config" in metadata else None
@@ -116,6 +141,7 @@ def load_checkpoint(
     if vae is not None:
         vae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("vae.")}, strict=True, assign=True)
         vae.eval()
+    model.defaults = defaults
     return model.eval(), vae
 
 

@@ -159,6 +159,65 @@ class SayAnythingConfig:
         return cls.from_dict(json.loads(text))
 
 
+@dataclass
+class ModelDefaults:
+    """What a model was trained with and wants at inference: the ``defaults`` of its checkpoint file.
+
+    Nodes and ``run`` start from these wherever the user leaves a setting on ``auto``; training writes
+    them. This class is the one place each default is typed (the values below suit SVD-sized models).
+    """
+
+    crop_size: int = 512  # side of the aligned face crop, pixels
+    window: int = 14  # frames denoised together
+    overlap: int = 4  # frames shared by neighbouring windows
+    steps: int = 10
+    reference_guidance: float = 2.0
+    audio_guidance: float = 4.0
+    noise_aug_strength: float = 0.02  # SVD's canvas noise augmentation
+    fps: float = 25.0  # frame rate of the training clips (a still image's default)
+    motion_bucket_id: int = 127
+    feature_window: int = 10  # Whisper encoder frames (50 Hz) per video frame
+    upper_edge: str = "nose"  # top of the adaptive mask: mouth, nose or eyes
+    mask_expand: float = 0.08  # fractions of the face size
+    mask_feather: float = 0.06
+    mask_hold: float = 0.5  # seconds the crop-space mask holds the jaw's outline (see face_masks)
+
+    def __post_init__(self) -> None:
+        if self.crop_size < 8 or self.window < 1 or not 0 <= self.overlap < self.window or self.steps < 1:
+            raise ValueError(
+                f"defaults out of range: crop_size={self.crop_size}, window={self.window}, "
+                f"overlap={self.overlap}, steps={self.steps}"
+            )
+
+    @classmethod
+    def for_preset(cls, name: str) -> "ModelDefaults":
+        """Sensible defaults for a fresh model of a named size (``init`` writes them)."""
+        if name == "tiny":  # the toy world's scale: 64 px crops, the tiny UNet's 8-frame windows
+            return cls(crop_size=64, window=8, overlap=2, noise_aug_strength=0.0)
+        if name not in PRESETS:
+            raise ValueError(f"unknown model size {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls()
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "ModelDefaults":
+        """Defaults from a file's metadata; keys this code does not know (newer files) are ignored and
+        keys a file lacks (older files) keep the class defaults."""
+        if not text:
+            return cls()
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"defaults must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def replace(self, **changes: Any) -> "ModelDefaults":
+        """A copy with the given settings changed; ``None`` values (``auto``) keep the default."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
 # Temporal VAEs (diffusers ``AutoencoderKLTemporalDecoder`` keyword arguments). "full" is SVD's; "tiny"
 # downsamples 4x (three blocks) for tests and the toy world.
 VAE_PRESETS: dict[str, dict[str, Any]] = {

@@ -28,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from ..checkpoint import parse_dtype, save_checkpoint
-    from ..configs import SayAnythingConfig, build_vae
+    from ..configs import ModelDefaults, SayAnythingConfig, build_vae
     from ..models import SayAnythingModel
 
     if args.svd is not None:
@@ -63,7 +63,8 @@ def main(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
         model = SayAnythingModel(SayAnythingConfig.preset(size))
         vae = build_vae(size) if args.vae else None
-    path = save_checkpoint(args.output, model, vae=vae, dtype=dtype, overwrite=args.overwrite)
+    path = save_checkpoint(args.output, model, vae=vae, dtype=dtype, overwrite=args.overwrite,
+                           defaults=ModelDefaults.for_preset(size))
     print(json.dumps({"output": str(path), "size": size, "dtype": str(dtype).replace("torch.", ""),
                       "parameters": model.num_parameters(), "vae": vae is not None}, indent=2))
     return 0
