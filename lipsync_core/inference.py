@@ -241,16 +241,25 @@ def face_mask(track, fps: float, options: FaceOptions | None = None, user_mask: 
     return torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32))
 
 
-def draw_face_preview(frames: torch.Tensor, mask: torch.Tensor, track) -> torch.Tensor:
-    """Frames with the mask tinted red and the landmarks drawn green, for checking the track at a glance."""
-    alpha = 0.5 * mask[..., None].float()
-    preview = frames[..., :3].float() * (1 - alpha) + torch.tensor([1.0, 0.0, 0.0]) * alpha
-    height, width = preview.shape[1:3]
-    for index, points in enumerate(np.asarray(track.landmarks)):
-        points = points[np.isfinite(points).all(axis=1)].round().astype(int)
-        inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
-        points = torch.from_numpy(points[inside])
-        preview[index, points[:, 1], points[:, 0]] = torch.tensor([0.0, 1.0, 0.0])
+def draw_face_preview(frames: torch.Tensor, mask: torch.Tensor, track, max_side: int = 512) -> torch.Tensor:
+    """Frames with the mask tinted red and the landmarks drawn green, for checking the track at a glance;
+    at most ``max_side`` pixels on the long side (a preview, not another copy of the video)."""
+    import cv2
+
+    height, width = frames.shape[1:3]
+    scale = min(1.0, max_side / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    preview = torch.empty(frames.shape[0], size[1], size[0], 3)
+    red = np.array([1.0, 0.0, 0.0], np.float32)
+    for index in range(frames.shape[0]):
+        frame = cv2.resize(frames[index, ..., :3].float().numpy(), size, interpolation=cv2.INTER_AREA)
+        alpha = 0.5 * cv2.resize(mask[index].float().numpy(), size, interpolation=cv2.INTER_AREA)[..., None]
+        frame = frame * (1 - alpha) + red * alpha
+        points = track.landmarks[index]
+        points = (points[np.isfinite(points).all(axis=1)] * scale).round().astype(int)
+        inside = (points[:, 0] >= 0) & (points[:, 0] < size[0]) & (points[:, 1] >= 0) & (points[:, 1] < size[1])
+        frame[points[inside, 1], points[inside, 0]] = (0.0, 1.0, 0.0)
+        preview[index] = torch.from_numpy(frame)
     return preview
 
 

@@ -122,12 +122,15 @@ class VideoReader:
             raise ValueError(f"{self.path} contains no video frames")
 
     def frames(self, indices: Iterable[int]) -> Iterator[np.ndarray]:
-        """The frames at ``indices`` (after a full pass), in that order."""
+        """The frames at ``indices``, in that order (a first full pass is made if none was)."""
         if self.info.is_image:
             image = read_image(self.path)
             for _ in indices:
                 yield image
             return
+        if not self._pts:
+            for _ in self:
+                pass
         for index in indices:
             index = int(index)
             if not 0 <= index < self.num_frames:
