@@ -286,7 +286,8 @@ def test_missing_whisper_folder_names_it(comfy, comfy_inputs, object_info):
 
 
 def test_out_of_range_value_is_a_node_error(comfy, comfy_inputs, object_info):
-    prompt, _ = prompt_for("sayanything_talking_image.json", object_info, {"SayAnythingSampler": {"steps": 0}})
+    # steps 0 is "auto" (the model's default); below that is out of range.
+    prompt, _ = prompt_for("sayanything_talking_image.json", object_info, {"SayAnythingSampler": {"steps": -1}})
     with pytest.raises(PromptRejected) as rejected:
         comfy.queue(prompt)
     errors = rejected.value.node_errors[node_id(prompt, "SayAnythingSampler")]["errors"]
