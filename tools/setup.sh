@@ -32,22 +32,23 @@ fi
 # 2. Python environment.
 [ -x "$PY" ] || python3 -m venv "$VENV"
 stamp="$VENV/.sayanything-setup"
-want="$(cat "$CONSTRAINTS" "$ROOT/pyproject.toml" "$ROOT/tools/setup.sh" | sha256sum | cut -c1-16)"
+want="$(cat "$CONSTRAINTS" "$ROOT/pyproject.toml" "$ROOT/requirements.txt" "$ROOT/tools/setup.sh" | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[setup] installing Python packages into $VENV"
     pip_install --upgrade pip wheel
     pip_install torch==2.13.0
-    # The pack's dependencies with its test and training extras, read from pyproject.toml. The pack
+    # The pack's requirements (what ComfyUI-Manager installs) with the test and training extras. The pack
     # itself is not installed: ComfyUI loads it from custom_nodes and the tests from the checkout.
     mapfile -t deps < <("$PY" -c '
 import sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-extras = project["optional-dependencies"]
-print("\n".join(project["dependencies"] + extras["test"] + extras["train"]))
+extras = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]
+print("\n".join(extras["test"] + extras["train"]))
 ' "$ROOT/pyproject.toml")
-    pip_install "${deps[@]}"
-    # mediapipe 0.10.21 is the last release with the bundled face-mesh models; its own metadata
-    # would pull opencv-contrib and numpy<2, so it goes in without dependencies.
+    mapfile -t pack < <(grep -v -E '^\s*(#|$|mediapipe)' "$ROOT/requirements.txt")
+    pip_install "${pack[@]}" opencv-python-headless "${deps[@]}"
+    # mediapipe 0.10.21 is the last release with the bundled face-mesh models (works offline); its own
+    # metadata would pull opencv-contrib and numpy<2, so it goes in without dependencies (and cv2 comes
+    # from opencv-python-headless above).
     pip_install --no-deps mediapipe==0.10.21
     pip_install absl-py attrs matplotlib "protobuf>=4.25.3,<5" flatbuffers sounddevice
     # Real Whisper tiny.en weights (CTranslate2 format) for tests and the demo.
