@@ -5,8 +5,8 @@ from __future__ import annotations
 import comfy.utils
 from comfy_api.latest import io
 
-from . import model_folders
 from ..lipsync_core.audio import audio_from_comfy
+from . import model_folders
 from .types import CATEGORY, PRECISIONS, WhisperFeatures, WhisperModel
 
 DEVICES = ["auto", "cpu"]

@@ -60,7 +60,7 @@ class ComfyServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, extra_args: tuple[str, ...] = (), cpu: bool = True, timeout: float = 120.0) -> "ComfyServer":
+    def start(self, extra_args: tuple[str, ...] = (), cpu: bool = True, timeout: float = 120.0) -> ComfyServer:
         prepare_base_directory(self.base)
         self.log_path = self.base / "comfyui.log"
         command = [

@@ -19,7 +19,12 @@ sys.path.insert(0, str(REPO))
 
 from tools.comfy_client import UPLOAD_EXTRA_VALUES, WIDGET_TYPES, ComfyClient, ComfyServer, input_specs  # noqa: E402
 from tools.demo_assets import (  # noqa: E402
-    DEFAULT_MODEL_FILE, MASKED_PORTRAIT_FILE, PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE, WHISPER_FOLDER,
+    DEFAULT_MODEL_FILE,
+    MASKED_PORTRAIT_FILE,
+    PORTRAIT_FILE,
+    SPEECH_FILE,
+    VIDEO_FILE,
+    WHISPER_FOLDER,
 )
 
 # The workflows run as they are on what tools/start.sh installs: the default model (which carries

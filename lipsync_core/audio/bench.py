@@ -37,7 +37,11 @@ def main(argv=None) -> int:
         # A chirped, amplitude-modulated tone: speech-like energy everywhere, no silence shortcuts.
         seconds = int(args.minutes * 60)
         t = torch.arange(seconds * 16000) / 16000
-        waveform = 0.3 * torch.sin(2 * torch.pi * (200 + 50 * torch.sin(t)) * t) * (0.6 + 0.4 * torch.sin(2 * torch.pi * 4 * t))
+        waveform = (
+            0.3
+            * torch.sin(2 * torch.pi * (200 + 50 * torch.sin(t)) * t)
+            * (0.6 + 0.4 * torch.sin(2 * torch.pi * 4 * t))
+        )
         audio = Audio(waveform, 16000)
         encoder.frame_features(Audio(waveform[:16000], 16000), args.fps)  # warm-up
         start = time.perf_counter()

@@ -39,43 +39,51 @@ def _timed(function, repeat: int = 1):
     return best, result
 
 
+def _row(video: np.ndarray, backend, size: int) -> str:
+    """One table row: frames per second of each stage on ``video``."""
+    from . import align_transforms, crop_track, face_masks, paste_back, track_faces, warp_to_crop
+
+    track_faces(video[:5], backend=backend)  # warm-up
+    t_track, track = _timed(lambda: track_faces(video, fps=25, backend=backend))
+    if not track.found.all():
+        print(f"warning: face found in {track.found.sum()}/{len(video)} frames")
+
+    def crop():
+        transforms = align_transforms(track, size)
+        return transforms, warp_to_crop(video, transforms, size)
+
+    t_crop, (transforms, crops) = _timed(crop, 2)
+    in_crop = crop_track(track, transforms, size)
+    # the crop-space mask as prepare_face_crops makes it: outlines held over +-0.5 s
+    t_mask, masks = _timed(lambda: face_masks(in_crop, hold=12), 2)
+    edited = 255 - crops
+    t_paste, _ = _timed(lambda: paste_back(video, edited, masks, transforms, track.found), 2)
+    target = video.copy()
+    t_inplace, _ = _timed(lambda: paste_back(target, edited, masks, transforms, track.found, inplace=True), 2)
+    n = len(video)
+    total = t_track + t_crop + t_mask
+    height, width = video.shape[1:3]
+    return (
+        f"| {width}x{height} | {n / t_track:.0f} | {n / t_mask:.0f} | {n / t_crop:.0f} | {n / total:.0f} "
+        f"| {n / t_paste:.0f} | {n / t_inplace:.0f} |"
+    )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--size", type=int, default=512, help="crop size")
     args = parser.parse_args(argv)
-    from . import align_transforms, create_backend, crop_track, face_masks, paste_back, track_faces, warp_to_crop
+    from . import create_backend
 
     backend = create_backend()  # created once: loading mediapipe's graphs takes ~1 s and is not per frame
-
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, cv2 threads {cv2.getNumThreads()}")
-    print("| frame size | landmarks fps | mask fps | align+crop fps | landmarks+mask+crop fps | paste-back fps | paste-back in place fps |")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"cv2 threads {cv2.getNumThreads()}")
+    print("| frame size | landmarks fps | mask fps | align+crop fps | landmarks+mask+crop fps | paste-back fps "
+          "| paste-back in place fps |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for height, width, face_px in ((512, 512, 110), (1080, 1920, 300)):
-        video = _video(height, width, args.frames, face_px)
-        track_faces(video[:5], backend=backend)  # warm-up
-        t_track, track = _timed(lambda: track_faces(video, fps=25, backend=backend))
-        if not track.found.all():
-            print(f"warning: face found in {track.found.sum()}/{len(video)} frames")
-
-        def crop():
-            transforms = align_transforms(track, args.size)
-            return transforms, warp_to_crop(video, transforms, args.size)
-
-        t_crop, (transforms, crops) = _timed(crop, 2)
-        in_crop = crop_track(track, transforms, args.size)
-        # the crop-space mask as prepare_face_crops makes it: outlines held over +-0.5 s
-        t_mask, masks = _timed(lambda: face_masks(in_crop, hold=12), 2)
-        edited = 255 - crops
-        t_paste, _ = _timed(lambda: paste_back(video, edited, masks, transforms, track.found), 2)
-        target = video.copy()
-        t_inplace, _ = _timed(lambda: paste_back(target, edited, masks, transforms, track.found, inplace=True), 2)
-        n = len(video)
-        total = t_track + t_crop + t_mask
-        print(
-            f"| {width}x{height} | {n / t_track:.0f} | {n / t_mask:.0f} | {n / t_crop:.0f} | {n / total:.0f} "
-            f"| {n / t_paste:.0f} | {n / t_inplace:.0f} |"
-        )
+        print(_row(_video(height, width, args.frames, face_px), backend, args.size))
     backend.close()
     return 0
 

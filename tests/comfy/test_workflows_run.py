@@ -24,7 +24,12 @@ from PIL import Image
 from lipsync_core.pipeline import plan_windows
 from tools.comfy_client import PromptRejected, load_workflow, workflow_to_api
 from tools.demo_assets import (
-    DEFAULT_MODEL_FILE, MASKED_PORTRAIT_FILE, PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE, WHISPER_FOLDER,
+    DEFAULT_MODEL_FILE,
+    MASKED_PORTRAIT_FILE,
+    PORTRAIT_FILE,
+    SPEECH_FILE,
+    VIDEO_FILE,
+    WHISPER_FOLDER,
     install_default_model,
 )
 
@@ -66,7 +71,6 @@ def comfy_inputs(comfy_server, comfy_models, astronaut, speech_wav, tmp_path_fac
     """The demo inputs, uploaded through /upload/image like the frontend does."""
     from lipsync_core.audio import load_audio
     from lipsync_core.inference import write_video
-
     from tools.comfy_client import ComfyClient
 
     folder = tmp_path_factory.mktemp("inputs")

@@ -12,8 +12,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from lipsync_core.configs import VAE_PRESETS, SayAnythingConfig, build_vae
-from lipsync_core.models import SayAnythingModel, make_added_time_ids
+from lipsync_core.configs import SayAnythingConfig, build_vae
+from lipsync_core.models import SayAnythingModel
 from lipsync_core.models.unet import SayAnythingUNet
 from lipsync_core.svd_import import (
     SVDImportError,
@@ -109,7 +109,9 @@ def test_imported_unet_and_vae_compute_what_comfy_computes(comfy_reference):
     model, vae = model_from_svd(path)
     frames = io["x"].shape[0]
 
-    sample = torch.cat([io["x"], torch.ones(frames, 1, *io["x"].shape[-2:])], dim=1)[None]  # mask channel is zero-weighted
+    sample = torch.cat([io["x"], torch.ones(frames, 1, *io["x"].shape[-2:])], dim=1)[
+        None
+    ]  # mask channel is zero-weighted
     context = io["context"][None]  # the same tokens on every frame
     with torch.no_grad():
         ours = model.unet(sample, io["timestep"][:1], context, io["added_time_ids"])
@@ -123,7 +125,9 @@ def test_imported_unet_and_vae_compute_what_comfy_computes(comfy_reference):
     torch.testing.assert_close(decoded, io["decoded"], rtol=1e-4, atol=1e-4)
 
     original = load_file(str(path))
-    torch.testing.assert_close(model.unet.conv_in.weight[:, :8], original["model.diffusion_model.input_blocks.0.0.weight"])
+    torch.testing.assert_close(
+        model.unet.conv_in.weight[:, :8], original["model.diffusion_model.input_blocks.0.0.weight"]
+    )
     assert torch.count_nonzero(model.unet.conv_in.weight[:, 8:]) == 0
     assert all(torch.count_nonzero(p.weight) == 0 for p in model.id_guider.projections)
     assert not any(t.is_meta for t in list(model.parameters()) + list(vae.parameters()))
