@@ -10,13 +10,14 @@ EXPECTED = {
     "SayAnythingLoadAudio": (["AUDIO"], ["audio", "start", "duration"]),
     "SayAnythingFitAudioToVideo": (["IMAGE", "AUDIO", "INT"], ["images", "audio", "fps", "mode"]),
     "SayAnythingWhisperLoader": (["SAYANYTHING_WHISPER"], ["model", "precision", "device"]),
-    "SayAnythingWhisperFeatures": (["WHISPER_FEATURES"], ["whisper", "audio", "fps", "frame_count", "window"]),
-    "SayAnythingFaceMask": (["MASK", "FACE_TRACK", "IMAGE"],
+    "SayAnythingWhisperFeatures": (["SAYANYTHING_WHISPER_FEATURES"],
+                                   ["whisper", "audio", "fps", "frame_count", "window"]),
+    "SayAnythingFaceMask": (["MASK", "SAYANYTHING_FACE_TRACK", "IMAGE"],
                             ["images", "fps", "face", "face_index", "upper_edge", "expand", "feather"]),
-    "SayAnythingFaceCrop": (["IMAGE", "MASK", "FACE_CROP"], ["images", "mask", "face_track", "crop_size"]),
+    "SayAnythingFaceCrop": (["IMAGE", "MASK", "SAYANYTHING_FACE_CROP"], ["images", "mask", "face_track", "crop_size"]),
     "SayAnythingFacePaste": (["IMAGE"], ["images", "crops", "crop_mask", "face_crop"]),
     "SayAnythingModelLoader": (["SAYANYTHING_MODEL"], ["model", "svd_checkpoint", "precision"]),
-    "SayAnythingReferenceEncode": (["ID_FEATURES"], ["model", "reference", "frame_index"]),
+    "SayAnythingReferenceEncode": (["SAYANYTHING_ID_FEATURES"], ["model", "reference", "frame_index"]),
     "SayAnythingSampler": (["IMAGE"], ["model", "crops", "crop_mask", "audio_features", "id_features", "fps", "steps",
                                        "seed", "reference_guidance", "audio_guidance", "window", "overlap",
                                        "decode_chunk"]),
@@ -31,6 +32,47 @@ def test_every_node_is_registered_with_its_types(object_info):
         assert info["output"] == outputs, name
         assert list(info["input"]["required"]) == required, name
         assert info["category"] == "SayAnything"
+
+
+def test_custom_types_carry_the_pack_prefix(object_info):
+    core = {"IMAGE", "MASK", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+    for name in EXPECTED:
+        info = object_info[name]
+        types = list(info["output"])
+        for section in ("required", "optional"):
+            types += [spec[0] for spec in info["input"].get(section, {}).values() if isinstance(spec[0], str)]
+        for kind in set(types) - core:
+            assert kind.startswith("SAYANYTHING_"), f"{name} uses the unprefixed type {kind}"
+
+
+# Display names still to be made to match their ids in files being rewritten on main (see the note).
+DISPLAY_NAMES_PENDING = {"SayAnythingFaceMask", "SayAnythingFacePaste", "SayAnythingReferenceEncode"}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=False, reason="display name set in a file main is rewriting"))
+    if name in DISPLAY_NAMES_PENDING else name
+    for name in EXPECTED
+])
+def test_display_name_spells_the_node_id(object_info, name):
+    # "SayAnything Fit Audio to Video" for SayAnythingFitAudioToVideo: what users see in the menu is what a
+    # workflow file or an error message names; a parenthesis may add a hint ("(ID-Guider)").
+    display = object_info[name]["display_name"].split(" (")[0]
+    assert display.replace(" ", "").lower() == name.lower()
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=False, reason="schema built in a file main is rewriting"))
+    if name in DISPLAY_NAMES_PENDING | {"SayAnythingFaceCrop", "SayAnythingModelLoader", "SayAnythingSampler"}
+    else name
+    for name in EXPECTED
+])
+def test_descriptions_say_what_to_connect(object_info, name):
+    # Every node with a custom-typed or media input names the node its input comes from or its output goes to.
+    description = object_info[name]["description"]
+    others = [other for other in EXPECTED if other != name]
+    named = [other for other in others if object_info[other]["display_name"] in description]
+    assert "Connect" in description and named, description
 
 
 def test_every_input_has_a_tooltip(object_info):
