@@ -4,24 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.comfy
+from tests.support.workflows import PACK_NODES as EXPECTED
 
-EXPECTED = {
-    "SayAnythingLoadAudio": (["AUDIO"], ["audio", "start", "duration"]),
-    "SayAnythingFitAudioToVideo": (["IMAGE", "AUDIO", "INT"], ["images", "audio", "fps", "mode"]),
-    "SayAnythingWhisperLoader": (["SAYANYTHING_WHISPER"], ["model", "precision", "device"]),
-    "SayAnythingWhisperFeatures": (["SAYANYTHING_WHISPER_FEATURES"],
-                                   ["whisper", "audio", "fps", "frame_count", "window"]),
-    "SayAnythingFaceMask": (["MASK", "SAYANYTHING_FACE_TRACK", "IMAGE"],
-                            ["images", "fps", "face", "face_index", "upper_edge", "expand", "feather"]),
-    "SayAnythingFaceCrop": (["IMAGE", "MASK", "SAYANYTHING_FACE_CROP"], ["images", "mask", "face_track", "crop_size"]),
-    "SayAnythingFacePaste": (["IMAGE"], ["images", "crops", "crop_mask", "face_crop"]),
-    "SayAnythingModelLoader": (["SAYANYTHING_MODEL"], ["model", "svd_checkpoint", "precision"]),
-    "SayAnythingReferenceEncode": (["SAYANYTHING_ID_FEATURES"], ["model", "reference", "frame_index"]),
-    "SayAnythingSampler": (["IMAGE"], ["model", "crops", "crop_mask", "audio_features", "id_features", "fps", "steps",
-                                       "seed", "reference_guidance", "audio_guidance", "window", "overlap",
-                                       "decode_chunk"]),
-}
+pytestmark = pytest.mark.comfy
 
 
 def test_every_node_is_registered_with_its_types(object_info):
