@@ -273,3 +273,59 @@ def test_user_mask_edits_a_face_the_detector_cannot_see(comfy, comfy_base, comfy
     taps = read_taps(comfy, result.prompt_id, comfy_base, "noface")
     assert len(taps["out"]) == 4
     assert_unchanged_outside_mask(taps)
+
+
+@pytest.fixture(scope="module")
+def long_inputs(comfy_server, comfy_inputs, tmp_path_factory, astronaut, speech_wav):
+    """A 10 s clip at 25 fps (250 frames to track) and 95 s of speech (four 30 s Whisper windows)."""
+    import cv2
+
+    from lipsync_core.audio import Audio, load_audio, save_wav
+    from tests.support.media import write_clip
+    from tools.comfy_client import ComfyClient
+
+    folder = tmp_path_factory.mktemp("long_inputs")
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    write_clip(folder / "long_clip.mkv", np.stack([np.roll(small, i % 40, axis=1) for i in range(250)]), 25)
+    speech = load_audio(speech_wav).waveform
+    gap = torch.zeros(16000)
+    long_speech = torch.cat([torch.cat([speech, gap])] * int(95 / (len(speech) / 16000 + 1) + 1))
+    save_wav(Audio(long_speech, 16000), folder / "long_speech.wav")
+    client = ComfyClient(comfy_server.url)
+    return {name: client.upload(folder / name) for name in ("long_clip.mkv", "long_speech.wav")}
+
+
+@pytest.mark.parametrize("node_type", ["SayAnythingFaceMask", "SayAnythingWhisperFeatures"])
+def test_cancel_during_each_long_node(comfy, comfy_inputs, object_info, long_inputs, node_type):
+    # Cancel at the node's first progress report: ComfyUI stops inside that node (its progress hook checks
+    # the interrupt), reports where, and runs the next prompt. The sampler's case is the test above.
+    if node_type == "SayAnythingFaceMask":
+        prompt, workflow = prompt_for("sayanything_video_lipsync.json", object_info, {
+            "LoadVideo": {"file": long_inputs["long_clip.mkv"]},
+            "SayAnythingFitAudioToVideo": {"mode": "pad_silence"},
+            "SayAnythingModelLoader": {"model": TEST_MODEL, "svd_checkpoint": TEST_SVD},
+        })
+    else:
+        prompt, workflow = prompt_for("sayanything_talking_image.json", object_info, {
+            "LoadAudio": {"audio": long_inputs["long_speech.wav"]}, "PrimitiveFloat": {"value": 1.0},
+        })
+    target = node_id(prompt, node_type)
+    reports = []
+
+    def on_event(event: dict) -> None:
+        data = event.get("data", {})
+        if event["type"] == "progress" and data.get("node") == target:
+            reports.append((data["value"], data["max"]))
+            if len(reports) == 1:
+                comfy.interrupt()
+
+    result = comfy.run(prompt, workflow, on_event=on_event)
+    assert result.status == "interrupted"
+    (interrupted,) = [e["data"] for e in result.events if e["type"] == "execution_interrupted"]
+    assert interrupted["node_type"] == node_type
+    done, total = reports[-1]
+    assert done < total  # it stopped inside the node, not after it
+    # The server carries on: the same graph on the short demo inputs runs.
+    short, _ = prompt_for("sayanything_talking_image.json", object_info, {"PrimitiveFloat": {"value": 4.0}})
+    run_ok(comfy, short)
+
