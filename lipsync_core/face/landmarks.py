@@ -34,14 +34,18 @@ TILE_SEARCH_EVERY = 5  # frames between tiled searches while no face is found
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 
 
+TASK_FILE_URL = (  # Google's MediaPipe Face Landmarker model (the "Face landmark detection" guide, Models)
+    "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/latest/face_landmarker.task"
+)
+
+
 def task_file_help(folders: Sequence[Path]) -> str:
     where = ", ".join(str(f) for f in folders) or "your model folder (ComfyUI: models/mediapipe)"
     return (
         f"mediapipe's face landmark model was not found. This mediapipe version has only the Tasks API, "
-        f"which needs the file '{TASK_FILE_NAME}'. Put it in: {where}. It is Google's MediaPipe Face "
-        "Landmarker model, offered for download on the MediaPipe 'Face landmark detection' guide (Google AI "
-        "Edge documentation, section 'Models'). Alternatively install mediapipe==0.10.21, whose legacy face "
-        "mesh has its models built in."
+        f"which needs the file '{TASK_FILE_NAME}' (Google's MediaPipe Face Landmarker model, about 3.6 MB): "
+        f"download {TASK_FILE_URL} and put it in: {where}. Alternatively install mediapipe==0.10.21, whose "
+        "legacy face mesh has its models built in (the pack's tools/install_offline_mediapipe.sh)."
     )
 
 
