@@ -6,7 +6,7 @@ uncommitted changes included), ``pip install -r requirements.txt``, then a real 
 With the current mediapipe that pip picks (Tasks API only, no face model bundled) every node
 registers and the face node answers with what to download and where to put it; after
 tools/install_offline_mediapipe.sh (mediapipe 0.10.21) the talking-image workflow runs to an mp4.
-Several minutes of pip and two server starts: marked slow; figures in BENCHMARKS.md.
+About two minutes (pip from the registry, two server starts); figures in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tools.comfy_client import PACK_FOLDER_NAME, ComfyClient, ComfyServer
 from tools.comfyui import comfyui_dir
 from tools.demo_assets import PORTRAIT_FILE, SPEECH_FILE
 
-pytestmark = [pytest.mark.slow, pytest.mark.comfy]
+pytestmark = pytest.mark.comfy
 
 REPO = Path(__file__).resolve().parents[2]
 
