@@ -10,6 +10,7 @@ from .face import SayAnythingFaceCrop, SayAnythingFaceMask, SayAnythingFacePaste
 from .model import SayAnythingModelLoader, SayAnythingReferenceEncode
 from .model_folders import register_model_folders
 from .sampler import SayAnythingSampler
+from .video import SayAnythingLipSyncVideo
 from .whisper import SayAnythingWhisperFeatures, SayAnythingWhisperLoader
 
 NODES: list[type[io.ComfyNode]] = [
@@ -23,6 +24,7 @@ NODES: list[type[io.ComfyNode]] = [
     SayAnythingModelLoader,
     SayAnythingReferenceEncode,
     SayAnythingSampler,
+    SayAnythingLipSyncVideo,
 ]
 
 

@@ -21,15 +21,16 @@ import math
 import shutil
 import struct
 import tempfile
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Union
 
 import numpy as np
 import torch
 
-from .io import WHISPER_SAMPLE_RATE, Audio, resample
 from .fit import as_fps
+from .io import WHISPER_SAMPLE_RATE, Audio, resample
 
 PathLike = Union[str, Path]
 
@@ -75,7 +76,7 @@ def _import_transformers_whisper():
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 
 
-def read_ctranslate2_model(path: PathLike) -> Tuple[str, Dict[str, np.ndarray]]:
+def read_ctranslate2_model(path: PathLike) -> tuple[str, dict[str, np.ndarray]]:
     """Parse a CTranslate2 ``model.bin`` (binary versions 4-6) into ``(spec name, {name: array})``.
 
     Aliases (e.g. the tied output projection) become extra names pointing at the same array. int8
@@ -108,7 +109,7 @@ def read_ctranslate2_model(path: PathLike) -> Tuple[str, Dict[str, np.ndarray]]:
             raise ValueError(f"{path}: CTranslate2 binary version {version} is not supported (4-6 are).")
         spec = take_string()
         take("I")  # spec revision
-        variables: Dict[str, np.ndarray] = {}
+        variables: dict[str, np.ndarray] = {}
         for _ in range(take("I")):
             name = take_string()
             shape = tuple(take("I") for _ in range(take("B")))
@@ -132,7 +133,7 @@ def read_ctranslate2_model(path: PathLike) -> Tuple[str, Dict[str, np.ndarray]]:
     return spec, variables
 
 
-def _ct2_dequantize(variables: Dict[str, np.ndarray], name: str) -> np.ndarray:
+def _ct2_dequantize(variables: dict[str, np.ndarray], name: str) -> np.ndarray:
     """Float32 value of a CTranslate2 variable; int8/int16 weights are divided by their per-row ``*_scale``."""
     value = variables[name]
     if value.dtype in (np.int8, np.int16) and f"{name}_scale" in variables:
@@ -141,17 +142,17 @@ def _ct2_dequantize(variables: Dict[str, np.ndarray], name: str) -> np.ndarray:
     return value.astype(np.float32)
 
 
-def _ct2_scalar(variables: Dict[str, np.ndarray], name: str, default: int) -> int:
+def _ct2_scalar(variables: dict[str, np.ndarray], name: str, default: int) -> int:
     return int(variables[name].reshape(-1)[0]) if name in variables else default
 
 
-def _ct2_whisper_to_openai(variables: Dict[str, np.ndarray]) -> Tuple[dict, Dict[str, torch.Tensor]]:
+def _ct2_whisper_to_openai(variables: dict[str, np.ndarray]) -> tuple[dict, dict[str, torch.Tensor]]:
     """CTranslate2 WhisperSpec variables -> openai-whisper dims and state dict (float32)."""
 
     def get(name: str) -> torch.Tensor:
         return torch.from_numpy(_ct2_dequantize(variables, name).copy())
 
-    state: Dict[str, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
 
     def linear(src: str, dst: str, bias: bool = True) -> None:
         state[f"{dst}.weight"] = get(f"{src}/weight")
@@ -161,7 +162,7 @@ def _ct2_whisper_to_openai(variables: Dict[str, np.ndarray]) -> Tuple[dict, Dict
     def norm(src: str, dst: str) -> None:
         state[f"{dst}.weight"], state[f"{dst}.bias"] = get(f"{src}/gamma"), get(f"{src}/beta")
 
-    def split_linear(src: str, dsts: Tuple[str, ...]) -> None:
+    def split_linear(src: str, dsts: tuple[str, ...]) -> None:
         # CTranslate2 fuses q/k/v (or k/v) along the output dimension; Whisper's key has no bias and
         # CTranslate2 stores zeros there.
         weights = get(f"{src}/weight").chunk(len(dsts), dim=0)
@@ -258,7 +259,7 @@ def _openai_key_to_hf(key: str) -> str:
     raise ValueError(f"Unexpected openai-whisper parameter {key!r}: is this a Whisper checkpoint?")
 
 
-def _special_token_ids(n_vocab: int, tokenizer_file: Optional[Path]) -> Dict[str, int]:
+def _special_token_ids(n_vocab: int, tokenizer_file: Path | None) -> dict[str, int]:
     """Ids of Whisper's special tokens, read from the shipped tokenizer when there is one."""
     if tokenizer_file is not None and tokenizer_file.is_file():
         added = {t["content"]: t["id"] for t in json.loads(tokenizer_file.read_text())["added_tokens"]}
@@ -278,11 +279,11 @@ def _special_token_ids(n_vocab: int, tokenizer_file: Optional[Path]) -> Dict[str
 
 def _write_transformers_folder(
     dims: dict,
-    state: Dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
     output_dir: PathLike,
-    tokenizer_file: Optional[Path] = None,
-    suppress_tokens: Optional[list] = None,
-    alignment_heads: Optional[list] = None,
+    tokenizer_file: Path | None = None,
+    suppress_tokens: list | None = None,
+    alignment_heads: list | None = None,
     dtype: torch.dtype = torch.float16,
 ) -> Path:
     """Write a transformers Whisper folder (config, safetensors weights, feature extractor, generation config)."""
@@ -416,7 +417,7 @@ def convert_whisper(source: PathLike, output_dir: PathLike) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_encoder_state(folder: Path) -> Dict[str, torch.Tensor]:
+def _read_encoder_state(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     files = sorted(folder.glob("*.safetensors"))
@@ -480,7 +481,7 @@ class WhisperAudioEncoder(torch.nn.Module):
         self,
         audio: Audio,
         leading_silence_frames: int = 0,
-        progress: Optional[Callable[[int, int], None]] = None,
+        progress: Callable[[int, int], None] | None = None,
         hop: int = WINDOW_HOP_ENCODER_FRAMES,
         crossfade: int = CROSSFADE_ENCODER_FRAMES,
     ) -> torch.Tensor:
@@ -500,10 +501,10 @@ class WhisperAudioEncoder(torch.nn.Module):
         self,
         audio: Audio,
         leading_silence_frames: int = 0,
-        progress: Optional[Callable[[int, int], None]] = None,
+        progress: Callable[[int, int], None] | None = None,
         hop: int = WINDOW_HOP_ENCODER_FRAMES,
         crossfade: int = CROSSFADE_ENCODER_FRAMES,
-    ) -> Iterator[Tuple[int, torch.Tensor]]:
+    ) -> Iterator[tuple[int, torch.Tensor]]:
         """:meth:`encode` piece by piece: ``(first encoder frame, states [L, n, D])`` in order, each piece
         final once no later window reaches it, so at most one window of states is held (long audio)."""
         if not 0 < hop <= WINDOW_ENCODER_FRAMES or not 0 <= crossfade <= WINDOW_ENCODER_FRAMES - hop:
@@ -552,11 +553,11 @@ class WhisperAudioEncoder(torch.nn.Module):
     def frame_features(
         self,
         audio: Audio,
-        fps: Union[float, Fraction, str],
-        num_frames: Optional[int] = None,
+        fps: float | Fraction | str,
+        num_frames: int | None = None,
         window: int = DEFAULT_FEATURE_WINDOW,
-        progress: Optional[Callable[[int, int], None]] = None,
-        out: Optional[torch.Tensor] = None,
+        progress: Callable[[int, int], None] | None = None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-video-frame features ``float32 [T, L, W, D]`` (see the module docstring for the timing).
 
@@ -613,8 +614,8 @@ class WhisperAudioEncoder(torch.nn.Module):
 
 
 def window_positions(
-    fps: Union[float, Fraction, str], num_frames: int, window: int = DEFAULT_FEATURE_WINDOW, frame_offset: int = 0
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    fps: float | Fraction | str, num_frames: int, window: int = DEFAULT_FEATURE_WINDOW, frame_offset: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where video frame ``i``'s window samples the 50 Hz states: ``(low, high, frac)``, each ``[T, W]``.
 
     Window ``k`` of frame ``i`` samples time ``(i + 0.5) / fps + (k - (W - 1) / 2) / 50`` s, i.e. encoder
@@ -644,7 +645,7 @@ def _gather_windows(by_time: torch.Tensor, low: torch.Tensor, high: torch.Tensor
 
 def frame_windows(
     hidden: torch.Tensor,
-    fps: Union[float, Fraction, str],
+    fps: float | Fraction | str,
     num_frames: int,
     window: int = DEFAULT_FEATURE_WINDOW,
     frame_offset: int = 0,
@@ -660,7 +661,7 @@ def frame_windows(
 
 def load_whisper_encoder(
     path: PathLike,
-    device: Union[str, torch.device] = "cpu",
+    device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> WhisperAudioEncoder:
     """Load the encoder of a transformers Whisper folder (any size; the decoder is not loaded).

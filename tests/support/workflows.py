@@ -33,6 +33,9 @@ PACK_NODES = {
     "SayAnythingSampler": (["IMAGE"], ["model", "crops", "crop_mask", "audio_features", "id_features", "fps", "steps",
                                        "seed", "reference_guidance", "audio_guidance", "window", "overlap",
                                        "decode_chunk"]),
+    "SayAnythingLipSyncVideo": (["VIDEO"], ["model", "whisper", "video", "audio", "fit", "seed", "steps",
+                                            "reference_guidance", "audio_guidance", "crop_size", "upper_edge",
+                                            "reference_frame", "crf"]),
 }
 
 # Small but real: 64 px crops (16x16 latents with the tiny VAE), 2 steps, windows of 4.
