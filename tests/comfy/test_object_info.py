@@ -48,8 +48,7 @@ def test_display_name_spells_the_node_id(object_info, name):
 
 @pytest.mark.parametrize("name", [
     pytest.param(name, marks=pytest.mark.xfail(strict=False, reason="schema built in a file main is rewriting"))
-    if name in DISPLAY_NAMES_PENDING | {"SayAnythingFaceCrop", "SayAnythingModelLoader", "SayAnythingSampler",
-                                        "SayAnythingLipSyncVideo"}
+    if name in DISPLAY_NAMES_PENDING | {"SayAnythingFaceCrop", "SayAnythingModelLoader", "SayAnythingSampler"}
     else name
     for name in EXPECTED
 ])
