@@ -145,7 +145,6 @@ def test_one_frame_video_is_held_like_a_still(tmp_path, lipsync, astronaut):
     assert abs(info["frames"] - 9) <= 1  # 2.3 s of speech at the clip's 4 fps
 
 
-@pytest.mark.xfail(strict=False, reason="odd sizes come back one pixel larger until main's streaming `run` lands")
 def test_odd_frame_size_comes_back_exactly(tmp_path, lipsync, astronaut):
     frame = np.full((403, 721, 3), 128, np.uint8)
     frame[:, 104:616] = cv2.resize(astronaut, (512, 403), interpolation=cv2.INTER_AREA)
