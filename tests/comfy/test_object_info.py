@@ -83,18 +83,19 @@ def test_audio_loader_lists_audio_and_video_files(comfy_server, comfy):
 def test_loading_the_pack_imports_nothing_heavy(tmp_path):
     # Import the pack the way ComfyUI does (by file path, under a path-like module name) and list the
     # nodes; mediapipe, transformers and diffusers must wait until a node runs.
+    import os
     import subprocess
     import sys
     from pathlib import Path
+
+    from tools.comfyui import comfyui_dir
 
     repo = Path(__file__).resolve().parents[2]
     script = f"""
 import asyncio, importlib.util, sys
 sys.argv = ["main.py", "--cpu"]
-sys.path.insert(0, {str(repo)!r})
-from tools.comfyui import comfyui_dir, define_missing_torchvision_schemas
+from tools.comfyui import define_missing_torchvision_schemas
 define_missing_torchvision_schemas()
-sys.path.insert(0, str(comfyui_dir()))
 import comfy.options
 comfy.options.enable_args_parsing()
 name = {str(repo)!r}.replace(".", "_x_")
@@ -106,7 +107,10 @@ extension = asyncio.run(module.comfy_entrypoint())
 nodes = asyncio.run(extension.get_node_list())
 print(len(nodes), sorted(m for m in ("mediapipe", "transformers", "diffusers", "cv2") if m in sys.modules))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    # The checkout (for tools.comfyui) and ComfyUI's folder on the path, as `python main.py` has them.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), str(comfyui_dir())]))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[-2] == f"{len(EXPECTED)} []"
 

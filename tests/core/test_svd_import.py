@@ -37,7 +37,8 @@ def comfy_reference(tmp_path_factory):
     completed = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("comfy_svd_reference.py")), str(COMFY), str(out)],
         capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),  # leave the ComfyUI folder as it is
+        # The checkout (tools.comfyui) and ComfyUI's folder on the path; leave the ComfyUI folder as it is.
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(COMFY)]), PYTHONDONTWRITEBYTECODE="1"),
     )
     if completed.returncode != 0:
         pytest.fail(f"ComfyUI's SVD definition did not run:\n{completed.stderr[-3000:]}")

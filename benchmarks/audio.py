@@ -1,4 +1,4 @@
-"""Whisper feature speed: ``python -m lipsync_core.audio.bench [--whisper DIR] [--minutes M]``.
+"""Whisper feature speed: ``python -m benchmarks.audio [--whisper DIR] [--minutes M]``.
 
 Times per-frame feature extraction (log-mel, windowed encoder, per-frame windows) for M minutes of
 speech-like audio. Without ``--whisper`` it converts the Whisper tiny.en shipped in the
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .io import Audio
-from .whisper import convert_whisper, load_whisper_encoder
+from lipsync_core.audio import Audio, convert_whisper, load_whisper_encoder
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""Preprocessing speed on this machine: ``python -m lipsync_core.face.bench [--frames N]``.
+"""Preprocessing speed on this machine: ``python -m benchmarks.face [--frames N]``.
 
 Times landmarks (tracking), the crop-space mask, alignment + crop, their sum, and paste-back, on a
 synthetic video made from scikit-image's astronaut portrait (moving, rotating, zooming) at 512x512 and
@@ -41,7 +41,7 @@ def _timed(function, repeat: int = 1):
 
 def _row(video: np.ndarray, backend, size: int) -> str:
     """One table row: frames per second of each stage on ``video``."""
-    from . import align_transforms, crop_track, face_masks, paste_back, track_faces, warp_to_crop
+    from lipsync_core.face import align_transforms, crop_track, face_masks, paste_back, track_faces, warp_to_crop
 
     track_faces(video[:5], backend=backend)  # warm-up
     t_track, track = _timed(lambda: track_faces(video, fps=25, backend=backend))
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--size", type=int, default=512, help="crop size")
     args = parser.parse_args(argv)
-    from . import create_backend
+    from lipsync_core.face import create_backend
 
     backend = create_backend()  # created once: loading mediapipe's graphs takes ~1 s and is not per frame
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
