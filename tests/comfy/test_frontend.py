@@ -98,14 +98,15 @@ def test_a_workflow_saved_before_the_type_prefix_still_loads(page, object_info):
     # Files saved before the socket types got the SAYANYTHING_ prefix name the old types on their links
     # and slots; the frontend keeps every link (links join slots, whatever the type is called), so the
     # prompt it sends is the same as for the current file.
-    text = example_workflows()[0].read_text()
+    path = next(path for path in example_workflows() if path.name == "sayanything_talking_image.json")
+    text = path.read_text()
     for old in ("WHISPER_FEATURES", "FACE_TRACK", "FACE_CROP", "ID_FEATURES"):
         assert f'"SAYANYTHING_{old}"' in text
         text = text.replace(f'"SAYANYTHING_{old}"', f'"{old}"')
     old_workflow = json.loads(text)
     report = page.evaluate(LOAD_AND_INSPECT, old_workflow)
     assert report["missing"] == [] and report["errors"] == []
-    current = workflow_to_api(load_workflow(example_workflows()[0]), object_info)
+    current = workflow_to_api(load_workflow(path), object_info)
     assert frontend_prompt(page, object_info) == json.loads(json.dumps(current))
 
 
