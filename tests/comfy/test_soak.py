@@ -114,13 +114,15 @@ def run_soak(comfy, comfy_server, comfy_models, object_info, count: int, warm_up
     return figures
 
 
-def check_flat(figures: dict, artifacts_dir) -> None:
+def check_flat(figures: dict, artifacts_dir, max_slope: float | None = None) -> None:
     (artifacts_dir / f"soak-{figures['prompts']}.json").write_text(json.dumps(figures, indent=1))
     print(json.dumps({k: v for k, v in figures.items() if k != "rss_mb"}))
-    # Flat once warm: a leak of one decoded clip, model copy or cached tensor per prompt would add tens of
-    # MB each time; allocator noise moves RSS by a few MB either way.
-    assert figures["rss_slope_mb_per_prompt"] < 2.0, figures
+    # Flat once warm: a leak of one decoded clip, model copy or cached tensor per prompt adds tens of MB
+    # each time. RSS also swings by up to ~50 MB between prompts as the two models alternate (allocator
+    # noise), so the slope is only meaningful over many prompts.
     assert figures["rss_mb_max"] - figures["rss_mb_first_warm"] < 150, figures
+    if max_slope is not None:
+        assert figures["rss_slope_mb_per_prompt"] < max_slope, figures
 
 
 def test_soak_short(comfy, comfy_server, comfy_models, comfy_inputs, object_info, artifacts_dir):
@@ -129,4 +131,5 @@ def test_soak_short(comfy, comfy_server, comfy_models, comfy_inputs, object_info
 
 @pytest.mark.slow
 def test_soak_50_prompts(comfy, comfy_server, comfy_models, comfy_inputs, object_info, artifacts_dir):
-    check_flat(run_soak(comfy, comfy_server, comfy_models, object_info, count=50, warm_up=10), artifacts_dir)
+    figures = run_soak(comfy, comfy_server, comfy_models, object_info, count=50, warm_up=10)
+    check_flat(figures, artifacts_dir, max_slope=1.0)  # measured: +0.06 MiB per prompt over 39 prompts
