@@ -223,6 +223,12 @@ def track_face(frames: torch.Tensor, fps: float, face: str = "largest", face_ind
     from .face import track_faces
 
     total = frames.shape[0]
+    if total > 1 and frames.stride(0) == 0:  # a held still (select_frames' view): one image to track
+        one = track_faces([frames_to_uint8(frames[0])], fps=fps, select=face, face_index=face_index,
+                          model_folders=model_folders)
+        if progress is not None:
+            progress(total, total)
+        return one.select(np.zeros(total, dtype=np.int64))
     return track_faces((frames_to_uint8(frame) for frame in frames), fps=fps, select=face, face_index=face_index,
                        model_folders=model_folders,
                        progress=None if progress is None else (lambda done: progress(done, total)))
@@ -282,7 +288,7 @@ def crop_faces(frames: torch.Tensor, mask: torch.Tensor, track, crop_size: int =
     from .face import prepare_face_crops
 
     mask = broadcast_mask(mask, frames.shape[0], tuple(frames.shape[1:3]))
-    crop = prepare_face_crops(frames_to_uint8(frames), size=crop_size, track=track, user_mask=mask.numpy(),
+    crop = prepare_face_crops(frames.detach().cpu(), size=crop_size, track=track, user_mask=mask.numpy(),
                               mask_mode="replace")
     crops = torch.from_numpy(crop.crops).float() / 255.0
     return crops, torch.from_numpy(crop.masks).float(), crop

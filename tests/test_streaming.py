@@ -169,3 +169,35 @@ def test_spilled_buffers_read_back_what_was_written(tmp_path):
     assert torch.equal(buffer[2:5], values[2:5]) and torch.equal(buffer[7], values[7])
     assert torch.count_nonzero(buffer[0:2]) == 0 and buffer[:].shape == (10, 2, 3)
     assert isinstance(frame_buffer((4, 2), spill_bytes=1 << 20), torch.Tensor)
+
+
+def test_the_users_mask_holds_still_while_the_source_jaw_talks(astronaut):
+    # The real portrait's landmarks with the jaw and lower lip dropped and raised every 10 frames (a
+    # talking source). A per-frame mask follows the jaw; the mask of the user's path (face node, `run`,
+    # streaming: inference.face_mask, held 0.5 s) warped into the crop must not.
+    from lipsync_core.face import FaceTrack, detect_landmarks
+    from lipsync_core.face.track import LIPS_INNER, LIPS_OUTER, LOWER_JAW, face_size
+
+    points = detect_landmarks(astronaut)
+    assert points is not None
+    frames = 60
+    opening = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(frames) / 10)
+    lower = sorted(set(LOWER_JAW[3:-3]) | {p for p in LIPS_OUTER + LIPS_INNER if points[p, 1] > points[14, 1]})
+    landmarks = np.repeat(points[None], frames, axis=0).astype(np.float32)
+    landmarks[:, lower, 1] += (0.12 * float(face_size(points)) * opening)[:, None]
+    track = FaceTrack(landmarks, np.ones(frames, bool), astronaut.shape[:2])
+    video = torch.from_numpy(astronaut).float().div(255).expand(frames, *astronaut.shape)
+
+    def crop_masks(hold: float):
+        mask = inference.face_mask(track, 25.0, inference.FaceOptions(mask_hold=hold))
+        return inference.crop_faces(video, mask, track, crop_size=128)[1].numpy()
+
+    def top_rows(masks):
+        return np.array([np.flatnonzero((m > 0.5).any(axis=1))[0] for m in masks])
+
+    follows, held = crop_masks(0.0), crop_masks(0.5)
+    core = slice(15, 45)  # frames whose whole hold window is inside the clip
+    assert np.corrcoef(follows.sum((1, 2))[core], opening[core])[0, 1] > 0.9  # the jaw shows in a per-frame mask
+    area = held.sum((1, 2))[core]
+    assert area.std() / area.mean() < 0.01 and np.ptp(top_rows(held[core])) == 0
+    assert (held[core] >= follows[core] - 1e-3).all()  # it covers the mouth at every opening

@@ -200,12 +200,12 @@ def test_missing_whisper_folder_names_it(comfy, comfy_inputs, object_info):
 
 
 def test_out_of_range_value_is_a_node_error(comfy, comfy_inputs, object_info):
-    # 0 steps means "the model file's"; past the widget's maximum is refused before anything runs.
-    prompt, _ = prompt_for("sayanything_talking_image.json", object_info, {"SayAnythingSampler": {"steps": 5000}})
+    # steps 0 is "auto" (the model's default); below that is out of range.
+    prompt, _ = prompt_for("sayanything_talking_image.json", object_info, {"SayAnythingSampler": {"steps": -1}})
     with pytest.raises(PromptRejected) as rejected:
         comfy.queue(prompt)
     errors = rejected.value.node_errors[node_id(prompt, "SayAnythingSampler")]["errors"]
-    assert errors[0]["type"] == "value_bigger_than_max" and errors[0]["extra_info"]["input_name"] == "steps"
+    assert errors[0]["type"] == "value_smaller_than_min" and errors[0]["extra_info"]["input_name"] == "steps"
 
 
 def test_audio_shorter_than_the_video(comfy, comfy_base, comfy_inputs, object_info):
