@@ -63,9 +63,31 @@ def make_speech(path: Path, seconds: float) -> Path:
 def measure(video: Path, speech: Path, output: Path, whisper: Path) -> dict:
     from lipsync_core.toy.demo import DEMO_MODEL
 
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "lipsync_core", "run", "--video", str(video),
-               "--audio", str(speech), "--model", str(DEMO_MODEL), "--whisper", str(whisper), "-o", str(output),
-               "--overwrite", "--steps", "1", "--preset", "ultrafast", "--device", "cpu"]
+    command = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-m",
+        "lipsync_core",
+        "run",
+        "--video",
+        str(video),
+        "--audio",
+        str(speech),
+        "--model",
+        str(DEMO_MODEL),
+        "--whisper",
+        str(whisper),
+        "-o",
+        str(output),
+        "--overwrite",
+        "--steps",
+        "1",
+        "--preset",
+        "ultrafast",
+        "--device",
+        "cpu",
+    ]
     started = time.monotonic()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.monotonic() - started

@@ -19,8 +19,17 @@ import numpy as np
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 # libx264's pixel formats; anything else is encoded as the nearest of these.
-X264_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
-                "yuv420p10le", "yuv422p10le", "yuv444p10le"}
+X264_FORMATS = {
+    "yuv420p",
+    "yuvj420p",
+    "yuv422p",
+    "yuvj422p",
+    "yuv444p",
+    "yuvj444p",
+    "yuv420p10le",
+    "yuv422p10le",
+    "yuv444p10le",
+}
 
 
 @dataclass
@@ -74,9 +83,16 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             raise ValueError(f"{path} contains no video frames")
         rate = stream.average_rate or stream.guessed_rate
         return VideoInfo(
-            path, first.width, first.height, Fraction(rate) if rate else None, context.pix_fmt or "yuv420p",
-            rotation=int(first.rotation or 0), colorspace=int(first.colorspace), color_range=int(first.color_range),
-            color_primaries=int(context.color_primaries), color_trc=int(context.color_trc),
+            path,
+            first.width,
+            first.height,
+            Fraction(rate) if rate else None,
+            context.pix_fmt or "yuv420p",
+            rotation=int(first.rotation or 0),
+            colorspace=int(first.colorspace),
+            color_range=int(first.color_range),
+            color_primaries=int(context.color_primaries),
+            color_trc=int(context.color_trc),
         )
 
 
@@ -229,9 +245,16 @@ class VideoWriter:
     ``audio``: ``float32 [channels, samples]`` at ``sample_rate`` Hz, or None.
     """
 
-    def __init__(self, path: str | os.PathLike, like: VideoInfo, fps: Fraction | float,
-                 audio: np.ndarray | None = None, sample_rate: int | None = None, crf: float = 16,
-                 preset: str = "medium"):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        like: VideoInfo,
+        fps: Fraction | float,
+        audio: np.ndarray | None = None,
+        sample_rate: int | None = None,
+        crf: float = 16,
+        preset: str = "medium",
+    ):
         import av
 
         self.path = os.fspath(path)
@@ -290,7 +313,7 @@ class VideoWriter:
         end = min(self.audio.shape[1], int(round(Fraction(frames) / self.rate * self.sample_rate)))
         if end <= self.samples_written:
             return
-        chunk = self.audio[:, self.samples_written:end]
+        chunk = self.audio[:, self.samples_written : end]
         packet = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(chunk), format="fltp", layout=self.audio_stream.layout
         )

@@ -4,8 +4,9 @@ management so they are loaded to the GPU and offloaded like ComfyUI's own models
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -26,13 +27,18 @@ class ManagedModel:
     the module (freeing other models if memory is short) and yields the payload ready to run.
     """
 
-    def __init__(self, payload: Any, module: torch.nn.Module, load_device: torch.device,
-                 offload_device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self,
+        payload: Any,
+        module: torch.nn.Module,
+        load_device: torch.device,
+        offload_device: torch.device,
+        dtype: torch.dtype,
+    ):
         self.payload = payload
         self.dtype = dtype
         self.load_device = load_device
-        self.patcher = comfy.model_patcher.ModelPatcher(module, load_device=load_device,
-                                                        offload_device=offload_device)
+        self.patcher = comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device)
 
     @contextmanager
     def on_device(self) -> Iterator[Any]:
@@ -68,14 +74,24 @@ class SayAnythingModelLoader(io.ComfyNode):
             "models/sayanything and the temporal VAE from your Stable Video Diffusion checkpoint in "
             "models/checkpoints (the same svd_xt file ComfyUI's SVD nodes use; nothing is downloaded).",
             inputs=[
-                io.Combo.Input("model", options=model_folders.sayanything_checkpoints(),
-                               tooltip="A SayAnything .safetensors file in models/sayanything."),
-                io.Combo.Input("svd_checkpoint", options=[VAE_FROM_MODEL_FILE] + model_folders.svd_checkpoints(),
-                               tooltip="Your svd_xt / svd_xt_1_1 .safetensors in models/checkpoints; only its VAE "
-                               "is read. Pick the first entry if the SayAnything file carries its own VAE."),
-                io.Combo.Input("precision", options=PRECISIONS, default="auto",
-                               tooltip="Weight precision; auto uses bf16 where the GPU supports it, else fp16, "
-                               "and fp32 on the CPU."),
+                io.Combo.Input(
+                    "model",
+                    options=model_folders.sayanything_checkpoints(),
+                    tooltip="A SayAnything .safetensors file in models/sayanything.",
+                ),
+                io.Combo.Input(
+                    "svd_checkpoint",
+                    options=[VAE_FROM_MODEL_FILE] + model_folders.svd_checkpoints(),
+                    tooltip="Your svd_xt / svd_xt_1_1 .safetensors in models/checkpoints; only its VAE "
+                    "is read. Pick the first entry if the SayAnything file carries its own VAE.",
+                ),
+                io.Combo.Input(
+                    "precision",
+                    options=PRECISIONS,
+                    default="auto",
+                    tooltip="Weight precision; auto uses bf16 where the GPU supports it, else fp16, "
+                    "and fp32 on the CPU.",
+                ),
             ],
             outputs=[SayAnythingModel.Output(display_name="model")],
         )
@@ -116,10 +132,17 @@ class SayAnythingReferenceEncode(io.ComfyNode):
             "reference is one frame of the face crops.",
             inputs=[
                 SayAnythingModel.Input("model", tooltip="From SayAnything Model Loader."),
-                io.Image.Input("reference", tooltip="Face crops (or any aligned face image at the crop size); "
-                               "one of them is the reference."),
-                io.Int.Input("frame_index", default=0, min=0, max=1_000_000,
-                             tooltip="Which image of the batch to use; clamped to the last one."),
+                io.Image.Input(
+                    "reference",
+                    tooltip="Face crops (or any aligned face image at the crop size); one of them is the reference.",
+                ),
+                io.Int.Input(
+                    "frame_index",
+                    default=0,
+                    min=0,
+                    max=1_000_000,
+                    tooltip="Which image of the batch to use; clamped to the last one.",
+                ),
             ],
             outputs=[IdFeatures.Output(display_name="id_features")],
         )

@@ -21,8 +21,16 @@ TOY_MODEL = Path(__file__).resolve().parents[1] / "lipsync_core" / "toy" / "asse
 NO_FACE = range(9, 12)
 
 
-def _clip(astronaut, path: Path, frames: int, fps: Fraction, size=(333, 257), leave_at: int | None = None,
-          pix_fmt: str = "yuv420p", rotation: int = 0) -> Path:
+def _clip(
+    astronaut,
+    path: Path,
+    frames: int,
+    fps: Fraction,
+    size=(333, 257),
+    leave_at: int | None = None,
+    pix_fmt: str = "yuv420p",
+    rotation: int = 0,
+) -> Path:
     """The real portrait drifting across an odd-sized frame; frames 9-11 show no face (grey); from
     ``leave_at`` on it slides out of the frame to the right, 40 px a frame."""
     width, height = size
@@ -67,13 +75,22 @@ def test_streaming_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, w
     captured.clear()
     speech = inference.load_audio(speech_wav)
     options = inference.SamplerOptions(steps=2, seed=3, decode_chunk=5)
-    out = lipsync_file(clip, speech, tmp_path / "out.mp4", toy, whisper_encoder, options, fit_mode="pad_silence",
-                       settings=StreamSettings(chunk=None, spill_bytes=1))  # every buffer spilled to disk
+    out = lipsync_file(
+        clip,
+        speech,
+        tmp_path / "out.mp4",
+        toy,
+        whisper_encoder,
+        options,
+        fit_mode="pad_silence",
+        settings=StreamSettings(chunk=None, spill_bytes=1),
+    )  # every buffer spilled to disk
     assert Path(out).is_file()
 
     frames, read_fps = inference.read_frames(clip)
-    expected, _audio, _mask = inference.lipsync(frames, read_fps, speech, toy, whisper_encoder, options,
-                                                fit_mode="pad_silence")
+    expected, _audio, _mask = inference.lipsync(
+        frames, read_fps, speech, toy, whisper_encoder, options, fit_mode="pad_silence"
+    )
     assert len(captured) == 23
     np.testing.assert_array_equal(np.stack(captured), inference.frames_to_uint8(expected))
     with av.open(out) as container:
@@ -85,8 +102,9 @@ def test_streaming_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, w
         assert same == (index in NO_FACE), index
 
 
-def test_long_clip_keeps_exact_length_rate_size_and_audio(tmp_path, astronaut, speech_wav, whisper_encoder, toy,
-                                                          captured):
+def test_long_clip_keeps_exact_length_rate_size_and_audio(
+    tmp_path, astronaut, speech_wav, whisper_encoder, toy, captured
+):
     # 2.3 s of speech looped over a 61-frame clip at 25 fps: many 8-frame windows, a length that is a
     # multiple of nothing; the output is as long as the speech, at the source's size and rate. From
     # frame 52 the face slides out of the frame; once it is gone the frames pass through untouched.
@@ -97,9 +115,16 @@ def test_long_clip_keeps_exact_length_rate_size_and_audio(tmp_path, astronaut, s
     seconds = speech.num_samples / speech.sample_rate * 1.0
     long_speech = Audio(speech.waveform.repeat(2), speech.sample_rate)  # 4.6 s -> 115 frames
     stages = []
-    out = lipsync_file(clip, long_speech, tmp_path / "out.mp4", toy, whisper_encoder,
-                       inference.SamplerOptions(steps=1), fit_mode="loop",
-                       progress=lambda stage, done, total: stages.append(stage))
+    out = lipsync_file(
+        clip,
+        long_speech,
+        tmp_path / "out.mp4",
+        toy,
+        whisper_encoder,
+        inference.SamplerOptions(steps=1),
+        fit_mode="loop",
+        progress=lambda stage, done, total: stages.append(stage),
+    )
     expected_frames = round(2 * seconds * 25)
     with av.open(out) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
@@ -111,7 +136,12 @@ def test_long_clip_keeps_exact_length_rate_size_and_audio(tmp_path, astronaut, s
     assert decoded == len(captured) == expected_frames
     assert samples / audio.sample_rate == pytest.approx(expected_frames / 25, abs=0.03)
     assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == [
-        "tracking", "audio features", "canvas", "denoising", "writing"]
+        "tracking",
+        "audio features",
+        "canvas",
+        "denoising",
+        "writing",
+    ]
     # The loop shows source frame 61 + k again at output frame k: no-face frames stay untouched there too.
     looped = list(VideoReader(clip).frames(np.arange(expected_frames) % 61))
     gone = [k for k in range(52, 61) if 40 + (k % 7) * 5 + 40 * (k - 51) >= 333]
@@ -123,8 +153,15 @@ def test_long_clip_keeps_exact_length_rate_size_and_audio(tmp_path, astronaut, s
 
 def test_output_keeps_the_source_pixel_format_and_rotation(tmp_path, astronaut, speech_wav, whisper_encoder, toy):
     clip = _clip(astronaut, tmp_path / "clip.mp4", 12, Fraction(25), size=(320, 256), pix_fmt="yuv444p", rotation=90)
-    out = lipsync_file(clip, inference.load_audio(speech_wav), tmp_path / "out.mp4", toy, whisper_encoder,
-                       inference.SamplerOptions(steps=1), fit_mode="cut")
+    out = lipsync_file(
+        clip,
+        inference.load_audio(speech_wav),
+        tmp_path / "out.mp4",
+        toy,
+        whisper_encoder,
+        inference.SamplerOptions(steps=1),
+        fit_mode="cut",
+    )
     with av.open(out) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.pix_fmt == "yuv444p"
@@ -142,8 +179,15 @@ def test_a_cancelled_run_leaves_no_file(tmp_path, astronaut, speech_wav, whisper
             raise Cancelled
 
     with pytest.raises(Cancelled):
-        lipsync_file(clip, inference.load_audio(speech_wav), tmp_path / "out.mp4", toy, whisper_encoder,
-                     inference.SamplerOptions(steps=1), progress=cancel)
+        lipsync_file(
+            clip,
+            inference.load_audio(speech_wav),
+            tmp_path / "out.mp4",
+            toy,
+            whisper_encoder,
+            inference.SamplerOptions(steps=1),
+            progress=cancel,
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
 

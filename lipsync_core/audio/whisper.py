@@ -24,7 +24,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ import torch
 from .fit import as_fps
 from .io import WHISPER_SAMPLE_RATE, Audio, resample
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 HOP_LENGTH = 160  # samples per mel frame (10 ms)
 N_FFT = 400
@@ -177,7 +176,9 @@ def _ct2_whisper_to_openai(variables: dict[str, np.ndarray]) -> tuple[dict, dict
         while f"{which}/layer_{layer}/ffn/linear_0/weight" in variables:
             src, dst = f"{which}/layer_{layer}", f"{which}.blocks.{layer}"
             norm(f"{src}/self_attention/layer_norm", f"{dst}.attn_ln")
-            split_linear(f"{src}/self_attention/linear_0", (f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"))
+            split_linear(
+                f"{src}/self_attention/linear_0", (f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value")
+            )
             linear(f"{src}/self_attention/linear_1", f"{dst}.attn.out")
             if which == "decoder":
                 norm(f"{src}/attention/layer_norm", f"{dst}.cross_attn_ln")
@@ -350,7 +351,9 @@ def _write_transformers_folder(
         if tokenizer_file is not None and tokenizer_file.is_file():
             shutil.copy(tokenizer_file, tmp / "tokenizer.json")
             (tmp / "tokenizer_config.json").write_text(
-                json.dumps({"tokenizer_class": "WhisperTokenizer", "model_max_length": 1024, "errors": "replace"}, indent=2)
+                json.dumps(
+                    {"tokenizer_class": "WhisperTokenizer", "model_max_length": 1024, "errors": "replace"}, indent=2
+                )
             )
         if output_dir.exists():
             output_dir.rmdir()  # empty (checked above)
@@ -375,7 +378,9 @@ def convert_ctranslate2_whisper(model_dir: PathLike, output_dir: PathLike) -> Pa
         extra = json.loads(config_file.read_text())
     dtype = torch.float16 if variables["encoder/conv1/weight"].dtype == np.float16 else torch.float32
     return _write_transformers_folder(
-        dims, state, output_dir,
+        dims,
+        state,
+        output_dir,
         tokenizer_file=bin_path.parent / "tokenizer.json",
         suppress_tokens=extra.get("suppress_ids"),
         alignment_heads=extra.get("alignment_heads"),
@@ -391,7 +396,9 @@ def convert_openai_whisper(checkpoint: PathLike, output_dir: PathLike) -> Path:
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad pickles
         raise ValueError(f"Could not read {checkpoint} as an openai-whisper checkpoint ({error}).") from error
     if not isinstance(data, dict) or "dims" not in data or "model_state_dict" not in data:
-        raise ValueError(f"{checkpoint} is not an openai-whisper checkpoint (expected keys 'dims' and 'model_state_dict').")
+        raise ValueError(
+            f"{checkpoint} is not an openai-whisper checkpoint (expected keys 'dims' and 'model_state_dict')."
+        )
     state = {k: v.float() for k, v in data["model_state_dict"].items()}
     dtype = next(iter(data["model_state_dict"].values())).dtype
     return _write_transformers_folder(
@@ -508,7 +515,9 @@ class WhisperAudioEncoder(torch.nn.Module):
         """:meth:`encode` piece by piece: ``(first encoder frame, states [L, n, D])`` in order, each piece
         final once no later window reaches it, so at most one window of states is held (long audio)."""
         if not 0 < hop <= WINDOW_ENCODER_FRAMES or not 0 <= crossfade <= WINDOW_ENCODER_FRAMES - hop:
-            raise ValueError(f"Need 0 < hop <= 1500 and 0 <= crossfade <= 1500 - hop; got hop={hop}, crossfade={crossfade}.")
+            raise ValueError(
+                f"Need 0 < hop <= 1500 and 0 <= crossfade <= 1500 - hop; got hop={hop}, crossfade={crossfade}."
+            )
         waveform = audio.waveform
         if audio.sample_rate != WHISPER_SAMPLE_RATE:
             waveform = resample(waveform, audio.sample_rate, WHISPER_SAMPLE_RATE)
@@ -598,8 +607,9 @@ class WhisperAudioEncoder(torch.nn.Module):
             held_end = held_start + by_time.shape[0]  # states [held_start, held_end) are final
             ready = int(torch.searchsorted(last_needed, torch.tensor([held_end - 1]), right=True))
             if ready > done:
-                out[done:ready] = _gather_windows(by_time, low[done:ready] - held_start,
-                                                  high[done:ready] - held_start, frac[done:ready])
+                out[done:ready] = _gather_windows(
+                    by_time, low[done:ready] - held_start, high[done:ready] - held_start, frac[done:ready]
+                )
                 done = ready
             # Keep only what the remaining frames still read.
             keep_from = int(low[done:].min()) if done < num_frames else held_end
@@ -608,8 +618,9 @@ class WhisperAudioEncoder(torch.nn.Module):
         if done < num_frames:  # frames reading past the encoded end: clamped to its last frame
             by_time = torch.cat(held)
             last = held_start + by_time.shape[0] - 1
-            out[done:] = _gather_windows(by_time, low[done:].clamp(max=last) - held_start,
-                                         high[done:].clamp(max=last) - held_start, frac[done:])
+            out[done:] = _gather_windows(
+                by_time, low[done:].clamp(max=last) - held_start, high[done:].clamp(max=last) - held_start, frac[done:]
+            )
         return out
 
 
@@ -626,7 +637,9 @@ def window_positions(
     centres = torch.tensor(
         [float(Fraction(2 * i + 1, 2) / fps * ENCODER_RATE) for i in range(num_frames)], dtype=torch.float64
     )
-    positions = centres[:, None] + frame_offset + (torch.arange(window, dtype=torch.float64) - (window - 1) / 2)[None, :]
+    positions = (
+        centres[:, None] + frame_offset + (torch.arange(window, dtype=torch.float64) - (window - 1) / 2)[None, :]
+    )
     positions = positions.clamp(min=0)
     low = positions.floor().long()
     return low, low + 1, (positions - low).float()
@@ -650,7 +663,8 @@ def frame_windows(
     window: int = DEFAULT_FEATURE_WINDOW,
     frame_offset: int = 0,
 ) -> torch.Tensor:
-    """Cut ``[T, L, W, D]`` windows from 50 Hz hidden states ``[L, N, D]`` (frame ``j`` at ``(j - frame_offset) / 50`` s).
+    """Cut ``[T, L, W, D]`` windows from 50 Hz hidden states ``[L, N, D]``; frame ``j`` is at
+    ``(j - frame_offset) / 50`` s.
 
     Window ``k`` of video frame ``i`` samples time ``(i + 0.5) / fps + (k - (W - 1) / 2) / 50`` by linear
     interpolation; positions outside ``[0, N - 1]`` are clamped to the edge.
