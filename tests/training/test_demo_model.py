@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import av
-import numpy as np
 
 from lipsync_core.toy.demo import DEMO_MODEL, demo_lipsync
 from lipsync_core.toy.measure import measure_opening, pearson

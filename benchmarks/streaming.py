@@ -1,6 +1,6 @@
 """Memory and time of ``python -m lipsync_core run`` against video length (BENCHMARKS.md, "Streaming").
 
-Usage: ``python tools/bench_streaming.py OUT_DIR --size 1920x1080 --seconds 10 60 600 [--json OUT.json]``
+Usage: ``python -m benchmarks.streaming OUT_DIR --size 1920x1080 --seconds 10 60 600 [--json OUT.json]``
 
 Makes a clip of the real portrait (scikit-image's astronaut) drifting across a frame of that size at
 25 fps, with espeak-ng speech looped to the same length, then runs the shipped toy model on it
