@@ -10,7 +10,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from . import model_folders
-from .types import CATEGORY, FaceCrop, FaceTrack, SayAnythingModel, check_frames
+from .types import FaceCrop, FaceTrack, SayAnythingModel, check_frames, node_schema
 
 FACE_CHOICES = ["largest", "index"]
 UPPER_EDGES = ["mouth", "nose", "eyes"]
@@ -20,12 +20,12 @@ USER_MASK_MODES = ["replace", "intersect", "union"]
 class SayAnythingFaceMask(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingFaceMask",
-            display_name="SayAnything Face Track + Mask",
-            category=CATEGORY,
+            display_name="SayAnything Face Mask",
             description="Tracks the face with mediapipe's 478-point mesh and builds the adaptive lower-face "
-            "editing mask (1 = regenerate). Frames without a face get an empty mask and are left as they are.",
+            "editing mask (1 = regenerate). Frames without a face get an empty mask and are left as they are. "
+            "Connect images from SayAnything Fit Audio to Video; mask and face_track go to SayAnything Face Crop.",
             inputs=[
                 io.Image.Input("images", tooltip="The video frames."),
                 io.Float.Input(
@@ -141,16 +141,17 @@ class SayAnythingFaceMask(io.ComfyNode):
 class SayAnythingFaceCrop(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingFaceCrop",
             display_name="SayAnything Face Crop",
-            category=CATEGORY,
             description="Aligns every frame's face to the model's square crop with a temporally smoothed "
-            "similarity transform; the mask is cropped the same way.",
+            "similarity transform; the mask is cropped the same way. Connect images, and mask and face_track "
+            "from SayAnything Face Mask; crops and crop_mask go to SayAnything Sampler, face_crop to SayAnything "
+            "Face Paste.",
             inputs=[
                 io.Image.Input("images", tooltip="The video frames."),
                 io.Mask.Input("mask", tooltip="Editing mask in frame space (1 = regenerate)."),
-                FaceTrack.Input("face_track", tooltip="From SayAnything Face Track + Mask."),
+                FaceTrack.Input("face_track", tooltip="From SayAnything Face Mask."),
                 io.Int.Input(
                     "crop_size",
                     default=0,
@@ -185,12 +186,12 @@ class SayAnythingFaceCrop(io.ComfyNode):
 class SayAnythingFacePaste(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingFacePaste",
-            display_name="SayAnything Face Paste Back",
-            category=CATEGORY,
+            display_name="SayAnything Face Paste",
             description="Warps the generated crops back into the frames with a feathered mask. Pixels "
-            "outside the mask, and frames without a face, stay exactly as they were.",
+            "outside the mask, and frames without a face, stay exactly as they were. Connect crops from "
+            "SayAnything Sampler, crop_mask and face_crop from SayAnything Face Crop; images go to CreateVideo.",
             inputs=[
                 io.Image.Input("images", tooltip="The original video frames."),
                 io.Image.Input("crops", tooltip="Generated crops from SayAnything Sampler."),

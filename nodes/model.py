@@ -14,7 +14,7 @@ import torch
 from comfy_api.latest import io
 
 from . import model_folders
-from .types import CATEGORY, PRECISIONS, IdFeatures, SayAnythingModel, check_frames, torch_dtype
+from .types import PRECISIONS, IdFeatures, SayAnythingModel, check_frames, node_schema, torch_dtype
 
 VAE_FROM_MODEL_FILE = "(VAE inside the SayAnything file)"
 
@@ -66,13 +66,13 @@ def load_whisper_managed(path: str, precision: str, device: str) -> ManagedModel
 class SayAnythingModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingModelLoader",
             display_name="SayAnything Model Loader",
-            category=CATEGORY,
             description="Loads a SayAnything checkpoint (UNet, ID-Guider, audio projection) from "
             "models/sayanything and the temporal VAE from your Stable Video Diffusion checkpoint in "
-            "models/checkpoints (the same svd_xt file ComfyUI's SVD nodes use; nothing is downloaded).",
+            "models/checkpoints (the same svd_xt file ComfyUI's SVD nodes use; nothing is downloaded). Connect "
+            "model to SayAnything Reference Encode (ID-Guider) and SayAnything Sampler.",
             inputs=[
                 io.Combo.Input(
                     "model",
@@ -124,12 +124,12 @@ class SayAnythingModelLoader(io.ComfyNode):
 class SayAnythingReferenceEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingReferenceEncode",
-            display_name="SayAnything Reference (ID-Guider)",
-            category=CATEGORY,
+            display_name="SayAnything Reference Encode (ID-Guider)",
             description="Encodes the identity reference once per video with the ID-Guider. By default the "
-            "reference is one frame of the face crops.",
+            "reference is one frame of the face crops. Connect model from SayAnything Model Loader and reference "
+            "from SayAnything Face Crop's crops; id_features go to SayAnything Sampler.",
             inputs=[
                 SayAnythingModel.Input("model", tooltip="From SayAnything Model Loader."),
                 io.Image.Input(

@@ -6,24 +6,25 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
-from .types import CATEGORY, IdFeatures, SayAnythingModel, WhisperFeatures, auto, check_frames
+from .types import IdFeatures, SayAnythingModel, WhisperFeatures, auto, check_frames, node_schema
 
 
 class SayAnythingSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingSampler",
             display_name="SayAnything Sampler",
-            category=CATEGORY,
             description="Regenerates the masked mouth region of the face crops so the lips follow the audio "
-            "(EDM Euler, separate reference and audio guidance, overlapping windows blended every step).",
+            "(EDM Euler, separate reference and audio guidance, overlapping windows blended every step). Connect "
+            "crops and crop_mask from SayAnything Face Crop, audio_features from SayAnything Whisper Features and "
+            "id_features from SayAnything Reference Encode (ID-Guider); crops go to SayAnything Face Paste.",
             inputs=[
                 SayAnythingModel.Input("model", tooltip="From SayAnything Model Loader."),
                 io.Image.Input("crops", tooltip="Aligned face crops from SayAnything Face Crop."),
                 io.Mask.Input("crop_mask", tooltip="Editing mask in crop space (1 = regenerate)."),
                 WhisperFeatures.Input("audio_features", tooltip="From SayAnything Whisper Features, one per crop."),
-                IdFeatures.Input("id_features", tooltip="From SayAnything Reference (ID-Guider)."),
+                IdFeatures.Input("id_features", tooltip="From SayAnything Reference Encode (ID-Guider)."),
                 io.Float.Input(
                     "fps",
                     default=25.0,

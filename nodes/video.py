@@ -17,7 +17,7 @@ from comfy_api.latest import InputImpl, io
 
 from ..lipsync_core.audio import FIT_MODES
 from . import model_folders
-from .types import CATEGORY, SayAnythingModel, WhisperModel, auto
+from .types import SayAnythingModel, WhisperModel, auto, node_schema
 
 AUTO_EDGE = "auto"
 STAGES = ["tracking", "audio features", "canvas", "denoising", "writing"]
@@ -26,10 +26,9 @@ STAGES = ["tracking", "audio features", "canvas", "denoising", "writing"]
 class SayAnythingLipSyncVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingLipSyncVideo",
             display_name="SayAnything Lip Sync Video",
-            category=CATEGORY,
             description="Lip-syncs a whole VIDEO (from Load Video) to AUDIO in one node, streaming frames from "
             "file to file, so long clips fit in memory. Connect SayAnything Model Loader and Whisper Loader; "
             "send the output to Save Video. Settings left on auto (0 / -1) come from the model file.",

@@ -30,15 +30,7 @@ def test_custom_types_carry_the_pack_prefix(object_info):
             assert kind.startswith("SAYANYTHING_"), f"{name} uses the unprefixed type {kind}"
 
 
-# Display names still to be made to match their ids in files being rewritten on main (see the note).
-DISPLAY_NAMES_PENDING = {"SayAnythingFaceMask", "SayAnythingFacePaste", "SayAnythingReferenceEncode"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=False, reason="display name set in a file main is rewriting"))
-    if name in DISPLAY_NAMES_PENDING else name
-    for name in EXPECTED
-])
+@pytest.mark.parametrize("name", list(EXPECTED))
 def test_display_name_spells_the_node_id(object_info, name):
     # "SayAnything Fit Audio to Video" for SayAnythingFitAudioToVideo: what users see in the menu is what a
     # workflow file or an error message names; a parenthesis may add a hint ("(ID-Guider)").
@@ -46,12 +38,7 @@ def test_display_name_spells_the_node_id(object_info, name):
     assert display.replace(" ", "").lower() == name.lower()
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=False, reason="schema built in a file main is rewriting"))
-    if name in DISPLAY_NAMES_PENDING | {"SayAnythingFaceCrop", "SayAnythingModelLoader", "SayAnythingSampler"}
-    else name
-    for name in EXPECTED
-])
+@pytest.mark.parametrize("name", list(EXPECTED))
 def test_descriptions_say_what_to_connect(object_info, name):
     # Every node with a custom-typed or media input names the node its input comes from or its output goes to.
     description = object_info[name]["description"]
