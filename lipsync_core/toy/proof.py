@@ -88,7 +88,7 @@ def case_figures(cases: list[DubCase], dubbed: list[np.ndarray], silenced: list[
     return figures
 
 
-def library_lipsync(case: DubCase, speech: np.ndarray, loaded, whisper, fps: float = 25.0) -> np.ndarray:
+def library_lipsync(case: DubCase, speech: np.ndarray, loaded, whisper, fps: float = 25.0, callback=None) -> np.ndarray:
     """One case dubbed with ``speech`` through ``inference.lipsync`` at the model file's defaults; uint8 frames."""
     import torch
 
@@ -104,5 +104,5 @@ def library_lipsync(case: DubCase, speech: np.ndarray, loaded, whisper, fps: flo
                                  expand=defaults.mask_expand, feather=defaults.mask_feather)
     frames, _audio, _mask = inference.lipsync(
         torch.from_numpy(case.video).float() / 255.0, fps, Audio(torch.from_numpy(speech), SAMPLE_RATE), loaded,
-        whisper, options, face_options=face, fit_mode="cut", track=case.face_track())
+        whisper, options, face_options=face, fit_mode="cut", track=case.face_track(), callback=callback)
     return inference.frames_to_uint8(frames)
