@@ -22,11 +22,9 @@ from typing import Any
 
 import torch
 
+from .checkpoint import parse_dtype
+
 GUIDANCE_BRANCHES = 3
-
-
-def _dtype(name: str) -> torch.dtype:
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
 def _sync(device: torch.device) -> None:
@@ -60,7 +58,7 @@ def measure(
     torch.manual_seed(0)
     config = SayAnythingConfig.preset(size)
     dev = torch.device(device)
-    torch_dtype = _dtype(dtype)
+    torch_dtype = parse_dtype(dtype)
     factor = config.id_guider.latent_scale_factor
     if resolution % (factor * 2 ** (len(config.unet.block_out_channels) - 1)):
         raise ValueError(
@@ -166,7 +164,7 @@ def run_benchmark(
     kept: on a shared machine the fastest round is the one least disturbed by other work.
     """
     dtype = dtype or ("bf16" if device.startswith("cuda") else "fp32")
-    _dtype(dtype)  # validate early
+    parse_dtype(dtype)  # validate early
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but torch sees no CUDA device")
     args = dict(size=size, device=device, frames=frames, resolution=resolution, dtype=dtype, repeats=repeats,

@@ -43,6 +43,16 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
+def resolve_dtype(precision: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype:
+    """``"auto"`` -> bf16 on a CUDA GPU that has it, else fp16 there, fp32 on the CPU; names as ``parse_dtype``."""
+    if precision in (None, "auto"):
+        device = torch.device(device)
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return parse_dtype(precision)
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: SayAnythingModel,

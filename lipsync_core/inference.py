@@ -16,38 +16,83 @@ progress; ``lipsync()`` chains the same steps for the command line:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .configs import ModelDefaults
 
 StepCallback = Callable[[int, int], None]
 
 
 @dataclass
 class SamplerOptions:
-    """The sampler's settings (the SayAnything Sampler node's widgets, the ``run`` command's flags)."""
+    """The sampler's settings (the SayAnything Sampler node's widgets, the ``run`` command's flags).
 
-    steps: int = 10
+    ``None`` is ``auto``: the model file's own default (``ModelDefaults``, applied by ``resolve``).
+    """
+
+    steps: int | None = None
     seed: int = 0
-    reference_guidance: float = 2.0
-    audio_guidance: float = 4.0
-    window: int = 14
-    overlap: int = 4
+    reference_guidance: float | None = None
+    audio_guidance: float | None = None
+    window: int | None = None
+    overlap: int | None = None
     decode_chunk: int = 8
-    noise_aug_strength: float = 0.02  # SVD's canvas noise augmentation; must match what the model trained with
+    noise_aug_strength: float | None = None  # SVD's canvas noise; must match what the model trained with
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.window < 1 or not 0 <= self.overlap < self.window:
+        if self.window is not None and self.overlap is not None and not 0 <= self.overlap < self.window:
             raise ValueError(f"overlap ({self.overlap}) must be >= 0 and smaller than window ({self.window})")
         if self.decode_chunk < 1:
             raise ValueError(f"decode_chunk must be at least 1, got {self.decode_chunk}")
+
+    def resolve(self, defaults: ModelDefaults) -> "SamplerOptions":
+        """Every ``auto`` setting filled in from the model's defaults (a user value wins)."""
+        window = self.window if self.window is not None else defaults.window
+        overlap = self.overlap if self.overlap is not None else min(defaults.overlap, window - 1)
+        return SamplerOptions(
+            steps=_pick(self.steps, defaults.steps), seed=self.seed,
+            reference_guidance=_pick(self.reference_guidance, defaults.reference_guidance),
+            audio_guidance=_pick(self.audio_guidance, defaults.audio_guidance),
+            window=window, overlap=overlap, decode_chunk=self.decode_chunk,
+            noise_aug_strength=_pick(self.noise_aug_strength, defaults.noise_aug_strength),
+        )
+
+
+@dataclass
+class FaceOptions:
+    """Face tracking, mask and crop settings (the face nodes' widgets, the ``run`` command's flags);
+    ``None`` is ``auto``: the model file's default."""
+
+    face: str = "largest"
+    face_index: int = 0
+    upper_edge: str | None = None
+    expand: float | None = None
+    feather: float | None = None
+    mask_hold: float | None = None  # seconds; see lipsync_core.face.face_masks (hold)
+    user_mask_mode: str = "replace"
+    crop_size: int | None = None
+    model_folders: Sequence[str | os.PathLike] = ()  # where a face_landmarker.task may be (mediapipe >= 0.10.22)
+
+    def resolve(self, defaults: ModelDefaults) -> "FaceOptions":
+        return dataclasses.replace(
+            self, upper_edge=_pick(self.upper_edge, defaults.upper_edge), expand=_pick(self.expand, defaults.mask_expand),
+            feather=_pick(self.feather, defaults.mask_feather), mask_hold=_pick(self.mask_hold, defaults.mask_hold),
+            crop_size=_pick(self.crop_size, defaults.crop_size),
+        )
+
+
+def _pick(value, default):
+    return default if value is None else value
 
 
 # ------------------------------------------------------------------------------------------------
@@ -174,33 +219,51 @@ def track_face(frames: torch.Tensor, fps: float, face: str = "largest", face_ind
                        progress=None if progress is None else (lambda done: progress(done, total)))
 
 
-def face_mask(track, upper_edge: str = "nose", expand: float = 0.08, feather: float = 0.06,
-              user_mask: torch.Tensor | None = None, user_mask_mode: str = "replace") -> torch.Tensor:
-    """The adaptive lower-face mask ``[T, H, W]``; a user MASK may ``replace`` it, or ``intersect`` / ``union``."""
-    from .face import face_masks
+def face_mask(track, fps: float, options: FaceOptions | None = None, user_mask: torch.Tensor | None = None,
+              frames: Sequence[int] | None = None) -> torch.Tensor:
+    """The adaptive lower-face mask ``[T, H, W]``, held in time (``options.mask_hold`` seconds, taken in the
+    aligned crop so it does not open and close with the source jaw); a user MASK may ``replace`` it, or
+    ``intersect`` / ``union`` with it. ``frames``: only those frames (streaming)."""
+    from .face import align_transforms, face_masks
 
+    options = (options or FaceOptions()).resolve(ModelDefaults())
     user = None
     if user_mask is not None:
         user = broadcast_mask(user_mask, len(track.found), tuple(track.frame_size), "user_mask").numpy()
-    masks = face_masks(track, upper_edge=upper_edge, expand=expand, feather=feather, user_mask=user,
-                       mode=user_mask_mode if user is not None else "auto")
+        if frames is not None:
+            user = user[np.asarray(frames)]
+    hold = int(round(options.mask_hold * float(fps)))
+    # The hold is carried through the crop; any crop size gives the same frame-space outlines.
+    transforms = align_transforms(track) if hold > 0 and track.any_found else None
+    masks = face_masks(track, upper_edge=options.upper_edge, expand=options.expand, feather=options.feather,
+                       user_mask=user, mode=options.user_mask_mode if user is not None else "auto", hold=hold,
+                       transforms=transforms, frames=frames)
     return torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32))
 
 
-def draw_face_preview(frames: torch.Tensor, mask: torch.Tensor, track) -> torch.Tensor:
-    """Frames with the mask tinted red and the landmarks drawn green, for checking the track at a glance."""
-    alpha = 0.5 * mask[..., None].float()
-    preview = frames[..., :3].float() * (1 - alpha) + torch.tensor([1.0, 0.0, 0.0]) * alpha
-    height, width = preview.shape[1:3]
-    for index, points in enumerate(np.asarray(track.landmarks)):
-        points = points[np.isfinite(points).all(axis=1)].round().astype(int)
-        inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
-        points = torch.from_numpy(points[inside])
-        preview[index, points[:, 1], points[:, 0]] = torch.tensor([0.0, 1.0, 0.0])
+def draw_face_preview(frames: torch.Tensor, mask: torch.Tensor, track, max_side: int = 512) -> torch.Tensor:
+    """Frames with the mask tinted red and the landmarks drawn green, for checking the track at a glance;
+    at most ``max_side`` pixels on the long side (a preview, not another copy of the video)."""
+    import cv2
+
+    height, width = frames.shape[1:3]
+    scale = min(1.0, max_side / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    preview = torch.empty(frames.shape[0], size[1], size[0], 3)
+    red = np.array([1.0, 0.0, 0.0], np.float32)
+    for index in range(frames.shape[0]):
+        frame = cv2.resize(frames[index, ..., :3].float().numpy(), size, interpolation=cv2.INTER_AREA)
+        alpha = 0.5 * cv2.resize(mask[index].float().numpy(), size, interpolation=cv2.INTER_AREA)[..., None]
+        frame = frame * (1 - alpha) + red * alpha
+        points = track.landmarks[index]
+        points = (points[np.isfinite(points).all(axis=1)] * scale).round().astype(int)
+        inside = (points[:, 0] >= 0) & (points[:, 0] < size[0]) & (points[:, 1] >= 0) & (points[:, 1] < size[1])
+        frame[points[inside, 1], points[inside, 0]] = (0.0, 1.0, 0.0)
+        preview[index] = torch.from_numpy(frame)
     return preview
 
 
-def crop_faces(frames: torch.Tensor, mask: torch.Tensor, track, crop_size: int = 512):
+def crop_faces(frames: torch.Tensor, mask: torch.Tensor, track, crop_size: int = ModelDefaults.crop_size):
     """Aligned crops ``[T, S, S, 3]`` 0..1, the frame-space ``mask`` warped into them ``[T, S, S]``, and
     ``lipsync_core.face.FaceCrops`` (transforms, editable frames) for ``paste_faces``.
 
@@ -232,6 +295,16 @@ def paste_faces(frames: torch.Tensor, crops: torch.Tensor, crop_mask: torch.Tens
     return paste_back(frames.float(), crops.float(), crop_mask.numpy(), crop.transforms, found=crop.editable)
 
 
+def paste_faces_into(frames: np.ndarray, crops: torch.Tensor, crop_mask: torch.Tensor, transforms: np.ndarray,
+                     found: np.ndarray) -> np.ndarray:
+    """``paste_faces`` for a chunk of uint8 frames ``[F, H, W, 3]`` (streaming): the same arithmetic, uint8 out."""
+    from .face import paste_back
+
+    pixels = torch.from_numpy(frames).float() / 255.0
+    return frames_to_uint8(paste_back(pixels, crops.float(), crop_mask.float().numpy(), transforms, found=found,
+                                      inplace=True))
+
+
 # ------------------------------------------------------------------------------------------------
 # 6-7. model
 
@@ -243,6 +316,11 @@ class LoadedModel:
     model: Any  # SayAnythingModel
     vae: Any  # diffusers AutoencoderKLTemporalDecoder
     path: str
+
+    @property
+    def defaults(self) -> ModelDefaults:
+        """What the model file says it wants at inference (``ModelDefaults()`` for files without them)."""
+        return getattr(self.model, "defaults", None) or ModelDefaults()
 
 
 def load_model(path: str | os.PathLike, svd_path: str | os.PathLike | None = None,
@@ -285,6 +363,7 @@ def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, 
     """
     from .pipeline import SayAnythingPipeline
 
+    options = options.resolve(loaded.defaults)
     num_frames = crops.shape[0]
     if audio_features.shape[0] != num_frames:
         raise ValueError(
@@ -297,7 +376,8 @@ def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, 
         images_to_model(crops), mask[:, None], audio_features, id_features=list(id_features),
         num_inference_steps=options.steps, reference_guidance_scale=options.reference_guidance,
         audio_guidance_scale=options.audio_guidance, window_length=options.window, window_overlap=options.overlap,
-        fps=fps, noise_aug_strength=options.noise_aug_strength, seed=options.seed,
+        fps=fps, motion_bucket_id=loaded.defaults.motion_bucket_id, noise_aug_strength=options.noise_aug_strength,
+        seed=options.seed,
         decode_chunk_size=options.decode_chunk, window_callback=callback, device=device,
     )
     return model_to_images(generated)
@@ -307,37 +387,34 @@ def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, 
 # the whole run (the command line's front end; the nodes call the steps one by one)
 
 
-@dataclass
-class FaceOptions:
-    """Face tracking, mask and crop settings (the face nodes' widgets, the ``run`` command's flags)."""
-
-    face: str = "largest"
-    face_index: int = 0
-    upper_edge: str = "nose"
-    expand: float = 0.08
-    feather: float = 0.06
-    user_mask_mode: str = "replace"
-    crop_size: int = 512
-
-
-def lipsync(frames: torch.Tensor, fps: float, audio, loaded: LoadedModel, whisper, options: SamplerOptions,
-            face_options: FaceOptions | None = None, fit_mode: str = "loop", feature_window: int = 10,
-            reference_index: int = 0, user_mask: torch.Tensor | None = None, track=None,
-            device: str | torch.device | None = None, callback: StepCallback | None = None):
+def lipsync(frames: torch.Tensor, fps: float, audio, loaded: LoadedModel, whisper, options: SamplerOptions | None = None,
+            face_options: FaceOptions | None = None, fit_mode: str = "loop", reference_index: int = 0,
+            user_mask: torch.Tensor | None = None, track=None, device: str | torch.device | None = None,
+            callback: StepCallback | None = None):
     """Steps 2-8 on frames ``[T, H, W, 3]`` 0..1 (or one image) and speech; returns ``(frames, audio, mask)``.
 
-    ``track`` (a ``lipsync_core.face.FaceTrack`` for the fitted frames) replaces mediapipe tracking, for
-    faces another tracker found or landmarks known in advance (the toy world's drawn characters).
+    Settings left ``None`` come from the model file's defaults. ``track`` (a ``lipsync_core.face.FaceTrack``
+    of the given frames) replaces mediapipe tracking, for faces another tracker found or landmarks known
+    in advance (the toy world's drawn characters). ``lipsync_core.streaming.lipsync_file`` does the same
+    from file to file in bounded memory, and gives the same frames.
     """
-    face_options = face_options or FaceOptions()
-    frames, audio = fit_audio_and_frames(frames, audio, fps=fps, mode=fit_mode)
-    features = whisper_features(whisper, audio, fps=fps, frame_count=frames.shape[0], window=feature_window)
-    if track is None:
-        track = track_face(frames, fps, face=face_options.face, face_index=face_options.face_index)
+    defaults = loaded.defaults
+    options = (options or SamplerOptions()).resolve(defaults)
+    face_options = (face_options or FaceOptions()).resolve(defaults)
+    if track is None:  # tracked before fitting: a looped video is tracked once
+        track = track_face(frames, fps, face=face_options.face, face_index=face_options.face_index,
+                           model_folders=face_options.model_folders)
     elif len(track.found) != frames.shape[0]:
-        raise ValueError(f"the face track has {len(track.found)} frames but the fitted video has {frames.shape[0]}")
-    mask = face_mask(track, upper_edge=face_options.upper_edge, expand=face_options.expand,
-                     feather=face_options.feather, user_mask=user_mask, user_mask_mode=face_options.user_mask_mode)
+        raise ValueError(f"the face track has {len(track.found)} frames but the video has {frames.shape[0]}")
+    from .audio import fit_audio_video
+
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    fitted = fit_audio_video(audio, frames.shape[0], fps=fps, mode=fit_mode)
+    frames, audio = frames[torch.from_numpy(fitted.frame_indices)], fitted.audio
+    track = track.select(fitted.frame_indices)
+    features = whisper_features(whisper, audio, fps=fps, frame_count=frames.shape[0], window=defaults.feature_window)
+    mask = face_mask(track, fps, face_options, user_mask=user_mask)
     crops, crop_mask, crop = crop_faces(frames, mask, track, crop_size=face_options.crop_size)
     reference = crops[min(reference_index, crops.shape[0] - 1)][None]
     id_features = encode_reference(loaded, reference)
@@ -349,70 +426,28 @@ def lipsync(frames: torch.Tensor, fps: float, audio, loaded: LoadedModel, whispe
 # ------------------------------------------------------------------------------------------------
 # media files (the command line reads and writes them; in ComfyUI, core LoadVideo/SaveVideo do)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-
-
 def read_frames(path: str | os.PathLike) -> tuple[torch.Tensor, float | None]:
-    """Frames ``[T, H, W, 3]`` float 0..1 and the fps of a video, or ``[1, H, W, 3]`` and None for an image."""
-    import av
+    """Frames ``[T, H, W, 3]`` float 0..1 and the fps of a video, or ``[1, H, W, 3]`` and None for an image.
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"Video or image file not found: {path}")
-    if os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES:
-        import cv2
+    The whole video in memory: for short clips (ComfyUI-style IMAGE batches); ``streaming`` reads files.
+    """
+    from .media import VideoReader
 
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"Could not read the image {path}")
-        return torch.from_numpy(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).float()[None] / 255.0, None
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise ValueError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate) if stream.average_rate else None
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    except av.FFmpegError as error:
-        raise ValueError(f"Could not read {path} as a video ({error})") from error
-    if not frames:
-        raise ValueError(f"{path} contains no video frames")
-    return torch.from_numpy(np.stack(frames)).float() / 255.0, fps
+    reader = VideoReader(path)
+    frames = np.stack(list(reader))
+    fps = float(reader.info.fps) if reader.info.fps and not reader.info.is_image else None
+    return torch.from_numpy(frames).float() / 255.0, fps
 
 
-def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float, audio=None) -> str:
-    """An h264 (+ aac) mp4 of frames ``[T, H, W, 3]`` 0..1 at ``fps`` with the mono ``audio``."""
-    from fractions import Fraction
+def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float, audio=None, crf: float = 16) -> str:
+    """An h264 (+ aac) mp4 of frames ``[T, H, W, 3]`` 0..1 at ``fps`` with the mono ``audio``; any size
+    (odd sizes are written 4:4:4 rather than padded)."""
+    from .media import VideoInfo, VideoWriter
 
-    import av
-
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     pixels = frames_to_uint8(frames)
-    height, width = pixels.shape[1:3]
-    # yuv420p needs even sizes: pad one pixel row/column by repeating the edge.
-    pixels = np.pad(pixels, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-    rate = Fraction(fps).limit_denominator(1001)
-    partial = path + ".partial.mp4"
-    with av.open(partial, mode="w") as container:
-        video = container.add_stream("h264", rate=rate)
-        video.width, video.height, video.pix_fmt = pixels.shape[2], pixels.shape[1], "yuv420p"
-        video.time_base = 1 / rate
-        audio_stream = None
-        if audio is not None:
-            audio_stream = container.add_stream("aac", rate=audio.sample_rate, layout="mono")
-        for index, image in enumerate(pixels):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = index
-            container.mux(video.encode(frame))
-        container.mux(video.encode())
-        if audio_stream is not None:
-            samples = audio.waveform.numpy().astype(np.float32)[None]
-            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            frame.sample_rate = audio.sample_rate
-            frame.pts = 0
-            container.mux(audio_stream.encode(frame))
-            container.mux(audio_stream.encode())
-    os.replace(partial, path)
-    return path
+    like = VideoInfo(os.fspath(path), pixels.shape[2], pixels.shape[1], None, "yuv420p")
+    samples = None if audio is None else audio.waveform.numpy()[None]
+    with VideoWriter(path, like, fps, samples, None if audio is None else audio.sample_rate, crf=crf) as writer:
+        for image in pixels:
+            writer.write(image)
+        return writer.close()

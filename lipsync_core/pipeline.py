@@ -7,17 +7,41 @@ model call itself is ``SayAnythingModel.denoise``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .configs import vae_scale_factor
+from .configs import ModelDefaults, vae_scale_factor
 from .models import Conditioning, SayAnythingModel, make_added_time_ids
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
 WindowCallback = Callable[[int, int], None]
+DEFAULTS = ModelDefaults()  # the keyword defaults below; a model file's own defaults are applied by the callers
+
+
+@dataclass
+class VideoLatents:
+    """What sampling holds for a whole video: latents only, ``[T, C, h, w]`` (``latent_mask`` ``[T, 1, h, w]``).
+
+    ``latents`` start as noise and end as the sampled video; ``masked_latents`` and ``latent_mask`` are
+    the editing canvas (``build_masked_video_conditioning``). Any tensors work, e.g. memory-mapped ones.
+    """
+
+    latents: torch.Tensor
+    masked_latents: torch.Tensor
+    latent_mask: torch.Tensor
+
+    @property
+    def num_frames(self) -> int:
+        return self.latents.shape[0]
+
+
+def composite(generated: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Generated pixels where ``mask`` is 1, the input's elsewhere (exactly where it is 0): ``[F, 3, S, S]``."""
+    mask = mask.float().cpu()
+    return generated * mask + frames.float().cpu() * (1.0 - mask)
 
 
 def default_scheduler():
@@ -260,14 +284,14 @@ class SayAnythingPipeline:
         audio_features: torch.Tensor,
         reference: torch.Tensor | None = None,
         id_features: Sequence[torch.Tensor] | None = None,
-        num_inference_steps: int = 10,
-        reference_guidance_scale: float = 1.5,
-        audio_guidance_scale: float = 3.0,
-        window_length: int = 14,
-        window_overlap: int = 4,
-        fps: float = 25.0,
-        motion_bucket_id: int = 127,
-        noise_aug_strength: float = 0.02,
+        num_inference_steps: int = DEFAULTS.steps,
+        reference_guidance_scale: float = DEFAULTS.reference_guidance,
+        audio_guidance_scale: float = DEFAULTS.audio_guidance,
+        window_length: int = DEFAULTS.window,
+        window_overlap: int = DEFAULTS.overlap,
+        fps: float = DEFAULTS.fps,
+        motion_bucket_id: int = DEFAULTS.motion_bucket_id,
+        noise_aug_strength: float = DEFAULTS.noise_aug_strength,
         generator: torch.Generator | None = None,
         seed: int | None = None,
         decode_chunk_size: int = 8,
@@ -287,17 +311,21 @@ class SayAnythingPipeline:
             window_length, window_overlap: frames per UNet call and frames shared by neighbouring
                 windows; windows are blended at every step, so the result has no seams.
             fps, motion_bucket_id, noise_aug_strength: SVD's micro-conditioning.
-            generator / seed: the noise of the whole video is drawn on the CPU from it, so the result
-                does not depend on the window settings' order of work.
-            callback: ``callback(step, total, denoised_latents)`` after every step; raise to cancel.
+            generator / seed: the noise is drawn on the CPU from it, frame by frame in a fixed order,
+                so the result does not depend on the window settings' order of work.
+            decode_chunk_size: frames the VAE encodes and decodes at once.
+            callback: ``callback(step, total, latents)`` after every step (the whole video's latents
+                after it); raise to cancel.
             window_callback: ``window_callback(done, total)`` after every window of every step
                 (``total = steps * windows``): finer progress for long videos; raise to cancel.
             device: where the model runs (default: the model's device). Latents of frames outside the
                 current window stay on the CPU.
 
         Returns ``[T, 3, S, S]`` float32 on the CPU in -1..1, equal to ``frames`` wherever ``mask`` is 0.
+        The steps are also public for videos that do not fit in memory (``lipsync_core.streaming``):
+        ``prepare_latents`` -> ``encode_canvas`` per chunk -> ``denoise`` -> ``decode`` per chunk.
         """
-        model, vae = self.model, self.vae
+        model = self.model
         device = torch.device(device) if device is not None else model.device
 
         # 1. Check inputs
@@ -308,77 +336,174 @@ class SayAnythingPipeline:
             mask = mask[:, None]
         if mask.shape != (num_frames, 1, height, width):
             raise ValueError(f"mask must be [T, 1, H, W] = {[num_frames, 1, height, width]}, got {list(mask.shape)}")
+        if (reference is None) == (id_features is None):
+            raise ValueError("give exactly one of reference (an image) or id_features (from model.encode_reference)")
+        if generator is None:
+            generator = torch.Generator().manual_seed(0 if seed is None else seed)
+
+        # 2. Noise for the whole video, then the canvas chunk by chunk (its noise follows): fixed order for a seed.
+        video = self.prepare_latents(num_frames, (height, width), num_inference_steps, generator)
+        for start in range(0, num_frames, decode_chunk_size):
+            end = min(start + decode_chunk_size, num_frames)
+            self.encode_canvas(video, start, frames[start:end], mask[start:end], noise_aug_strength, generator, device)
+
+        # 3. Reference
+        if id_features is None:
+            if reference.ndim == 3:
+                reference = reference[None]
+            id_features = model.encode_reference(reference.to(device, model.dtype))
+
+        # 4. Denoising loop
+        self.denoise(
+            video, audio_features, id_features, num_inference_steps, reference_guidance_scale, audio_guidance_scale,
+            window_length, window_overlap, fps, motion_bucket_id, noise_aug_strength, callback, window_callback, device,
+        )
+
+        # 5. Decode and composite: pixels outside the mask are the input's, exactly.
+        out = torch.empty(frames.shape, dtype=torch.float32)
+        for start, generated in self.decode(video, decode_chunk_size, device):
+            end = start + generated.shape[0]
+            out[start:end] = composite(generated, frames[start:end], mask[start:end])
+        return out
+
+    # ------------------------------------------------------------------------------------------------
+    # The steps of a call, for videos held chunk by chunk
+
+    def prepare_latents(
+        self, num_frames: int, size: tuple[int, int], num_inference_steps: int, generator: torch.Generator,
+        buffer: Callable[..., torch.Tensor] = torch.zeros,
+    ) -> "VideoLatents":
+        """Start noise ``[T, 4, h, w]`` at the first sigma, drawn frame by frame, and empty canvas buffers.
+
+        ``buffer(shape, dtype=...)`` allocates the O(T) arrays (``lipsync_core.streaming.frame_buffer``
+        spills them to a memory-mapped file); everything else a call holds is one window or one chunk.
+        """
+        height, width = size
+        if num_frames < 1:
+            raise ValueError("the video has no frames")
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise ValueError(f"frame size {height}x{width} must be a multiple of the VAE factor {self.vae_scale_factor}")
+        channels = self.vae.config.latent_channels
+        latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
+        sigma_max = self.sigmas(num_inference_steps)[0]
+        latents = buffer((num_frames, channels, *latent_size), dtype=torch.float32)
+        for index in range(num_frames):
+            latents[index] = torch.randn((channels, *latent_size), generator=generator, dtype=torch.float32) * sigma_max
+        return VideoLatents(
+            latents=latents,
+            masked_latents=buffer((num_frames, channels, *latent_size), dtype=torch.float32),
+            latent_mask=buffer((num_frames, 1, *latent_size), dtype=torch.float32),
+        )
+
+    def encode_canvas(
+        self, video: "VideoLatents", start: int, frames: torch.Tensor, mask: torch.Tensor,
+        noise_aug_strength: float, generator: torch.Generator, device: torch.device | str | None = None,
+    ) -> None:
+        """The editing canvas of frames ``[start, start + len(frames))``: ``frames [F, 3, S, S]`` in -1..1,
+        ``mask [F, 1, S, S]`` (see ``build_masked_video_conditioning``)."""
+        end = start + frames.shape[0]
+        if not 0 <= start < end <= video.num_frames:
+            raise ValueError(f"frames {start}..{end} are outside the video's {video.num_frames} frames")
+        masked, latent_mask = build_masked_video_conditioning(
+            self.vae, frames, mask, noise_aug_strength, generator, chunk_size=frames.shape[0], device=device
+        )
+        if masked.shape[1:] != video.masked_latents.shape[1:]:
+            raise ValueError(f"crops of {list(frames.shape[-2:])} pixels do not match the prepared latents")
+        video.masked_latents[start:end] = masked
+        video.latent_mask[start:end] = latent_mask
+
+    @torch.no_grad()
+    def denoise(
+        self,
+        video: "VideoLatents",
+        audio_features: torch.Tensor,
+        id_features: Sequence[torch.Tensor],
+        num_inference_steps: int = DEFAULTS.steps,
+        reference_guidance_scale: float = DEFAULTS.reference_guidance,
+        audio_guidance_scale: float = DEFAULTS.audio_guidance,
+        window_length: int = DEFAULTS.window,
+        window_overlap: int = DEFAULTS.overlap,
+        fps: float = DEFAULTS.fps,
+        motion_bucket_id: int = DEFAULTS.motion_bucket_id,
+        noise_aug_strength: float = DEFAULTS.noise_aug_strength,
+        callback: StepCallback | None = None,
+        window_callback: WindowCallback | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        """Run the sampler on ``video.latents`` in place: every window denoised at every step, blended
+        into one estimate per frame, one Euler step. Frames are stepped as soon as no later window
+        covers them, so besides the latents only one window's blend is held."""
+        model = self.model
+        device = torch.device(device) if device is not None else model.device
+        num_frames = video.num_frames
         if audio_features.ndim != 4 or audio_features.shape[0] != num_frames:
             raise ValueError(
                 f"audio_features must be [T, layers, window, dim] with T = {num_frames} frames, "
                 f"got {list(audio_features.shape)}; fit the audio to the video first"
             )
-        if height % self.vae_scale_factor or width % self.vae_scale_factor:
-            raise ValueError(f"frame size {height}x{width} must be a multiple of the VAE factor {self.vae_scale_factor}")
-        if (reference is None) == (id_features is None):
-            raise ValueError("give exactly one of reference (an image) or id_features (from model.encode_reference)")
-        if generator is None:
-            generator = torch.Generator().manual_seed(0 if seed is None else seed)
         windows = plan_windows(num_frames, window_length, window_overlap)
         blend = window_blend_weights(windows)
         branches = guidance_branches(reference_guidance_scale, audio_guidance_scale)
         sigmas = self.sigmas(num_inference_steps)
-
-        # 2. Noise for the whole video first (CPU), then the conditioning noise: fixed order for a seed.
-        latent_shape = (num_frames, vae.config.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32) * sigmas[0]
-
-        # 3. Reference and canvas
-        if id_features is None:
-            if reference.ndim == 3:
-                reference = reference[None]
-            id_features = model.encode_reference(reference.to(device))
         id_features = [feature.to(device, model.dtype) for feature in id_features]
         zero_ids = model.zero_id_features(id_features)
-        masked_latents, latent_mask = build_masked_video_conditioning(
-            vae, frames, mask, noise_aug_strength, generator, chunk_size=decode_chunk_size, device=device
-        )
         added_time_ids = make_added_time_ids(fps, motion_bucket_id, noise_aug_strength, len(branches), device)
         branch_ids = [
             torch.cat([(ids if branch.use_reference else zeros) for branch in branches])
             for ids, zeros in zip(id_features, zero_ids)
         ]
         coefficients = torch.tensor([b.coefficient for b in branches], device=device).reshape(-1, 1, 1, 1, 1)
+        latents = video.latents
 
-        # 4. Denoising loop: every window denoised at every step, blended into one video estimate, one Euler step.
         total = len(sigmas) - 1
         window_calls = 0
         for step in range(total):
-            sigma, sigma_next = sigmas[step], sigmas[step + 1]
-            blended = torch.zeros_like(latents)
-            weight_sum = torch.zeros(num_frames, 1, 1, 1)
-            for (start, end), weight in zip(windows, blend):
+            ratio = sigmas[step + 1] / sigmas[step]
+            pending_start = 0  # frames [pending_start, pending_start + len(pending)) await later windows
+            pending = torch.zeros(0, *latents.shape[1:])
+            pending_weight = torch.zeros(0, 1, 1, 1)
+            for index, ((start, end), weight) in enumerate(zip(windows, blend)):
                 denoised = self._guided_denoise(
                     latents[start:end].to(device),
-                    sigma,
-                    masked_latents[start:end].to(device),
-                    latent_mask[start:end].to(device),
-                    audio_features[start:end].to(device),
+                    sigmas[step],
+                    video.masked_latents[start:end].to(device),
+                    video.latent_mask[start:end].to(device),
+                    audio_features[start:end].to(device, torch.float32),
                     branches,
                     branch_ids,
                     coefficients,
                     added_time_ids,
-                )
-                blended[start:end] += weight.reshape(-1, 1, 1, 1) * denoised.cpu()
-                weight_sum[start:end] += weight.reshape(-1, 1, 1, 1)
+                ).cpu()
+                grow = end - pending_start - pending.shape[0]
+                if grow > 0:
+                    pending = torch.cat([pending, pending.new_zeros(grow, *pending.shape[1:])])
+                    pending_weight = torch.cat([pending_weight, pending_weight.new_zeros(grow, 1, 1, 1)])
+                weight = weight.reshape(-1, 1, 1, 1)
+                pending[start - pending_start : end - pending_start] += weight * denoised
+                pending_weight[start - pending_start : end - pending_start] += weight
                 window_calls += 1
                 if window_callback is not None:
                     window_callback(window_calls, total * len(windows))
-            denoised_video = blended / weight_sum
-            # Euler step of the probability-flow ODE: x moves along (x - D(x)) / sigma.
-            latents = denoised_video + (latents - denoised_video) * (sigma_next / sigma)
+                # Euler step of the probability-flow ODE for the frames no later window covers:
+                # x moves along (x - D(x)) / sigma.
+                done_until = windows[index + 1][0] if index + 1 < len(windows) else num_frames
+                if done_until > pending_start:
+                    count = done_until - pending_start
+                    estimate = pending[:count] / pending_weight[:count]
+                    current = latents[pending_start:done_until]
+                    latents[pending_start:done_until] = estimate + (current - estimate) * ratio
+                    pending, pending_weight = pending[count:], pending_weight[count:]
+                    pending_start = done_until
             if callback is not None:
-                callback(step + 1, total, denoised_video)
+                callback(step + 1, total, latents)
 
-        # 5. Decode and composite: pixels outside the mask are the input's, exactly.
-        generated = decode_latents(vae, latents, chunk_size=decode_chunk_size, device=device)
-        mask = mask.float().cpu()
-        return generated * mask + frames.float().cpu() * (1.0 - mask)
+    def decode(
+        self, video: "VideoLatents", chunk_size: int = 8, device: torch.device | str | None = None
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(start, frames [F, 3, S, S])`` chunk by chunk (float32, CPU, -1..1) from the final latents."""
+        for start in range(0, video.num_frames, chunk_size):
+            chunk = video.latents[start : start + chunk_size]
+            yield start, decode_latents(self.vae, chunk, chunk_size=chunk_size, device=device)
 
     def _guided_denoise(
         self,

@@ -12,6 +12,7 @@ from .face_track_file import SayAnythingLoadFaceTrack
 from .model import SayAnythingModelLoader, SayAnythingReferenceEncode
 from .model_folders import register_model_folders
 from .sampler import SayAnythingSampler
+from .video import SayAnythingLipSyncVideo
 from .whisper import SayAnythingWhisperFeatures, SayAnythingWhisperLoader
 
 NODES: list[type[io.ComfyNode]] = [
@@ -26,6 +27,7 @@ NODES: list[type[io.ComfyNode]] = [
     SayAnythingModelLoader,
     SayAnythingReferenceEncode,
     SayAnythingSampler,
+    SayAnythingLipSyncVideo,
 ]
 
 

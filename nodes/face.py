@@ -10,7 +10,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from . import model_folders
-from .types import CATEGORY, FaceCrop, FaceTrack, check_frames
+from .types import CATEGORY, FaceCrop, FaceTrack, SayAnythingModel, check_frames
 
 FACE_CHOICES = ["largest", "index"]
 UPPER_EDGES = ["mouth", "nose", "eyes"]
@@ -42,6 +42,10 @@ class SayAnythingFaceMask(io.ComfyNode):
                                tooltip="Grow the mask by this fraction of the face size."),
                 io.Float.Input("feather", default=0.06, min=0.0, max=0.5, step=0.01,
                                tooltip="Soft edge width as a fraction of the face size."),
+                io.Float.Input("mask_hold", default=0.5, min=0.0, max=5.0, step=0.05, optional=True,
+                               tooltip="Seconds before and after each frame whose mouth outlines the mask covers "
+                               "(taken in the aligned face), so the mask does not open and close with the source "
+                               "jaw and cannot tell the model how the source lips moved (ours: 0.5 s)."),
                 io.Mask.Input("user_mask", optional=True,
                               tooltip="Your own mask (e.g. drawn in LoadImage's mask editor, or from SAM). "
                               "One mask for all frames or one per frame."),
@@ -58,16 +62,17 @@ class SayAnythingFaceMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, fps: float, face: str, face_index: int, upper_edge: str, expand: float,
-                feather: float, user_mask=None, user_mask_mode: str = "replace") -> io.NodeOutput:
-        from ..lipsync_core.inference import draw_face_preview, face_mask, track_face
+                feather: float, mask_hold: float = 0.5, user_mask=None, user_mask_mode: str = "replace") -> io.NodeOutput:
+        from ..lipsync_core.inference import FaceOptions, draw_face_preview, face_mask, track_face
 
         frames = check_frames(images)
         progress = comfy.utils.ProgressBar(frames.shape[0])
         track = track_face(frames, fps, face=face, face_index=face_index,
                            model_folders=model_folders.folder_paths_for(model_folders.MEDIAPIPE_FOLDER),
                            progress=lambda done, total: progress.update_absolute(done, total))
-        mask = face_mask(track, upper_edge=upper_edge, expand=expand, feather=feather,
-                         user_mask=user_mask, user_mask_mode=user_mask_mode)
+        options = FaceOptions(upper_edge=upper_edge, expand=expand, feather=feather, mask_hold=mask_hold,
+                              user_mask_mode=user_mask_mode)
+        mask = face_mask(track, fps, options, user_mask=user_mask)
         return io.NodeOutput(mask, track, draw_face_preview(frames, mask, track))
 
 
@@ -84,8 +89,11 @@ class SayAnythingFaceCrop(io.ComfyNode):
                 io.Image.Input("images", tooltip="The video frames."),
                 io.Mask.Input("mask", tooltip="Editing mask in frame space (1 = regenerate)."),
                 FaceTrack.Input("face_track", tooltip="From SayAnything Face Track + Mask."),
-                io.Int.Input("crop_size", default=512, min=64, max=1024, step=64,
-                             tooltip="Side of the square crop the model works on; SVD-based models use 512."),
+                io.Int.Input("crop_size", default=0, min=0, max=1024, step=8,
+                             tooltip="Side of the square crop the model works on; 0 = the size the connected "
+                             "model was trained at (512 without a model: SVD-sized models)."),
+                SayAnythingModel.Input("model", optional=True,
+                                       tooltip="From SayAnything Model Loader: supplies the crop size on auto."),
             ],
             outputs=[
                 io.Image.Output(display_name="crops"),
@@ -95,9 +103,12 @@ class SayAnythingFaceCrop(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, mask, face_track, crop_size: int) -> io.NodeOutput:
+    def execute(cls, images, mask, face_track, crop_size: int, model=None) -> io.NodeOutput:
+        from ..lipsync_core.configs import ModelDefaults
         from ..lipsync_core.inference import crop_faces
 
+        if crop_size == 0:
+            crop_size = (model.payload.defaults if model is not None else ModelDefaults()).crop_size
         crops, crop_mask, transform = crop_faces(check_frames(images), mask, face_track, crop_size=crop_size)
         return io.NodeOutput(crops, crop_mask, transform)
 

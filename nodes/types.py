@@ -21,6 +21,11 @@ CATEGORY = "SayAnything"
 PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
 
 
+def auto(value, unset):
+    """A widget's ``auto`` sentinel (0 or -1) -> None, which lipsync_core fills from the model file."""
+    return None if value == unset else value
+
+
 def check_frames(images: torch.Tensor, name: str = "images") -> torch.Tensor:
     if images.ndim != 4 or images.shape[-1] < 3:
         raise ValueError(f"{name} must be an IMAGE batch [frames, height, width, 3], got {tuple(images.shape)}")

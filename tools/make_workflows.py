@@ -126,6 +126,7 @@ def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps
                   svd_checkpoint=VAE_FROM_MODEL_FILE)
     reference = g.add("SayAnythingReferenceEncode", (x + 760, 700))
     g.connect(model, "model", reference, "model")
+    g.connect(model, "model", crop, "model")
     g.connect(crop, "crops", reference, "reference")
 
     sampler = g.add("SayAnythingSampler", (x + 1140, 0))
@@ -167,8 +168,29 @@ def video_lipsync(object_info: dict) -> dict:
     speech = g.add("SayAnythingLoadAudio", (0, 480), audio=SPEECH_FILE)
     lipsync_chain(g, images=(parts, "images"), audio=(speech, "audio"), fps=(parts, "fps"))
     return g.workflow(
-        "SayAnything video lip sync: the lips of the face in input/" + VIDEO_FILE + " follow the speech in "
-        "input/" + SPEECH_FILE + ". The video's own fps drives every node. " + MODELS_NOTE
+        "SayAnything video lip sync, step by step (for short clips and compositing: every node's frames are in "
+        "memory; long videos: sayanything_long_video.json): the lips of the face in input/" + VIDEO_FILE + " follow "
+        "the speech in input/" + SPEECH_FILE + ". The video's own fps drives every node. " + MODELS_NOTE
+    )
+
+
+def long_video(object_info: dict) -> dict:
+    g = Graph(object_info)
+    load = g.add("LoadVideo", (0, 0), file=VIDEO_FILE)
+    speech = g.add("LoadAudio", (0, 360), audio=SPEECH_FILE)
+    model = g.add("SayAnythingModelLoader", (0, 640), model=MODEL_FILE, svd_checkpoint=VAE_FROM_MODEL_FILE)
+    whisper = g.add("SayAnythingWhisperLoader", (0, 900), model=WHISPER_FOLDER)
+    lipsync = g.add("SayAnythingLipSyncVideo", (420, 0))
+    g.connect(model, "model", lipsync, "model")
+    g.connect(whisper, "whisper", lipsync, "whisper")
+    g.connect(load, 0, lipsync, "video")
+    g.connect(speech, "AUDIO", lipsync, "audio")
+    save = g.add("SaveVideo", (840, 0), filename_prefix="video/sayanything_long", format="mp4", codec="h264")
+    g.connect(lipsync, "video", save, "video")
+    return g.workflow(
+        "SayAnything long video: one node lip-syncs the whole video in input/" + VIDEO_FILE + " to input/"
+        + SPEECH_FILE + ", streaming frames from file to file, so minutes of video fit in memory. Settings on "
+        "auto (0 / -1) come from the model file. " + MODELS_NOTE
     )
 
 
@@ -202,6 +224,7 @@ WORKFLOWS = {
     "sayanything_video_lipsync.json": video_lipsync,
     "sayanything_talking_image.json": talking_image,
     "sayanything_user_mask.json": user_mask,
+    "sayanything_long_video.json": long_video,
 }
 
 

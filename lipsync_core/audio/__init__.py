@@ -9,6 +9,7 @@ from .io import (
     integrated_loudness,
     load_audio,
     normalize_loudness,
+    read_audio_channels,
     resample,
     save_wav,
 )

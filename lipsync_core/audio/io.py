@@ -79,6 +79,17 @@ def load_audio(
     video file, ``sync_to_video`` makes sample 0 the time of the first video frame: audio that starts
     later is preceded by silence, audio that starts earlier is trimmed (containers often offset the two).
     """
+    channels, native_rate = read_audio_channels(path, sync_to_video)
+    waveform = resample(channels.mean(axis=0), native_rate, sample_rate)
+    audio = Audio(waveform, sample_rate)
+    if loudness_lufs is not None:
+        audio = normalize_loudness(audio, loudness_lufs)
+    return audio
+
+
+def read_audio_channels(path: Union[str, Path], sync_to_video: bool = True) -> tuple[np.ndarray, int]:
+    """Every channel of the first audio stream, ``float32 [channels, samples]`` at its own sample rate
+    (what a video is muxed with); ``sync_to_video`` as in :func:`load_audio`."""
     import av
 
     path = Path(path)
@@ -117,20 +128,19 @@ def load_audio(
                     data = (data.astype(np.float32) - half) / half
                 if not frame.format.is_planar:
                     data = data.reshape(-1, len(frame.layout.channels)).T
-                chunks.append(data.astype(np.float32).mean(axis=0))
+                chunks.append(data.astype(np.float32))
         except av.FFmpegError as error:
             raise ValueError(f"Could not decode the audio of {path} ({error}); the file may be corrupt.") from error
-    if not chunks or sum(len(c) for c in chunks) == 0:
+    if not chunks or sum(c.shape[1] for c in chunks) == 0:
         raise ValueError(f"{path} contains no audio samples (empty audio stream).")
-    samples = np.concatenate(chunks)
+    samples = np.concatenate(chunks, axis=1)
     if video_start is not None and audio_start is not None:
         shift = round((audio_start - video_start) * native_rate)
-        samples = np.concatenate([np.zeros(shift, np.float32), samples]) if shift > 0 else samples[-shift:]
-    waveform = resample(samples, native_rate, sample_rate)
-    audio = Audio(waveform, sample_rate)
-    if loudness_lufs is not None:
-        audio = normalize_loudness(audio, loudness_lufs)
-    return audio
+        if shift > 0:
+            samples = np.concatenate([np.zeros((samples.shape[0], shift), np.float32), samples], axis=1)
+        else:
+            samples = samples[:, -shift:]
+    return samples, native_rate
 
 
 def audio_from_comfy(audio: Mapping[str, Any], sample_rate: int = WHISPER_SAMPLE_RATE) -> Audio:

@@ -23,7 +23,7 @@ import struct
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -492,6 +492,20 @@ class WhisperAudioEncoder(torch.nn.Module):
         ``progress(done, total)`` is called after every window. ``hop`` and ``crossfade`` (encoder frames)
         set the window spacing and blend length (``hop=1500, crossfade=0`` is plain concatenation).
         """
+        pieces = self.iter_encode(audio, leading_silence_frames, progress, hop, crossfade)
+        return torch.cat([states for _start, states in pieces], dim=1)
+
+    @torch.no_grad()
+    def iter_encode(
+        self,
+        audio: Audio,
+        leading_silence_frames: int = 0,
+        progress: Optional[Callable[[int, int], None]] = None,
+        hop: int = WINDOW_HOP_ENCODER_FRAMES,
+        crossfade: int = CROSSFADE_ENCODER_FRAMES,
+    ) -> Iterator[Tuple[int, torch.Tensor]]:
+        """:meth:`encode` piece by piece: ``(first encoder frame, states [L, n, D])`` in order, each piece
+        final once no later window reaches it, so at most one window of states is held (long audio)."""
         if not 0 < hop <= WINDOW_ENCODER_FRAMES or not 0 <= crossfade <= WINDOW_ENCODER_FRAMES - hop:
             raise ValueError(f"Need 0 < hop <= 1500 and 0 <= crossfade <= 1500 - hop; got hop={hop}, crossfade={crossfade}.")
         waveform = audio.waveform
@@ -508,9 +522,9 @@ class WhisperAudioEncoder(torch.nn.Module):
         padded[lead:needed] = waveform
         mel = self.log_mel(padded)
 
-        hidden = torch.zeros(self.num_hidden_states, total_frames, self.hidden_size)
         ramp = (torch.arange(crossfade, dtype=torch.float32) + 0.5) / max(crossfade, 1)
         fade_start = (WINDOW_ENCODER_FRAMES - hop - crossfade) // 2
+        pending_start, pending = 0, torch.zeros(self.num_hidden_states, 0, self.hidden_size)
         for index in range(num_windows):
             start = index * hop
             states = self._encode_window(mel[:, 2 * start : 2 * start + WINDOW_MEL_FRAMES])
@@ -522,10 +536,17 @@ class WhisperAudioEncoder(torch.nn.Module):
                 end = hop + fade_start
                 weight[end : end + crossfade] = 1 - ramp
                 weight[end + crossfade :] = 0
-            hidden[:, start : start + WINDOW_ENCODER_FRAMES] += states * weight[None, :, None]
+            # Frames before pending_start are final (this window's weight is 0 there).
+            skip = pending_start - start
+            grow = start + WINDOW_ENCODER_FRAMES - pending_start - pending.shape[1]
+            pending = torch.cat([pending, pending.new_zeros(pending.shape[0], grow, pending.shape[2])], dim=1)
+            pending += states[:, skip:] * weight[None, skip:, None]
+            final_end = (index + 1) * hop + fade_start if index < num_windows - 1 else total_frames
+            count = final_end - pending_start
+            yield pending_start, pending[:, :count]
+            pending, pending_start = pending[:, count:], final_end
             if progress is not None:
                 progress(index + 1, num_windows)
-        return hidden
 
     @torch.no_grad()
     def frame_features(
@@ -535,11 +556,14 @@ class WhisperAudioEncoder(torch.nn.Module):
         num_frames: Optional[int] = None,
         window: int = DEFAULT_FEATURE_WINDOW,
         progress: Optional[Callable[[int, int], None]] = None,
+        out: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Per-video-frame features ``float32 [T, L, W, D]`` (see the module docstring for the timing).
 
         ``num_frames`` defaults to the frames that fit in the audio at ``fps``; frames past the end of
-        the audio get the features of silence.
+        the audio get the features of silence. ``out`` (``[T, L, W, D]``, e.g. memory-mapped) receives
+        the features as the encoder goes, so long audio never holds more than one window of encoder
+        states besides it.
         """
         from .fit import frame_count
 
@@ -557,8 +581,65 @@ class WhisperAudioEncoder(torch.nn.Module):
         waveform = audio.waveform[:end_samples]
         if waveform.numel() < end_samples:
             waveform = torch.nn.functional.pad(waveform, (0, end_samples - waveform.numel()))
-        hidden = self.encode(Audio(waveform, audio.sample_rate), leading_silence_frames=lead, progress=progress)
-        return frame_windows(hidden, fps, num_frames, window, frame_offset=lead)
+        shape = (num_frames, self.num_hidden_states, window, self.hidden_size)
+        if out is None:
+            out = torch.empty(shape, dtype=torch.float32)
+        elif tuple(out.shape) != shape:
+            raise ValueError(f"out must be {list(shape)}, got {list(out.shape)}")
+        low, high, frac = window_positions(fps, num_frames, window, frame_offset=lead)
+        last_needed = high.max(dim=1).values  # per frame: the last encoder frame its window reads
+        held_start, held = 0, []  # encoder states from held_start on, as [n, L, D] pieces
+        done = 0
+        pieces = self.iter_encode(Audio(waveform, audio.sample_rate), leading_silence_frames=lead, progress=progress)
+        for _start, states in pieces:
+            held.append(states.permute(1, 0, 2))
+            by_time = torch.cat(held)
+            held_end = held_start + by_time.shape[0]  # states [held_start, held_end) are final
+            ready = int(torch.searchsorted(last_needed, torch.tensor([held_end - 1]), right=True))
+            if ready > done:
+                out[done:ready] = _gather_windows(by_time, low[done:ready] - held_start,
+                                                  high[done:ready] - held_start, frac[done:ready])
+                done = ready
+            # Keep only what the remaining frames still read.
+            keep_from = int(low[done:].min()) if done < num_frames else held_end
+            keep_from = min(max(keep_from, held_start), held_end)
+            held, held_start = [by_time[keep_from - held_start :]], keep_from
+        if done < num_frames:  # frames reading past the encoded end: clamped to its last frame
+            by_time = torch.cat(held)
+            last = held_start + by_time.shape[0] - 1
+            out[done:] = _gather_windows(by_time, low[done:].clamp(max=last) - held_start,
+                                         high[done:].clamp(max=last) - held_start, frac[done:])
+        return out
+
+
+def window_positions(
+    fps: Union[float, Fraction, str], num_frames: int, window: int = DEFAULT_FEATURE_WINDOW, frame_offset: int = 0
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where video frame ``i``'s window samples the 50 Hz states: ``(low, high, frac)``, each ``[T, W]``.
+
+    Window ``k`` of frame ``i`` samples time ``(i + 0.5) / fps + (k - (W - 1) / 2) / 50`` s, i.e. encoder
+    frame ``low + frac`` (``high = low + 1``) with frame ``j`` at ``(j - frame_offset) / 50`` s.
+    """
+    fps = as_fps(fps)
+    # Exact rational centres, one per frame (never accumulated), then float64 positions in encoder frames.
+    centres = torch.tensor(
+        [float(Fraction(2 * i + 1, 2) / fps * ENCODER_RATE) for i in range(num_frames)], dtype=torch.float64
+    )
+    positions = centres[:, None] + frame_offset + (torch.arange(window, dtype=torch.float64) - (window - 1) / 2)[None, :]
+    positions = positions.clamp(min=0)
+    low = positions.floor().long()
+    return low, low + 1, (positions - low).float()
+
+
+def _gather_windows(by_time: torch.Tensor, low: torch.Tensor, high: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
+    """``[F, L, W, D]`` by linear interpolation of states ``by_time [N, L, D]`` at ``low + frac`` (indices
+    past the end are clamped to the last state)."""
+    num_frames, window = low.shape
+    last = by_time.shape[0] - 1
+    low, high = low.clamp(0, last), high.clamp(0, last)
+    out = by_time[low.reshape(-1)]
+    out.lerp_(by_time[high.reshape(-1)], frac.reshape(-1, 1, 1))
+    return out.view(num_frames, window, *by_time.shape[1:]).permute(0, 2, 1, 3).contiguous()
 
 
 def frame_windows(
@@ -573,21 +654,8 @@ def frame_windows(
     Window ``k`` of video frame ``i`` samples time ``(i + 0.5) / fps + (k - (W - 1) / 2) / 50`` by linear
     interpolation; positions outside ``[0, N - 1]`` are clamped to the edge.
     """
-    fps = as_fps(fps)
-    num_layers, length, dim = hidden.shape
-    # Exact rational centres, one per frame (never accumulated), then float64 positions in encoder frames.
-    centres = torch.tensor(
-        [float(Fraction(2 * i + 1, 2) / fps * ENCODER_RATE) for i in range(num_frames)], dtype=torch.float64
-    )
-    positions = centres[:, None] + frame_offset + (torch.arange(window, dtype=torch.float64) - (window - 1) / 2)[None, :]
-    positions = positions.clamp(0, length - 1)
-    low = positions.floor().long().clamp(max=length - 1)
-    high = (low + 1).clamp(max=length - 1)
-    frac = (positions - low).float().reshape(-1, 1, 1)
-    by_time = hidden.permute(1, 0, 2).contiguous()  # [N, L, D]: one gather per window entry
-    out = by_time[low.reshape(-1)]
-    out.lerp_(by_time[high.reshape(-1)], frac)
-    return out.view(num_frames, window, num_layers, dim).permute(0, 2, 1, 3).contiguous()
+    low, high, frac = window_positions(fps, num_frames, window, frame_offset)
+    return _gather_windows(hidden.permute(1, 0, 2).contiguous(), low, high, frac)
 
 
 def load_whisper_encoder(

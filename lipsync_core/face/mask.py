@@ -145,6 +145,8 @@ def face_masks(
     user_mask: Optional[np.ndarray] = None,
     mode: str = "auto",
     hold: int = 0,
+    transforms: Optional[np.ndarray] = None,
+    frames: Optional[Sequence[int]] = None,
 ) -> np.ndarray:
     """Editing masks ``float32 [T, H, W]`` (1 = regenerate) for every frame of ``track``.
 
@@ -152,10 +154,16 @@ def face_masks(
     with the landmark mask by ``mode`` (see :func:`combine_masks`).
 
     ``hold`` (frames, ours): each frame's landmark mask covers the union of the mask outlines of the
-    frames within ``hold`` before and after it (in the same run of frames with a face). Meant for the
-    aligned crop, where the face stands still: a mask that follows the jaw opens and closes with the
-    source mouth, and its outline alone would tell the model how the source lips moved (leakage); the
-    held mask stays still while the source talks and still follows slow changes of pose.
+    frames within ``hold`` before and after it (in the same run of frames with a face). A mask that
+    follows the jaw opens and closes with the source mouth, and its outline alone would tell the model
+    how the source lips moved (leakage); the held mask stays still while the source talks and still
+    follows slow changes of pose. The union is taken where the face stands still: in the aligned crop.
+    For a track in crop coordinates give no ``transforms``; for a track in frame coordinates give the
+    frame -> crop ``transforms`` ``[T, 2, 3]`` (``align_transforms``): each neighbour's outline is carried
+    into this frame through the crop, so the frame-space mask warps onto the crop-space one.
+
+    ``frames``: compute only these frames (a streaming run draws the masks chunk by chunk); the result
+    is then ``[len(frames), H, W]`` and ``user_mask`` must match it.
     """
     if upper_edge not in UPPER_EDGES:
         raise ValueError(f"Unknown upper edge {upper_edge!r}; choose one of {', '.join(UPPER_EDGES)}.")
@@ -163,22 +171,39 @@ def face_masks(
         raise ValueError(f"Unknown mask mode {mode!r}; choose one of {', '.join(MASK_MODES)}.")
     if user_mask is None and mode != "auto":
         raise ValueError(f"Mask mode {mode!r} needs a user mask; connect one or use mode 'auto'.")
+    wanted = np.arange(track.num_frames) if frames is None else np.asarray(frames, dtype=np.int64)
     height, width = track.frame_size
-    masks = np.zeros((track.num_frames, height, width), np.float32)
+    masks = np.zeros((len(wanted), height, width), np.float32)
     if mode != "replace":
-        found = np.flatnonzero(track.found)
-        polygons = {t: mask_polygon(track.landmarks[t], upper_edge, expand, feather) for t in found}
         run_id = np.cumsum(~track.found)  # frames of one run of found frames share an id
-        for t in found:
-            window = [
-                polygons[k]
-                for k in range(max(t - hold, 0), min(t + hold + 1, track.num_frames))
+        polygons: dict = {}
+
+        def outline(k: int) -> np.ndarray:
+            if k not in polygons:
+                polygons[k] = mask_polygon(track.landmarks[k], upper_edge, expand, feather)
+            return polygons[k]
+
+        for row, t in enumerate(wanted):
+            if not track.found[t]:
+                continue
+            neighbours = [
+                k for k in range(max(t - hold, 0), min(t + hold + 1, track.num_frames))
                 if track.found[k] and run_id[k] == run_id[t]
             ]
-            masks[t] = render_polygon_mask(window, track.frame_size, feather * float(face_size(track.landmarks[t])))
+            window = [outline(k) for k in neighbours]
+            if transforms is not None and hold > 0:
+                to_frame = cv2.invertAffineTransform(transforms[t].astype(np.float64))
+                window = [_through_crop(outline(k), transforms[k], to_frame) if k != t else outline(k) for k in neighbours]
+            masks[row] = render_polygon_mask(window, track.frame_size, feather * float(face_size(track.landmarks[t])))
     if user_mask is None:
         return masks
     return combine_masks(masks, user_mask, mode)
+
+
+def _through_crop(polygon: np.ndarray, to_crop: np.ndarray, to_frame: np.ndarray) -> np.ndarray:
+    """A polygon of one frame carried into the crop and from there into another frame."""
+    in_crop = polygon @ to_crop[:, :2].T.astype(np.float64) + to_crop[:, 2]
+    return in_crop @ to_frame[:, :2].T + to_frame[:, 2]
 
 
 def combine_masks(auto: np.ndarray, user: Union[np.ndarray, "torch.Tensor"], mode: str) -> np.ndarray:

@@ -360,3 +360,47 @@ def test_user_mask_edits_a_face_the_detector_cannot_see(comfy, comfy_base, comfy
     taps = read_taps(comfy, result.prompt_id, comfy_base, "noface")
     assert len(taps["out"]) == 4
     assert_unchanged_outside_mask(taps)
+
+
+def long_video_prompt(object_info: dict, **settings) -> tuple[dict, dict]:
+    workflow = load_workflow(REPO / "workflows" / "sayanything_long_video.json")
+    prompt = workflow_to_api(workflow, object_info)
+    prompt[node_id(prompt, "SayAnythingLipSyncVideo")]["inputs"].update(settings)
+    return prompt, workflow
+
+
+def test_long_video_workflow_streams_the_video_as_shipped(comfy, comfy_base, comfy_inputs, object_info):
+    # The default model as the workflow names it; crop size, window and guidance come from its file (auto).
+    prompt, workflow = long_video_prompt(object_info, steps=2)
+    lipsync = node_id(prompt, "SayAnythingLipSyncVideo")
+    assert prompt[lipsync]["inputs"]["crop_size"] == 0 and prompt[lipsync]["inputs"]["steps"] == 2
+    result = run_ok(comfy, prompt, workflow)
+
+    speech = comfy_inputs["speech"]
+    info = probe_mp4(saved_mp4(comfy, result.prompt_id, comfy_base))
+    assert info["fps"] == VIDEO_FPS  # the video's own rate
+    assert abs(info["frames"] - speech.duration * VIDEO_FPS) <= 1  # looped to the speech
+    assert info["audio_seconds"] == pytest.approx(info["frames"] / VIDEO_FPS, abs=0.07)
+    events = [e for e in result.progress_events() if e["node"] == lipsync]
+    assert events and events[-1]["value"] == events[-1]["max"]
+    assert [p.name for p in (comfy_base / "temp").glob("*.partial.mp4")] == []
+
+
+def test_cancel_in_the_video_node_leaves_no_output_file(comfy, comfy_base, comfy_inputs, object_info):
+    prompt, workflow = long_video_prompt(object_info, steps=200, seed=11)
+    lipsync = node_id(prompt, "SayAnythingLipSyncVideo")
+    before = set((comfy_base / "temp").glob("sayanything-*")) if (comfy_base / "temp").exists() else set()
+    sent = {}
+
+    def on_event(event: dict) -> None:
+        data = event.get("data", {})
+        # Cancel once sampling has started (past tracking, features and canvas).
+        if event["type"] == "progress" and data.get("node") == lipsync and data["value"] > 3000 and not sent:
+            sent["at"] = data["value"]
+            comfy.interrupt()
+
+    result = comfy.run(prompt, workflow, on_event=on_event)
+    assert result.status == "interrupted" and sent
+    after = set((comfy_base / "temp").glob("sayanything-*")) | set((comfy_base / "temp").glob(".sayanything-*"))
+    assert after - before == set()
+    assert not [p for p in comfy.output_files(result.prompt_id, comfy_base) if p.suffix == ".mp4"]

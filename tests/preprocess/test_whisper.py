@@ -292,3 +292,32 @@ def test_int8_ctranslate2_model_is_dequantised(ct2_variables, whisper_tiny_dir, 
     a = load_whisper_encoder(whisper_tiny_dir).encode(audio)
     b = load_whisper_encoder(out).encode(audio)
     assert ((a - b).norm() / a.norm()) < 0.05
+
+
+def test_long_audio_features_stream_into_a_buffer_and_equal_the_whole_video_windows(whisper_encoder, espeak_speech):
+    # 70 s: several 30 s encoder windows. Frame features are written as the encoder goes (at most one
+    # window of encoder states held) and must equal windows cut from all hidden states at once.
+    from lipsync_core.audio.whisper import frame_windows
+
+    audio = _speech_clip(espeak_speech, 70.0)
+    fps, frames = 30000 / 1001, 2000
+    held = []
+    encode = whisper_encoder.iter_encode
+
+    def counting(*args, **kwargs):
+        for start, states in encode(*args, **kwargs):
+            held.append(states.shape[1])
+            yield start, states
+
+    whisper_encoder.iter_encode = counting
+    try:
+        out = torch.full((frames, whisper_encoder.num_hidden_states, 10, whisper_encoder.hidden_size), float("nan"))
+        streamed = whisper_encoder.frame_features(audio, fps, num_frames=frames, out=out)
+    finally:
+        del whisper_encoder.iter_encode
+    assert streamed is out and torch.isfinite(out).all()
+    assert len(held) >= 3 and max(held) <= 1500  # several 30 s windows, never all states at once
+    lead = 10 // 2 + 2
+    end = int(np.ceil((frames / fps + 10 / 50) * 16000))
+    hidden = whisper_encoder.encode(Audio(audio.waveform[:end], 16000), leading_silence_frames=lead)
+    torch.testing.assert_close(streamed, frame_windows(hidden, fps, frames, 10, frame_offset=lead), rtol=0, atol=0)

@@ -1,0 +1,150 @@
+"""The streaming file-to-file path (``lipsync_core.streaming``): the same frames as the in-memory path,
+exact lengths and rates, untouched pixels where nothing is edited, clear errors, nothing half-written."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lipsync_core import inference
+from lipsync_core.audio import Audio
+from lipsync_core.media import VideoInfo, VideoReader, VideoWriter
+from lipsync_core.streaming import SpilledFrames, StreamSettings, frame_buffer, lipsync_file
+
+TOY_MODEL = Path(__file__).resolve().parents[1] / "lipsync_core" / "toy" / "assets" / "toy_sayanything.safetensors"
+NO_FACE = range(9, 12)
+
+
+def _clip(astronaut, path: Path, frames: int, fps: Fraction, size=(333, 257)) -> Path:
+    """The real portrait drifting across an odd-sized frame; frames 9-11 show no face (grey)."""
+    width, height = size
+    face = cv2.resize(astronaut, (200, 200), interpolation=cv2.INTER_AREA)
+    with VideoWriter(path, VideoInfo(str(path), width, height, fps, "yuv420p"), fps, crf=12, preset="ultrafast") as w:
+        for index in range(frames):
+            frame = np.full((height, width, 3), 128, np.uint8)
+            if index not in NO_FACE:
+                x, y = 40 + (index % 7) * 5, 30 + (index % 5) * 3
+                frame[y : y + 200, x : x + 200] = face
+            w.write(frame)
+        w.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return inference.load_model(TOY_MODEL)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The frames handed to the real encoder (the pixels before compression)."""
+    frames = []
+    write = VideoWriter.write
+
+    def keep(self, frame):
+        frames.append(frame.copy())
+        write(self, frame)
+
+    monkeypatch.setattr(VideoWriter, "write", keep)
+    return frames
+
+
+def test_streaming_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, whisper_encoder, toy, captured):
+    fps = Fraction(30000, 1001)
+    clip = _clip(astronaut, tmp_path / "clip.mp4", 23, fps)
+    captured.clear()
+    speech = inference.load_audio(speech_wav)
+    options = inference.SamplerOptions(steps=2, seed=3, decode_chunk=5)
+    out = lipsync_file(clip, speech, tmp_path / "out.mp4", toy, whisper_encoder, options, fit_mode="pad_silence",
+                       settings=StreamSettings(chunk=None, spill_bytes=1))  # every buffer spilled to disk
+    assert Path(out).is_file()
+
+    frames, read_fps = inference.read_frames(clip)
+    expected, _audio, _mask = inference.lipsync(frames, read_fps, speech, toy, whisper_encoder, options,
+                                                fit_mode="pad_silence")
+    assert len(captured) == 23
+    np.testing.assert_array_equal(np.stack(captured), inference.frames_to_uint8(expected))
+    # Frames without a face pass through exactly; the others were edited.
+    source = inference.frames_to_uint8(frames)
+    for index in range(23):
+        same = np.array_equal(captured[index], source[index])
+        assert same == (index in NO_FACE), index
+
+
+def test_long_clip_keeps_exact_length_rate_size_and_audio(tmp_path, astronaut, speech_wav, whisper_encoder, toy,
+                                                          captured):
+    # 2.3 s of speech looped over a 61-frame clip at 25 fps: many 8-frame windows, a length that is a
+    # multiple of nothing; the output is as long as the speech, at the source's size and rate.
+    fps = Fraction(25)
+    clip = _clip(astronaut, tmp_path / "clip.mp4", 61, fps)
+    captured.clear()
+    speech = inference.load_audio(speech_wav)
+    seconds = speech.num_samples / speech.sample_rate * 1.0
+    long_speech = Audio(speech.waveform.repeat(2), speech.sample_rate)  # 4.6 s -> 115 frames
+    stages = []
+    out = lipsync_file(clip, long_speech, tmp_path / "out.mp4", toy, whisper_encoder,
+                       inference.SamplerOptions(steps=1), fit_mode="loop",
+                       progress=lambda stage, done, total: stages.append(stage))
+    expected_frames = round(2 * seconds * 25)
+    with av.open(out) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert Fraction(video.average_rate) == fps
+        assert (video.width, video.height) == (333, 257)  # odd sizes come back exactly
+        decoded = sum(1 for _ in container.decode(video))
+    with av.open(out) as container:
+        samples = sum(f.samples for f in container.decode(container.streams.audio[0]))
+    assert decoded == len(captured) == expected_frames
+    assert samples / audio.sample_rate == pytest.approx(expected_frames / 25, abs=0.03)
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == [
+        "tracking", "audio features", "canvas", "denoising", "writing"]
+    # The loop shows source frame 61 + k again at output frame k: no-face frames stay untouched there too.
+    looped = list(VideoReader(clip).frames(np.arange(expected_frames) % 61))
+    for index in range(expected_frames):
+        if index % 61 in NO_FACE:
+            np.testing.assert_array_equal(captured[index], looped[index])
+
+
+def test_a_cancelled_run_leaves_no_file(tmp_path, astronaut, speech_wav, whisper_encoder, toy):
+    clip = _clip(astronaut, tmp_path / "clip.mp4", 20, Fraction(25))
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(stage, done, total):
+        if stage == "writing":
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        lipsync_file(clip, inference.load_audio(speech_wav), tmp_path / "out.mp4", toy, whisper_encoder,
+                     inference.SamplerOptions(steps=1), progress=cancel)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_damaged_videos_get_one_clear_error(tmp_path, astronaut, speech_wav, whisper_encoder, toy):
+    clip = _clip(astronaut, tmp_path / "clip.mp4", 20, Fraction(25))
+    data = clip.read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00not a video" * 100)
+    for bad in (truncated, garbage, tmp_path / "missing.mp4"):
+        with pytest.raises(ValueError, match="video|Video"):
+            lipsync_file(bad, inference.load_audio(speech_wav), tmp_path / "out.mp4", toy, whisper_encoder)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_spilled_buffers_read_back_what_was_written(tmp_path):
+    buffer = frame_buffer((10, 2, 3), spill_bytes=16, directory=str(tmp_path))
+    assert isinstance(buffer, SpilledFrames) and list(tmp_path.iterdir()) == []  # unlinked at once
+    values = torch.arange(60, dtype=torch.float32).reshape(10, 2, 3)
+    buffer[2:5] = values[2:5]
+    buffer[7] = values[7]
+    assert torch.equal(buffer[2:5], values[2:5]) and torch.equal(buffer[7], values[7])
+    assert torch.count_nonzero(buffer[0:2]) == 0 and buffer[:].shape == (10, 2, 3)
+    assert isinstance(frame_buffer((4, 2), spill_bytes=1 << 20), torch.Tensor)
