@@ -36,12 +36,17 @@ class SayAnythingLoadFaceTrack(io.ComfyNode):
                 io.Image.Input("images", tooltip="The video frames the track belongs to (one landmark set each)."),
                 io.Combo.Input("track_file", options=track_files(),
                                tooltip="A FaceTrack .npz in ComfyUI's input folder."),
+                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
+                               tooltip="Frame rate of the frames (the mask hold is in seconds)."),
                 io.Combo.Input("upper_edge", options=UPPER_EDGES, default="nose",
                                tooltip="Top of the mask (see SayAnything Face Track + Mask)."),
                 io.Float.Input("expand", default=0.08, min=0.0, max=1.0, step=0.01,
                                tooltip="Grow the mask by this fraction of the face size."),
                 io.Float.Input("feather", default=0.06, min=0.0, max=0.5, step=0.01,
                                tooltip="Soft edge width as a fraction of the face size."),
+                io.Float.Input("mask_hold", default=0.5, min=0.0, max=5.0, step=0.05, optional=True,
+                               tooltip="Seconds the mask holds the jaw's outline (see SayAnything Face Track + "
+                               "Mask): a mask that follows the source jaw leaks the source mouth."),
             ],
             outputs=[
                 io.Mask.Output(display_name="mask"),
@@ -61,9 +66,10 @@ class SayAnythingLoadFaceTrack(io.ComfyNode):
         return os.path.getmtime(folder_paths.get_annotated_filepath(track_file))  # rerun when the file changes
 
     @classmethod
-    def execute(cls, images, track_file: str, upper_edge: str, expand: float, feather: float) -> io.NodeOutput:
+    def execute(cls, images, track_file: str, fps: float, upper_edge: str, expand: float, feather: float,
+                mask_hold: float = 0.5) -> io.NodeOutput:
         from ..lipsync_core.face import FaceTrack as Track
-        from ..lipsync_core.inference import draw_face_preview, face_mask
+        from ..lipsync_core.inference import FaceOptions, draw_face_preview, face_mask
 
         frames = check_frames(images)
         track = Track.load(folder_paths.get_annotated_filepath(track_file))
@@ -73,5 +79,6 @@ class SayAnythingLoadFaceTrack(io.ComfyNode):
                 f"{track_file} tracks {track.num_frames} frames of {tuple(track.frame_size)} but the images are "
                 f"{frames.shape[0]} frames of {size}; save the track of these frames (after any fitting to the audio)"
             )
-        mask = face_mask(track, upper_edge=upper_edge, expand=expand, feather=feather)
+        options = FaceOptions(upper_edge=upper_edge, expand=expand, feather=feather, mask_hold=mask_hold)
+        mask = face_mask(track, fps, options)
         return io.NodeOutput(mask, track, draw_face_preview(frames, mask, track))

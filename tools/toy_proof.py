@@ -6,14 +6,18 @@ For every case of ``lipsync_core.toy.proof.dub_cases`` (held-out characters of w
 never saw, each a talking source, plus another clip's sentence) the model dubs the video twice on
 each path -- with the new sentence and with silence (LipLeak):
 
-- ComfyUI: a private real server (tools/comfy_client.py) runs the pack's example workflow
-  ``workflows/sayanything_video_lipsync.json`` over HTTP on the uploaded mp4 and wav; its face node
-  is swapped for ``SayAnything Load Face Track`` (the character's known track as .npz: mediapipe
-  does not see drawn faces) and the mp4 it saves is decoded and measured;
-- the library: ``inference.lipsync`` with the same inputs.
+- ``comfyui_mediapipe``: a private real server (tools/comfy_client.py) runs the pack's example
+  workflow ``workflows/sayanything_video_lipsync.json`` over HTTP, exactly as it ships but for its
+  input files (the mp4 and a wav), mediapipe tracking the drawn face -- on the cases where mediapipe
+  finds it in every frame (it misses some characters);
+- ``comfyui_face_track``: the same workflow with its face node swapped for ``SayAnything Load Face
+  Track`` reading the character's known track (.npz), on every case;
+- ``library``: ``inference.lipsync`` with the known track.
 
-Every setting comes from the model file's ``defaults``. Figures (``proof.case_figures``) per path
-and seed and pooled go to the JSON, with the machine and its load.
+The saved mp4s are decoded and measured.
+
+Every sampler and crop setting is left on ``auto``: the model file's ``defaults``. Figures
+(``proof.case_figures``) per path and seed and pooled go to the JSON, with the machine and its load.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from tools.comfy_client import ComfyClient, ComfyServer, load_workflow, workflow
 from tools.demo_assets import WHISPER_FOLDER  # noqa: E402
 
 WORKFLOW = REPO / "workflows" / "sayanything_video_lipsync.json"
+PATHS = ("comfyui_face_track", "comfyui_mediapipe", "library")
 
 
 def write_wav(path: Path, waveform: np.ndarray, rate: int = 16000) -> None:
@@ -55,15 +60,17 @@ def read_mp4(path: Path) -> np.ndarray:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(container.streams.video[0])])
 
 
-def workflow_prompt(object_info: dict, video: str, speech: str, track: str, model: str, defaults, prefix: str) -> dict:
-    """The example video workflow as an API prompt, on these inputs, at the model's own settings."""
+def workflow_prompt(object_info: dict, video: str, speech: str, track: str | None, model: str, prefix: str) -> dict:
+    """The example video workflow as an API prompt on these inputs. Its sampler and crop widgets stay
+    on ``auto`` (the model file's own settings), as the workflow ships. ``track``: a FaceTrack .npz in
+    the input folder replaces mediapipe tracking (None: the face node tracks, as shipped)."""
     prompt = workflow_to_api(load_workflow(WORKFLOW), object_info)
     for node_id, node in list(prompt.items()):
         kind, inputs = node["class_type"], node["inputs"]
-        if kind == "SayAnythingFaceMask":  # same outputs (mask, face_track, preview): the links stay
+        if kind == "SayAnythingFaceMask" and track is not None:  # same outputs (mask, face_track, preview): the links stay
             prompt[node_id] = {"class_type": "SayAnythingLoadFaceTrack", "inputs": {
-                "images": inputs["images"], "track_file": track, "upper_edge": defaults.upper_edge,
-                "expand": defaults.mask_expand, "feather": defaults.mask_feather}}
+                "images": inputs["images"], "track_file": track, "fps": inputs["fps"],
+                **{name: inputs[name] for name in ("upper_edge", "expand", "feather", "mask_hold") if name in inputs}}}
         elif kind == "LoadVideo":
             inputs["file"] = video
         elif kind == "SayAnythingLoadAudio":
@@ -74,17 +81,6 @@ def workflow_prompt(object_info: dict, video: str, speech: str, track: str, mode
             inputs["model"] = model
         elif kind == "SaveVideo":
             inputs["filename_prefix"] = f"proof/{prefix}"
-    # The model's defaults wherever the workflow has a widget for them (what `auto` resolves to).
-    settings = {"SayAnythingFaceCrop": {"crop_size": defaults.crop_size},
-                "SayAnythingSampler": {"steps": defaults.steps, "seed": 0,
-                                       "reference_guidance": defaults.reference_guidance,
-                                       "audio_guidance": defaults.audio_guidance, "window": defaults.window,
-                                       "overlap": defaults.overlap, "noise_aug_strength": defaults.noise_aug_strength}}
-    for node in prompt.values():
-        for name, value in settings.get(node["class_type"], {}).items():
-            if name in object_info[node["class_type"]]["input"].get("required", {}) or \
-                    name in object_info[node["class_type"]]["input"].get("optional", {}):
-                node["inputs"][name] = value
     return prompt
 
 
@@ -95,6 +91,7 @@ def machine() -> dict:
 
 def main() -> int:
     from lipsync_core import inference
+    from lipsync_core.face import track_faces
     from lipsync_core.toy.demo import DEMO_MODEL
     from lipsync_core.toy.proof import case_figures, dub_cases, library_lipsync
 
@@ -108,10 +105,12 @@ def main() -> int:
     parser.add_argument("--base", type=Path, default=None, help="ComfyUI base folder (default: a temporary one)")
     args = parser.parse_args()
 
-    started, load_before = time.time(), machine()
+    started = time.time()
     loaded = inference.load_model(args.model)
     whisper = inference.load_whisper(args.whisper)
-    defaults = loaded.model.defaults
+    results: dict = {"model": str(args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model),
+                     "defaults": json.loads(loaded.defaults.to_json()), "world_seeds": args.seeds,
+                     "machine_before": machine(), "paths": {}}
     base = args.base or Path(tempfile.mkdtemp(prefix="toy_proof_"))
     model_name = "toy_proof_model.safetensors"
     (base / "models" / "sayanything").mkdir(parents=True, exist_ok=True)
@@ -122,48 +121,58 @@ def main() -> int:
     server = ComfyServer(base).start()
     client = ComfyClient(server.url)
     object_info = client.object_info()
-    results: dict = {"model": str(args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model),
-                     "defaults": json.loads(defaults.to_json()), "seeds": {}, "machine_before": load_before}
-    all_cases, outputs = [], {"comfyui": ([], []), "library": ([], [])}
+
+    def comfyui(case, kind: str, speech: np.ndarray, track: str | None) -> np.ndarray:
+        speech_name = f"{case.name}-{kind}.wav"
+        write_wav(base / "input" / speech_name, speech)
+        prompt = workflow_prompt(object_info, f"{case.name}.mp4", speech_name, track, model_name,
+                                 f"{case.name}-{kind}-{'track' if track else 'mediapipe'}")
+        result = client.run(prompt, timeout=1800)
+        if result.status != "success":
+            raise RuntimeError(f"{case.name} {kind}: {result.status} {result.error}\n{server.log_tail()}")
+        return read_mp4([p for p in client.output_files(result.prompt_id, base) if p.suffix == ".mp4"][0])
+
+    # path -> seed -> (cases, dubbed with the new speech, dubbed with silence)
+    runs: dict[str, dict[int, tuple[list, list, list]]] = {p: {} for p in PATHS}
+    timings: dict[str, list[float]] = {p: [] for p in PATHS}
     try:
         for seed in args.seeds:
-            cases = dub_cases(seed, args.clips, args.max_frames)
-            per_seed = {"comfyui": ([], []), "library": ([], [])}
-            for case in cases:
-                silence = np.zeros_like(case.speech)
-                video_name, track_name = f"{case.name}.mp4", f"{case.name}.npz"
-                inference.write_video(base / "input" / video_name, _float(case.video), 25.0,
+            for case in dub_cases(seed, args.clips, args.max_frames):
+                inference.write_video(base / "input" / f"{case.name}.mp4", _float(case.video), 25.0,
                                       _audio(case.source_audio))
-                case.face_track().save(base / "input" / track_name)
-                for kind, speech in (("speech", case.speech), ("silence", silence)):
-                    speech_name = f"{case.name}-{kind}.wav"
-                    write_wav(base / "input" / speech_name, speech)
-                    prompt = workflow_prompt(object_info, video_name, speech_name, track_name, model_name, defaults,
-                                             f"{case.name}-{kind}")
-                    result = client.run(prompt, timeout=1800)
-                    if result.status != "success":
-                        raise RuntimeError(f"{case.name} {kind}: {result.status} {result.error}\n{server.log_tail()}")
-                    video = [p for p in client.output_files(result.prompt_id, base) if p.suffix == ".mp4"][0]
-                    slot = 0 if kind == "speech" else 1
-                    per_seed["comfyui"][slot].append(read_mp4(video))
-                    per_seed["library"][slot].append(library_lipsync(case, speech, loaded, whisper))
-                    print(f"[proof] {case.name} ({case.style}) {kind} done ({time.time() - started:.0f} s)",
-                          file=sys.stderr)
-            results["seeds"][str(seed)] = {path: case_figures(cases, *videos) for path, videos in per_seed.items()}
-            all_cases += cases
-            for path in outputs:
-                outputs[path][0].extend(per_seed[path][0])
-                outputs[path][1].extend(per_seed[path][1])
+                case.face_track().save(base / "input" / f"{case.name}.npz")
+                tracked = track_faces(case.video, fps=25.0).found.all()  # does mediapipe see this character?
+                for kind, speech in (("speech", case.speech), ("silence", np.zeros_like(case.speech))):
+                    makers = {"comfyui_face_track": lambda: comfyui(case, kind, speech, f"{case.name}.npz"),
+                              "library": lambda: library_lipsync(case, speech, loaded, whisper)}
+                    if tracked:  # the workflow exactly as it ships: mediapipe tracks the drawn face
+                        makers["comfyui_mediapipe"] = lambda: comfyui(case, kind, speech, None)
+                    for path, make in makers.items():
+                        mark = time.time()
+                        video = make()
+                        timings[path].append(time.time() - mark)
+                        cases, dubbed, silenced = runs[path].setdefault(seed, ([], [], []))
+                        if kind == "speech":
+                            cases.append(case)
+                            dubbed.append(video)
+                        else:
+                            silenced.append(video)
+                print(f"[proof] {case.name} ({case.style}, mediapipe {'tracks' if tracked else 'misses'} it) "
+                      f"done ({time.time() - started:.0f} s)", file=sys.stderr)
     finally:
         client.close()
         server.stop()
-    results["pooled"] = {path: case_figures(all_cases, *videos) for path, videos in outputs.items()}
-    results["styles"] = [case.style for case in all_cases]
+    for path, by_seed in runs.items():
+        results["paths"][path] = {"seeds": {str(seed): case_figures(*run) for seed, run in by_seed.items()},
+                                  "pooled": case_figures(*(sum((run[k] for run in by_seed.values()), [])
+                                                           for k in range(3))) if by_seed else None,
+                                  "styles": [c.style for run in by_seed.values() for c in run[0]],
+                                  "seconds_per_dub": round(float(np.mean(timings[path])), 1) if timings[path] else None}
     results["seconds"] = round(time.time() - started, 1)
     results["machine_after"] = machine()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results["pooled"], indent=2))
+    print(json.dumps({p: r["pooled"] for p, r in results["paths"].items()}, indent=2))
     print(args.output)
     return 0
 

@@ -89,20 +89,14 @@ def case_figures(cases: list[DubCase], dubbed: list[np.ndarray], silenced: list[
 
 
 def library_lipsync(case: DubCase, speech: np.ndarray, loaded, whisper, fps: float = 25.0, callback=None) -> np.ndarray:
-    """One case dubbed with ``speech`` through ``inference.lipsync`` at the model file's defaults; uint8 frames."""
+    """One case dubbed with ``speech`` through ``inference.lipsync``, every setting on auto (the model
+    file's defaults); uint8 frames."""
     import torch
 
     from .. import inference
     from ..audio import Audio
 
-    defaults = loaded.model.defaults
-    options = inference.SamplerOptions(
-        steps=defaults.steps, seed=0, reference_guidance=defaults.reference_guidance,
-        audio_guidance=defaults.audio_guidance, window=defaults.window, overlap=defaults.overlap,
-        noise_aug_strength=defaults.noise_aug_strength)
-    face = inference.FaceOptions(crop_size=defaults.crop_size, upper_edge=defaults.upper_edge,
-                                 expand=defaults.mask_expand, feather=defaults.mask_feather)
     frames, _audio, _mask = inference.lipsync(
         torch.from_numpy(case.video).float() / 255.0, fps, Audio(torch.from_numpy(speech), SAMPLE_RATE), loaded,
-        whisper, options, face_options=face, fit_mode="cut", track=case.face_track(), callback=callback)
+        whisper, inference.SamplerOptions(seed=0), fit_mode="cut", track=case.face_track(), callback=callback)
     return inference.frames_to_uint8(frames)

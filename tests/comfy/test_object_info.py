@@ -14,7 +14,7 @@ EXPECTED = {
     "SayAnythingFaceMask": (["MASK", "FACE_TRACK", "IMAGE"],
                             ["images", "fps", "face", "face_index", "upper_edge", "expand", "feather"]),
     "SayAnythingLoadFaceTrack": (["MASK", "FACE_TRACK", "IMAGE"],
-                                 ["images", "track_file", "upper_edge", "expand", "feather"]),
+                                 ["images", "track_file", "fps", "upper_edge", "expand", "feather"]),
     "SayAnythingFaceCrop": (["IMAGE", "MASK", "FACE_CROP"], ["images", "mask", "face_track", "crop_size"]),
     "SayAnythingFacePaste": (["IMAGE"], ["images", "crops", "crop_mask", "face_crop"]),
     "SayAnythingModelLoader": (["SAYANYTHING_MODEL"], ["model", "svd_checkpoint", "precision"]),

@@ -13,7 +13,6 @@ import shutil
 import numpy as np
 import pytest
 
-from lipsync_core.checkpoint import read_model_defaults
 from lipsync_core.inference import write_video
 from lipsync_core.toy.demo import DEMO_MODEL
 from lipsync_core.toy.measure import measure_opening, pearson
@@ -42,12 +41,10 @@ def test_toy_model_dubs_a_talking_character_through_the_video_workflow(comfy_ser
     write_wav(base / "input" / "toy_silence.wav", np.zeros_like(case.speech))
     case.face_track().save(base / "input" / "toy_track.npz")
     object_info = comfy.object_info()
-    defaults = read_model_defaults(DEMO_MODEL)
 
     measured = {}
     for kind in ("speech", "silence"):
-        prompt = workflow_prompt(object_info, "toy_source.mp4", f"toy_{kind}.wav", "toy_track.npz", MODEL, defaults,
-                                 f"toy_dub_{kind}")
+        prompt = workflow_prompt(object_info, "toy_source.mp4", f"toy_{kind}.wav", "toy_track.npz", MODEL, f"toy_dub_{kind}")
         result = comfy.run(prompt, timeout=1800)
         assert result.status == "success", result.error
         (video,) = [p for p in comfy.output_files(result.prompt_id, base) if p.suffix == ".mp4"]

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import av
-import numpy as np
 
 from lipsync_core.checkpoint import read_model_defaults
 from lipsync_core.toy.demo import DEMO_MODEL, demo_lipsync
