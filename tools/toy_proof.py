@@ -103,7 +103,14 @@ def main() -> int:
     parser.add_argument("--max-frames", type=int, default=100)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "toy_proof.json")
     parser.add_argument("--base", type=Path, default=None, help="ComfyUI base folder (default: a temporary one)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads here and in the server (1 is far faster on a CPU other jobs share)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the server inherits it
 
     started = time.time()
     loaded = inference.load_model(args.model)
@@ -169,6 +176,7 @@ def main() -> int:
                                   "styles": [c.style for run in by_seed.values() for c in run[0]],
                                   "seconds_per_dub": round(float(np.mean(timings[path])), 1) if timings[path] else None}
     results["seconds"] = round(time.time() - started, 1)
+    results["threads"] = args.threads
     results["machine_after"] = machine()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

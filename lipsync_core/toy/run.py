@@ -194,7 +194,10 @@ def run_toy(output: str | Path, whisper_dir: str | Path, config: ToyRunConfig | 
         mark = time.time()
         focus = [c.landmarks[:, [61, 291]].mean(1) for c in train_clips]
         vae = train_toy_vae([c.frames for c in train_clips], config.vae_steps, seed=config.seed, focus=focus,
-                            frames_per_clip=config.num_frames)
+                            frames_per_clip=config.num_frames,
+                            progress=lambda step, loss: report(f"VAE step {step + 1}/{config.vae_steps} loss {loss:.4f} "
+                                                               f"({time.time() - mark:.0f} s)")
+                            if (step + 1) % 100 == 0 else None)
         save_toy_vae(vae, vae_path)
         timings["vae_s"] = time.time() - mark
         report(f"VAE: {config.vae_steps} steps ({timings['vae_s']:.0f} s)")
