@@ -166,7 +166,16 @@ def fit_audio_and_frames(frames: torch.Tensor, audio, fps: float, mode: str = "l
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     fitted = fit_audio_video(audio, frames.shape[0], fps=fps, mode=mode)
-    return frames[torch.from_numpy(fitted.frame_indices)], fitted.audio
+    return select_frames(frames, fitted.frame_indices), fitted.audio
+
+
+def select_frames(frames: torch.Tensor, indices: np.ndarray) -> torch.Tensor:
+    """``frames[indices]`` without a copy where a view will do: a cut (the first frames) or a held still."""
+    if np.array_equal(indices, np.arange(len(indices))):
+        return frames[: len(indices)]
+    if frames.shape[0] == 1:
+        return frames.expand(len(indices), *frames.shape[1:])
+    return frames[torch.from_numpy(indices)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -214,7 +223,13 @@ def track_face(frames: torch.Tensor, fps: float, face: str = "largest", face_ind
     from .face import track_faces
 
     total = frames.shape[0]
-    return track_faces(frames_to_uint8(frames), fps=fps, select=face, face_index=face_index,
+    if total > 1 and frames.stride(0) == 0:  # a held still (select_frames' view): one image to track
+        one = track_faces([frames_to_uint8(frames[0])], fps=fps, select=face, face_index=face_index,
+                          model_folders=model_folders)
+        if progress is not None:
+            progress(total, total)
+        return one.select(np.zeros(total, dtype=np.int64))
+    return track_faces((frames_to_uint8(frame) for frame in frames), fps=fps, select=face, face_index=face_index,
                        model_folders=model_folders,
                        progress=None if progress is None else (lambda done: progress(done, total)))
 
@@ -273,7 +288,7 @@ def crop_faces(frames: torch.Tensor, mask: torch.Tensor, track, crop_size: int =
     from .face import prepare_face_crops
 
     mask = broadcast_mask(mask, frames.shape[0], tuple(frames.shape[1:3]))
-    crop = prepare_face_crops(frames_to_uint8(frames), size=crop_size, track=track, user_mask=mask.numpy(),
+    crop = prepare_face_crops(frames.detach().cpu(), size=crop_size, track=track, user_mask=mask.numpy(),
                               mask_mode="replace")
     crops = torch.from_numpy(crop.crops).float() / 255.0
     return crops, torch.from_numpy(crop.masks).float(), crop
@@ -411,7 +426,7 @@ def lipsync(frames: torch.Tensor, fps: float, audio, loaded: LoadedModel, whispe
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     fitted = fit_audio_video(audio, frames.shape[0], fps=fps, mode=fit_mode)
-    frames, audio = frames[torch.from_numpy(fitted.frame_indices)], fitted.audio
+    frames, audio = select_frames(frames, fitted.frame_indices), fitted.audio
     track = track.select(fitted.frame_indices)
     features = whisper_features(whisper, audio, fps=fps, frame_count=frames.shape[0], window=defaults.feature_window)
     mask = face_mask(track, fps, face_options, user_mask=user_mask)

@@ -96,7 +96,7 @@ class VideoReader:
     (a ping-pong loop of a long video).
     """
 
-    def __init__(self, path: str | os.PathLike, cache_bytes: int = 256 << 20):
+    def __init__(self, path: str | os.PathLike, cache_bytes: int = 64 << 20):
         self.info = probe_video(path)
         self.path = self.info.path
         self.cache_bytes = cache_bytes

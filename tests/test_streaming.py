@@ -21,16 +21,22 @@ TOY_MODEL = Path(__file__).resolve().parents[1] / "lipsync_core" / "toy" / "asse
 NO_FACE = range(9, 12)
 
 
-def _clip(astronaut, path: Path, frames: int, fps: Fraction, size=(333, 257)) -> Path:
-    """The real portrait drifting across an odd-sized frame; frames 9-11 show no face (grey)."""
+def _clip(astronaut, path: Path, frames: int, fps: Fraction, size=(333, 257), leave_at: int | None = None,
+          pix_fmt: str = "yuv420p", rotation: int = 0) -> Path:
+    """The real portrait drifting across an odd-sized frame; frames 9-11 show no face (grey); from
+    ``leave_at`` on it slides out of the frame to the right, 40 px a frame."""
     width, height = size
     face = cv2.resize(astronaut, (200, 200), interpolation=cv2.INTER_AREA)
-    with VideoWriter(path, VideoInfo(str(path), width, height, fps, "yuv420p"), fps, crf=12, preset="ultrafast") as w:
+    like = VideoInfo(str(path), width, height, fps, pix_fmt, rotation=rotation)
+    with VideoWriter(path, like, fps, crf=12, preset="ultrafast") as w:
         for index in range(frames):
             frame = np.full((height, width, 3), 128, np.uint8)
             if index not in NO_FACE:
                 x, y = 40 + (index % 7) * 5, 30 + (index % 5) * 3
-                frame[y : y + 200, x : x + 200] = face
+                if leave_at is not None and index >= leave_at:
+                    x += 40 * (index - leave_at + 1)
+                visible = max(0, min(200, width - x))
+                frame[y : y + 200, x : x + visible] = face[:, :visible]
             w.write(frame)
         w.close()
     return path
@@ -70,6 +76,8 @@ def test_streaming_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, w
                                                 fit_mode="pad_silence")
     assert len(captured) == 23
     np.testing.assert_array_equal(np.stack(captured), inference.frames_to_uint8(expected))
+    with av.open(out) as container:
+        assert Fraction(container.streams.video[0].average_rate) == fps
     # Frames without a face pass through exactly; the others were edited.
     source = inference.frames_to_uint8(frames)
     for index in range(23):
@@ -80,9 +88,10 @@ def test_streaming_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, w
 def test_long_clip_keeps_exact_length_rate_size_and_audio(tmp_path, astronaut, speech_wav, whisper_encoder, toy,
                                                           captured):
     # 2.3 s of speech looped over a 61-frame clip at 25 fps: many 8-frame windows, a length that is a
-    # multiple of nothing; the output is as long as the speech, at the source's size and rate.
+    # multiple of nothing; the output is as long as the speech, at the source's size and rate. From
+    # frame 52 the face slides out of the frame; once it is gone the frames pass through untouched.
     fps = Fraction(25)
-    clip = _clip(astronaut, tmp_path / "clip.mp4", 61, fps)
+    clip = _clip(astronaut, tmp_path / "clip.mp4", 61, fps, leave_at=52)
     captured.clear()
     speech = inference.load_audio(speech_wav)
     seconds = speech.num_samples / speech.sample_rate * 1.0
@@ -105,9 +114,21 @@ def test_long_clip_keeps_exact_length_rate_size_and_audio(tmp_path, astronaut, s
         "tracking", "audio features", "canvas", "denoising", "writing"]
     # The loop shows source frame 61 + k again at output frame k: no-face frames stay untouched there too.
     looped = list(VideoReader(clip).frames(np.arange(expected_frames) % 61))
+    gone = [k for k in range(52, 61) if 40 + (k % 7) * 5 + 40 * (k - 51) >= 333]
+    assert gone
     for index in range(expected_frames):
-        if index % 61 in NO_FACE:
+        if index % 61 in NO_FACE or index % 61 in gone:
             np.testing.assert_array_equal(captured[index], looped[index])
+
+
+def test_output_keeps_the_source_pixel_format_and_rotation(tmp_path, astronaut, speech_wav, whisper_encoder, toy):
+    clip = _clip(astronaut, tmp_path / "clip.mp4", 12, Fraction(25), size=(320, 256), pix_fmt="yuv444p", rotation=90)
+    out = lipsync_file(clip, inference.load_audio(speech_wav), tmp_path / "out.mp4", toy, whisper_encoder,
+                       inference.SamplerOptions(steps=1), fit_mode="cut")
+    with av.open(out) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.pix_fmt == "yuv444p"
+        assert next(container.decode(stream)).rotation == 90
 
 
 def test_a_cancelled_run_leaves_no_file(tmp_path, astronaut, speech_wav, whisper_encoder, toy):

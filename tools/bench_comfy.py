@@ -1,11 +1,14 @@
 """Time the pack in a real ComfyUI: server start, /object_info, and one workflow run node by node.
 
 Usage: python tools/bench_comfy.py [--fps 25] [--crop 256] [--steps 4] [--json out.json]
+       python tools/bench_comfy.py --long-video CLIP.mp4 SPEECH.wav [CLIP2.mp4 SPEECH2.wav ...] [--steps 1]
 
 Starts a private ComfyUI (CPU unless CUDA is there) on a temporary base folder with the default
 model, Whisper tiny.en and the demo inputs (tools/demo_assets.py), runs
 workflows/sayanything_talking_image.json, and prints wall-clock seconds per node (from the
-websocket's ``executing`` messages) and the server's peak RSS.
+websocket's ``executing`` messages) and the server's peak RSS. With ``--long-video`` it runs
+workflows/sayanything_long_video.json on each clip in turn in the same server and reports the
+server's peak RSS after each (the growth from one clip to a longer one is what streaming bounds).
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--window", type=int, default=14)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--long-video", nargs="+", type=Path, metavar="CLIP SPEECH",
+                        help="pairs of video and speech files for the long-video workflow")
     args = parser.parse_args()
+    if args.long_video:
+        return long_video(args)
 
     import torch
 
@@ -95,6 +102,49 @@ def main() -> int:
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def long_video(args) -> int:
+    import shutil
+
+    import torch
+
+    pairs = list(zip(args.long_video[0::2], args.long_video[1::2]))
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        install(base)
+        for video, speech in pairs:
+            shutil.copy(video, base / "input" / video.name)
+            shutil.copy(speech, base / "input" / speech.name)
+        server = ComfyServer(base)
+        server.start(cpu=not torch.cuda.is_available())
+        try:
+            client = ComfyClient(server.url)
+            object_info = client.object_info()
+            workflow = load_workflow(REPO / "workflows" / "sayanything_long_video.json")
+            for video, speech in pairs:
+                prompt = workflow_to_api(workflow, object_info)
+                for node in prompt.values():
+                    if node["class_type"] == "LoadVideo":
+                        node["inputs"]["file"] = video.name
+                    elif node["class_type"] == "LoadAudio":
+                        node["inputs"]["audio"] = speech.name
+                    elif node["class_type"] == "SayAnythingLipSyncVideo":
+                        node["inputs"].update(steps=args.steps)
+                started = time.monotonic()
+                result = client.run(prompt, workflow, timeout=3600)
+                if result.status != "success":
+                    print(json.dumps(result.error, indent=1), file=sys.stderr)
+                    return 1
+                rows.append({"video": video.name, "workflow_s": round(time.monotonic() - started, 1),
+                             "server_peak_rss_mib": round(peak_rss_mib(server.process.pid))})
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            server.stop()
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
     return 0
 
 

@@ -121,7 +121,8 @@ def prepare_face_crops(
         raise ValueError(f"Unknown mask mode {mask_mode!r}; choose one of {', '.join(MASK_MODES)}.")
     if user_mask is None and mask_mode != "auto":
         raise ValueError(f"Mask mode {mask_mode!r} needs a user mask; connect one or use mode 'auto'.")
-    video = _as_uint8_video(frames)
+    # A torch IMAGE batch is converted frame by frame as it is warped: no uint8 copy of the whole video.
+    video = frames if hasattr(frames, "detach") and frames.ndim == 4 and frames.shape[-1] == 3 else _as_uint8_video(frames)
     num_frames, height, width = video.shape[:3]
     if track is None:
         track = track_faces(video, fps=fps, select=select, face_index=face_index, backend=backend, model_folders=model_folders, progress=progress)

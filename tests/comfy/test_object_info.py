@@ -22,6 +22,9 @@ EXPECTED = {
     "SayAnythingSampler": (["IMAGE"], ["model", "crops", "crop_mask", "audio_features", "id_features", "fps", "steps",
                                        "seed", "reference_guidance", "audio_guidance", "window", "overlap",
                                        "decode_chunk"]),
+    "SayAnythingLipSyncVideo": (["VIDEO"], ["model", "whisper", "video", "audio", "fit", "seed", "steps",
+                                            "reference_guidance", "audio_guidance", "crop_size", "upper_edge",
+                                            "reference_frame", "crf"]),
 }
 
 
@@ -83,7 +86,7 @@ print(len(nodes), sorted(m for m in ("mediapipe", "transformers", "diffusers", "
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split("\n")[-2] == "10 []"
+    assert done.stdout.split("\n")[-2] == f"{len(EXPECTED)} []"
 
 
 def test_model_folders_follow_extra_model_paths_yaml(tmp_path):
