@@ -62,7 +62,8 @@ def measure(
     factor = config.id_guider.latent_scale_factor
     if resolution % (factor * 2 ** (len(config.unet.block_out_channels) - 1)):
         raise ValueError(
-            f"resolution {resolution} must be a multiple of {factor * 2 ** (len(config.unet.block_out_channels) - 1)} for size {size}"
+            f"resolution {resolution} must be a multiple of "
+            f"{factor * 2 ** (len(config.unet.block_out_channels) - 1)} for size {size}"
         )
     latent = resolution // factor
     batch = GUIDANCE_BRANCHES

@@ -211,4 +211,8 @@ def _check_keys_and_shapes(path: Path, handle, expected: dict[str, torch.Tensor]
 
 def _plain_config(config) -> dict:
     """A diffusers FrozenDict config as plain JSON-able data (drops private entries)."""
-    return {key: (list(value) if isinstance(value, tuple) else value) for key, value in dict(config).items() if not key.startswith("_")}
+    return {
+        key: (list(value) if isinstance(value, tuple) else value)
+        for key, value in dict(config).items()
+        if not key.startswith("_")
+    }

@@ -122,7 +122,7 @@ class SayAnythingConfig:
             )
 
     @classmethod
-    def preset(cls, name: str) -> "SayAnythingConfig":
+    def preset(cls, name: str) -> SayAnythingConfig:
         if name == "full":
             return cls()
         if name == "tiny":
@@ -144,7 +144,7 @@ class SayAnythingConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SayAnythingConfig":
+    def from_dict(cls, data: dict[str, Any]) -> SayAnythingConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -155,7 +155,7 @@ class SayAnythingConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "SayAnythingConfig":
+    def from_json(cls, text: str) -> SayAnythingConfig:
         return cls.from_dict(json.loads(text))
 
 
@@ -190,7 +190,7 @@ class ModelDefaults:
             )
 
     @classmethod
-    def for_preset(cls, name: str) -> "ModelDefaults":
+    def for_preset(cls, name: str) -> ModelDefaults:
         """Sensible defaults for a fresh model of a named size (``init`` writes them)."""
         if name == "tiny":  # the toy world's scale: 64 px crops, the tiny UNet's 8-frame windows
             return cls(crop_size=64, window=8, overlap=2, noise_aug_strength=0.0)
@@ -202,7 +202,7 @@ class ModelDefaults:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | None) -> "ModelDefaults":
+    def from_json(cls, text: str | None) -> ModelDefaults:
         """Defaults from a file's metadata; keys this code does not know (newer files) are ignored and
         keys a file lacks (older files) keep the class defaults."""
         if not text:
@@ -213,7 +213,7 @@ class ModelDefaults:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 
-    def replace(self, **changes: Any) -> "ModelDefaults":
+    def replace(self, **changes: Any) -> ModelDefaults:
         """A copy with the given settings changed; ``None`` values (``auto``) keep the default."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 

@@ -55,15 +55,18 @@ class SamplerOptions:
         if self.decode_chunk < 1:
             raise ValueError(f"decode_chunk must be at least 1, got {self.decode_chunk}")
 
-    def resolve(self, defaults: ModelDefaults) -> "SamplerOptions":
+    def resolve(self, defaults: ModelDefaults) -> SamplerOptions:
         """Every ``auto`` setting filled in from the model's defaults (a user value wins)."""
         window = self.window if self.window is not None else defaults.window
         overlap = self.overlap if self.overlap is not None else min(defaults.overlap, window - 1)
         return SamplerOptions(
-            steps=_pick(self.steps, defaults.steps), seed=self.seed,
+            steps=_pick(self.steps, defaults.steps),
+            seed=self.seed,
             reference_guidance=_pick(self.reference_guidance, defaults.reference_guidance),
             audio_guidance=_pick(self.audio_guidance, defaults.audio_guidance),
-            window=window, overlap=overlap, decode_chunk=self.decode_chunk,
+            window=window,
+            overlap=overlap,
+            decode_chunk=self.decode_chunk,
             noise_aug_strength=_pick(self.noise_aug_strength, defaults.noise_aug_strength),
         )
 
@@ -83,10 +86,13 @@ class FaceOptions:
     crop_size: int | None = None
     model_folders: Sequence[str | os.PathLike] = ()  # where a face_landmarker.task may be (mediapipe >= 0.10.22)
 
-    def resolve(self, defaults: ModelDefaults) -> "FaceOptions":
+    def resolve(self, defaults: ModelDefaults) -> FaceOptions:
         return dataclasses.replace(
-            self, upper_edge=_pick(self.upper_edge, defaults.upper_edge), expand=_pick(self.expand, defaults.mask_expand),
-            feather=_pick(self.feather, defaults.mask_feather), mask_hold=_pick(self.mask_hold, defaults.mask_hold),
+            self,
+            upper_edge=_pick(self.upper_edge, defaults.upper_edge),
+            expand=_pick(self.expand, defaults.mask_expand),
+            feather=_pick(self.feather, defaults.mask_feather),
+            mask_hold=_pick(self.mask_hold, defaults.mask_hold),
             crop_size=_pick(self.crop_size, defaults.crop_size),
         )
 
@@ -200,8 +206,9 @@ def load_whisper(path: str | os.PathLike, dtype: torch.dtype = torch.float32, de
     return load_whisper_encoder(path, device=device, dtype=dtype)
 
 
-def whisper_features(whisper, audio, fps: float, frame_count: int, window: int = 10,
-                     progress: StepCallback | None = None) -> torch.Tensor:
+def whisper_features(
+    whisper, audio, fps: float, frame_count: int, window: int = 10, progress: StepCallback | None = None
+) -> torch.Tensor:
     """Per-frame Whisper windows ``[frame_count, L, window, D]`` (float32, CPU)."""
     if frame_count < 1:
         raise ValueError(f"frame_count must be at least 1, got {frame_count}")
@@ -212,8 +219,14 @@ def whisper_features(whisper, audio, fps: float, frame_count: int, window: int =
 # 4-5. face
 
 
-def track_face(frames: torch.Tensor, fps: float, face: str = "largest", face_index: int = 0,
-               model_folders: Sequence[str | os.PathLike] = (), progress: StepCallback | None = None):
+def track_face(
+    frames: torch.Tensor,
+    fps: float,
+    face: str = "largest",
+    face_index: int = 0,
+    model_folders: Sequence[str | os.PathLike] = (),
+    progress: StepCallback | None = None,
+):
     """Landmarks of one face through the frames (``lipsync_core.face.FaceTrack``).
 
     ``model_folders``: where a ``face_landmarker.task`` file may be (needed only by mediapipe >= 0.10.22).
@@ -224,18 +237,29 @@ def track_face(frames: torch.Tensor, fps: float, face: str = "largest", face_ind
 
     total = frames.shape[0]
     if total > 1 and frames.stride(0) == 0:  # a held still (select_frames' view): one image to track
-        one = track_faces([frames_to_uint8(frames[0])], fps=fps, select=face, face_index=face_index,
-                          model_folders=model_folders)
+        one = track_faces(
+            [frames_to_uint8(frames[0])], fps=fps, select=face, face_index=face_index, model_folders=model_folders
+        )
         if progress is not None:
             progress(total, total)
         return one.select(np.zeros(total, dtype=np.int64))
-    return track_faces((frames_to_uint8(frame) for frame in frames), fps=fps, select=face, face_index=face_index,
-                       model_folders=model_folders,
-                       progress=None if progress is None else (lambda done: progress(done, total)))
+    return track_faces(
+        (frames_to_uint8(frame) for frame in frames),
+        fps=fps,
+        select=face,
+        face_index=face_index,
+        model_folders=model_folders,
+        progress=None if progress is None else (lambda done: progress(done, total)),
+    )
 
 
-def face_mask(track, fps: float, options: FaceOptions | None = None, user_mask: torch.Tensor | None = None,
-              frames: Sequence[int] | None = None) -> torch.Tensor:
+def face_mask(
+    track,
+    fps: float,
+    options: FaceOptions | None = None,
+    user_mask: torch.Tensor | None = None,
+    frames: Sequence[int] | None = None,
+) -> torch.Tensor:
     """The adaptive lower-face mask ``[T, H, W]``, held in time (``options.mask_hold`` seconds, taken in the
     aligned crop so it does not open and close with the source jaw); a user MASK may ``replace`` it, or
     ``intersect`` / ``union`` with it. ``frames``: only those frames (streaming)."""
@@ -250,9 +274,17 @@ def face_mask(track, fps: float, options: FaceOptions | None = None, user_mask: 
     hold = int(round(options.mask_hold * float(fps)))
     # The hold is carried through the crop; any crop size gives the same frame-space outlines.
     transforms = align_transforms(track) if hold > 0 and track.any_found else None
-    masks = face_masks(track, upper_edge=options.upper_edge, expand=options.expand, feather=options.feather,
-                       user_mask=user, mode=options.user_mask_mode if user is not None else "auto", hold=hold,
-                       transforms=transforms, frames=frames)
+    masks = face_masks(
+        track,
+        upper_edge=options.upper_edge,
+        expand=options.expand,
+        feather=options.feather,
+        user_mask=user,
+        mode=options.user_mask_mode if user is not None else "auto",
+        hold=hold,
+        transforms=transforms,
+        frames=frames,
+    )
     return torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32))
 
 
@@ -288,8 +320,9 @@ def crop_faces(frames: torch.Tensor, mask: torch.Tensor, track, crop_size: int =
     from .face import prepare_face_crops
 
     mask = broadcast_mask(mask, frames.shape[0], tuple(frames.shape[1:3]))
-    crop = prepare_face_crops(frames.detach().cpu(), size=crop_size, track=track, user_mask=mask.numpy(),
-                              mask_mode="replace")
+    crop = prepare_face_crops(
+        frames.detach().cpu(), size=crop_size, track=track, user_mask=mask.numpy(), mask_mode="replace"
+    )
     crops = torch.from_numpy(crop.crops).float() / 255.0
     return crops, torch.from_numpy(crop.masks).float(), crop
 
@@ -310,14 +343,16 @@ def paste_faces(frames: torch.Tensor, crops: torch.Tensor, crop_mask: torch.Tens
     return paste_back(frames.float(), crops.float(), crop_mask.numpy(), crop.transforms, found=crop.editable)
 
 
-def paste_faces_into(frames: np.ndarray, crops: torch.Tensor, crop_mask: torch.Tensor, transforms: np.ndarray,
-                     found: np.ndarray) -> np.ndarray:
+def paste_faces_into(
+    frames: np.ndarray, crops: torch.Tensor, crop_mask: torch.Tensor, transforms: np.ndarray, found: np.ndarray
+) -> np.ndarray:
     """``paste_faces`` for a chunk of uint8 frames ``[F, H, W, 3]`` (streaming): the same arithmetic, uint8 out."""
     from .face import paste_back
 
     pixels = torch.from_numpy(frames).float() / 255.0
-    return frames_to_uint8(paste_back(pixels, crops.float(), crop_mask.float().numpy(), transforms, found=found,
-                                      inplace=True))
+    return frames_to_uint8(
+        paste_back(pixels, crops.float(), crop_mask.float().numpy(), transforms, found=found, inplace=True)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -338,8 +373,12 @@ class LoadedModel:
         return getattr(self.model, "defaults", None) or ModelDefaults()
 
 
-def load_model(path: str | os.PathLike, svd_path: str | os.PathLike | None = None,
-               dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(
+    path: str | os.PathLike,
+    svd_path: str | os.PathLike | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
     """A SayAnything checkpoint plus its VAE: from the file itself, or from an SVD single-file checkpoint."""
     from .checkpoint import load_checkpoint
 
@@ -368,9 +407,17 @@ def encode_reference(loaded: LoadedModel, reference: torch.Tensor) -> list[torch
     return [feature.detach().cpu() for feature in features]
 
 
-def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, audio_features: torch.Tensor,
-             id_features: Sequence[torch.Tensor], options: SamplerOptions, fps: float,
-             device: str | torch.device | None = None, callback: StepCallback | None = None) -> torch.Tensor:
+def generate(
+    loaded: LoadedModel,
+    crops: torch.Tensor,
+    crop_mask: torch.Tensor,
+    audio_features: torch.Tensor,
+    id_features: Sequence[torch.Tensor],
+    options: SamplerOptions,
+    fps: float,
+    device: str | torch.device | None = None,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
     """Regenerate the masked region of the crops; returns IMAGE crops ``[T, S, S, 3]``.
 
     ``callback(done, total)`` runs after every window of every denoising step (``total = steps *
@@ -388,12 +435,22 @@ def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, 
     mask = broadcast_mask(crop_mask, num_frames, tuple(crops.shape[1:3]), "crop_mask")
     pipeline = SayAnythingPipeline(loaded.model, loaded.vae)
     generated = pipeline(
-        images_to_model(crops), mask[:, None], audio_features, id_features=list(id_features),
-        num_inference_steps=options.steps, reference_guidance_scale=options.reference_guidance,
-        audio_guidance_scale=options.audio_guidance, window_length=options.window, window_overlap=options.overlap,
-        fps=fps, motion_bucket_id=loaded.defaults.motion_bucket_id, noise_aug_strength=options.noise_aug_strength,
+        images_to_model(crops),
+        mask[:, None],
+        audio_features,
+        id_features=list(id_features),
+        num_inference_steps=options.steps,
+        reference_guidance_scale=options.reference_guidance,
+        audio_guidance_scale=options.audio_guidance,
+        window_length=options.window,
+        window_overlap=options.overlap,
+        fps=fps,
+        motion_bucket_id=loaded.defaults.motion_bucket_id,
+        noise_aug_strength=options.noise_aug_strength,
         seed=options.seed,
-        decode_chunk_size=options.decode_chunk, window_callback=callback, device=device,
+        decode_chunk_size=options.decode_chunk,
+        window_callback=callback,
+        device=device,
     )
     return model_to_images(generated)
 
@@ -402,10 +459,21 @@ def generate(loaded: LoadedModel, crops: torch.Tensor, crop_mask: torch.Tensor, 
 # the whole run (the command line's front end; the nodes call the steps one by one)
 
 
-def lipsync(frames: torch.Tensor, fps: float, audio, loaded: LoadedModel, whisper, options: SamplerOptions | None = None,
-            face_options: FaceOptions | None = None, fit_mode: str = "loop", reference_index: int = 0,
-            user_mask: torch.Tensor | None = None, track=None, device: str | torch.device | None = None,
-            callback: StepCallback | None = None):
+def lipsync(
+    frames: torch.Tensor,
+    fps: float,
+    audio,
+    loaded: LoadedModel,
+    whisper,
+    options: SamplerOptions | None = None,
+    face_options: FaceOptions | None = None,
+    fit_mode: str = "loop",
+    reference_index: int = 0,
+    user_mask: torch.Tensor | None = None,
+    track=None,
+    device: str | torch.device | None = None,
+    callback: StepCallback | None = None,
+):
     """Steps 2-8 on frames ``[T, H, W, 3]`` 0..1 (or one image) and speech; returns ``(frames, audio, mask)``.
 
     Settings left ``None`` come from the model file's defaults. ``track`` (a ``lipsync_core.face.FaceTrack``
@@ -417,8 +485,13 @@ def lipsync(frames: torch.Tensor, fps: float, audio, loaded: LoadedModel, whispe
     options = (options or SamplerOptions()).resolve(defaults)
     face_options = (face_options or FaceOptions()).resolve(defaults)
     if track is None:  # tracked before fitting: a looped video is tracked once
-        track = track_face(frames, fps, face=face_options.face, face_index=face_options.face_index,
-                           model_folders=face_options.model_folders)
+        track = track_face(
+            frames,
+            fps,
+            face=face_options.face,
+            face_index=face_options.face_index,
+            model_folders=face_options.model_folders,
+        )
     elif len(track.found) != frames.shape[0]:
         raise ValueError(f"the face track has {len(track.found)} frames but the video has {frames.shape[0]}")
     from .audio import fit_audio_video
@@ -433,13 +506,15 @@ def lipsync(frames: torch.Tensor, fps: float, audio, loaded: LoadedModel, whispe
     crops, crop_mask, crop = crop_faces(frames, mask, track, crop_size=face_options.crop_size)
     reference = crops[min(reference_index, crops.shape[0] - 1)][None]
     id_features = encode_reference(loaded, reference)
-    generated = generate(loaded, crops, crop_mask, features, id_features, options, fps=fps, device=device,
-                         callback=callback)
+    generated = generate(
+        loaded, crops, crop_mask, features, id_features, options, fps=fps, device=device, callback=callback
+    )
     return paste_faces(frames, generated, crop_mask, crop), audio, mask
 
 
 # ------------------------------------------------------------------------------------------------
 # media files (the command line reads and writes them; in ComfyUI, core LoadVideo/SaveVideo do)
+
 
 def read_frames(path: str | os.PathLike) -> tuple[torch.Tensor, float | None]:
     """Frames ``[T, H, W, 3]`` float 0..1 and the fps of a video, or ``[1, H, W, 3]`` and None for an image.

@@ -19,8 +19,17 @@ import numpy as np
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 # libx264's pixel formats; anything else is encoded as the nearest of these.
-X264_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
-                "yuv420p10le", "yuv422p10le", "yuv444p10le"}
+X264_FORMATS = {
+    "yuv420p",
+    "yuvj420p",
+    "yuv422p",
+    "yuvj422p",
+    "yuv444p",
+    "yuvj444p",
+    "yuv420p10le",
+    "yuv422p10le",
+    "yuv444p10le",
+}
 
 
 @dataclass
@@ -46,7 +55,9 @@ def _open(path: str):
     try:
         return av.open(path)
     except av.FFmpegError as error:
-        raise ValueError(f"Could not read {path} as a video ({error}); use a common video file (mp4, mov, mkv, webm)") from error
+        raise ValueError(
+            f"Could not read {path} as a video ({error}); use a common video file (mp4, mov, mkv, webm)"
+        ) from error
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -72,9 +83,16 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             raise ValueError(f"{path} contains no video frames")
         rate = stream.average_rate or stream.guessed_rate
         return VideoInfo(
-            path, first.width, first.height, Fraction(rate) if rate else None, context.pix_fmt or "yuv420p",
-            rotation=int(first.rotation or 0), colorspace=int(first.colorspace), color_range=int(first.color_range),
-            color_primaries=int(context.color_primaries), color_trc=int(context.color_trc),
+            path,
+            first.width,
+            first.height,
+            Fraction(rate) if rate else None,
+            context.pix_fmt or "yuv420p",
+            rotation=int(first.rotation or 0),
+            colorspace=int(first.colorspace),
+            color_range=int(first.color_range),
+            color_primaries=int(context.color_primaries),
+            color_trc=int(context.color_trc),
         )
 
 
@@ -115,7 +133,7 @@ class VideoReader:
             yield read_image(self.path)
             return
         self._pts = []
-        for index, (pts, frame) in enumerate(self._decode()):
+        for pts, frame in self._decode():
             self._pts.append(pts)
             yield frame
         if not self._pts:
@@ -227,8 +245,16 @@ class VideoWriter:
     ``audio``: ``float32 [channels, samples]`` at ``sample_rate`` Hz, or None.
     """
 
-    def __init__(self, path: str | os.PathLike, like: VideoInfo, fps: Fraction | float, audio: np.ndarray | None = None,
-                 sample_rate: int | None = None, crf: float = 16, preset: str = "medium"):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        like: VideoInfo,
+        fps: Fraction | float,
+        audio: np.ndarray | None = None,
+        sample_rate: int | None = None,
+        crf: float = 16,
+        preset: str = "medium",
+    ):
         import av
 
         self.path = os.fspath(path)
@@ -269,7 +295,9 @@ class VideoWriter:
         import av
 
         if frame.shape != (self.info.height, self.info.width, 3) or frame.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 [{self.info.height}, {self.info.width}, 3], got {frame.dtype} {frame.shape}")
+            raise ValueError(
+                f"frames must be uint8 [{self.info.height}, {self.info.width}, 3], got {frame.dtype} {frame.shape}"
+            )
         image = av.VideoFrame.from_ndarray(frame, format="rgb24")
         image = image.reformat(format=self.video.pix_fmt, dst_colorspace=self.info.colorspace or None)
         image.pts = self.frames_written
@@ -285,8 +313,10 @@ class VideoWriter:
         end = min(self.audio.shape[1], int(round(Fraction(frames) / self.rate * self.sample_rate)))
         if end <= self.samples_written:
             return
-        chunk = self.audio[:, self.samples_written:end]
-        packet = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout=self.audio_stream.layout)
+        chunk = self.audio[:, self.samples_written : end]
+        packet = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(chunk), format="fltp", layout=self.audio_stream.layout
+        )
         packet.sample_rate, packet.pts = self.sample_rate, self.samples_written
         self.container.mux(self.audio_stream.encode(packet))
         self.samples_written = end
@@ -314,7 +344,7 @@ class VideoWriter:
         if os.path.exists(self.partial):
             os.remove(self.partial)
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:

@@ -115,7 +115,8 @@ def decode_latents(
 
 
 def downsample_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Mask ``[..., 1, S, S]`` -> ``[..., 1, h, w]``; max-pooled so any latent cell touching the edit region is regenerated."""
+    """Mask ``[..., 1, S, S]`` -> ``[..., 1, h, w]``; max-pooled so any latent cell touching the edit region
+    is regenerated."""
     flat, leading = _flatten_frames(mask, 1, "mask")
     pooled = F.adaptive_max_pool2d(flat.float(), size)
     return pooled.reshape(*leading, 1, *size)
@@ -238,7 +239,8 @@ class SayAnythingPipeline:
         factor = vae_scale_factor(vae)
         if factor != model.config.id_guider.latent_scale_factor:
             raise ValueError(
-                f"the VAE downsamples {factor}x but the model was built for {model.config.id_guider.latent_scale_factor}x "
+                f"the VAE downsamples {factor}x but the model was built for "
+                f"{model.config.id_guider.latent_scale_factor}x "
                 "latents; use the VAE the model was trained with"
             )
         if vae.config.latent_channels != model.config.unet.out_channels:
@@ -256,7 +258,7 @@ class SayAnythingPipeline:
         device: torch.device | str = "cpu",
         dtype: str | torch.dtype | None = None,
         scheduler=None,
-    ) -> "SayAnythingPipeline":
+    ) -> SayAnythingPipeline:
         """Load a SayAnything checkpoint; its own VAE if it stores one, else ``vae`` (e.g. ``load_svd_vae``)."""
         from .checkpoint import load_checkpoint
 
@@ -307,7 +309,8 @@ class SayAnythingPipeline:
             audio_features: ``[T, L, W, D]`` Whisper features, one window per frame.
             reference: ``[1, 3, S, S]`` (or ``[3, S, S]``) identity reference in -1..1, or give
                 ``id_features`` from ``model.encode_reference`` (computed once, reused).
-            reference_guidance_scale, audio_guidance_scale: ``uncond + s_ref (ref - uncond) + s_audio (ref_audio - ref)``.
+            reference_guidance_scale, audio_guidance_scale:
+                ``uncond + s_ref (ref - uncond) + s_audio (ref_audio - ref)``.
             window_length, window_overlap: frames per UNet call and frames shared by neighbouring
                 windows; windows are blended at every step, so the result has no seams.
             fps, motion_bucket_id, noise_aug_strength: SVD's micro-conditioning.
@@ -355,8 +358,20 @@ class SayAnythingPipeline:
 
         # 4. Denoising loop
         self.denoise(
-            video, audio_features, id_features, num_inference_steps, reference_guidance_scale, audio_guidance_scale,
-            window_length, window_overlap, fps, motion_bucket_id, noise_aug_strength, callback, window_callback, device,
+            video,
+            audio_features,
+            id_features,
+            num_inference_steps,
+            reference_guidance_scale,
+            audio_guidance_scale,
+            window_length,
+            window_overlap,
+            fps,
+            motion_bucket_id,
+            noise_aug_strength,
+            callback,
+            window_callback,
+            device,
         )
 
         # 5. Decode and composite: pixels outside the mask are the input's, exactly.
@@ -370,9 +385,13 @@ class SayAnythingPipeline:
     # The steps of a call, for videos held chunk by chunk
 
     def prepare_latents(
-        self, num_frames: int, size: tuple[int, int], num_inference_steps: int, generator: torch.Generator,
+        self,
+        num_frames: int,
+        size: tuple[int, int],
+        num_inference_steps: int,
+        generator: torch.Generator,
         buffer: Callable[..., torch.Tensor] = torch.zeros,
-    ) -> "VideoLatents":
+    ) -> VideoLatents:
         """Start noise ``[T, 4, h, w]`` at the first sigma, drawn frame by frame, and empty canvas buffers.
 
         ``buffer(shape, dtype=...)`` allocates the O(T) arrays (``lipsync_core.streaming.frame_buffer``
@@ -382,13 +401,17 @@ class SayAnythingPipeline:
         if num_frames < 1:
             raise ValueError("the video has no frames")
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
-            raise ValueError(f"frame size {height}x{width} must be a multiple of the VAE factor {self.vae_scale_factor}")
+            raise ValueError(
+                f"frame size {height}x{width} must be a multiple of the VAE factor {self.vae_scale_factor}"
+            )
         channels = self.vae.config.latent_channels
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         sigma_max = self.sigmas(num_inference_steps)[0]
         latents = buffer((num_frames, channels, *latent_size), dtype=torch.float32)
         for index in range(num_frames):
-            latents[index] = torch.randn((channels, *latent_size), generator=generator, dtype=torch.float32) * sigma_max
+            latents[index] = (
+                torch.randn((channels, *latent_size), generator=generator, dtype=torch.float32) * sigma_max
+            )
         return VideoLatents(
             latents=latents,
             masked_latents=buffer((num_frames, channels, *latent_size), dtype=torch.float32),
@@ -396,8 +419,14 @@ class SayAnythingPipeline:
         )
 
     def encode_canvas(
-        self, video: "VideoLatents", start: int, frames: torch.Tensor, mask: torch.Tensor,
-        noise_aug_strength: float, generator: torch.Generator, device: torch.device | str | None = None,
+        self,
+        video: VideoLatents,
+        start: int,
+        frames: torch.Tensor,
+        mask: torch.Tensor,
+        noise_aug_strength: float,
+        generator: torch.Generator,
+        device: torch.device | str | None = None,
     ) -> None:
         """The editing canvas of frames ``[start, start + len(frames))``: ``frames [F, 3, S, S]`` in -1..1,
         ``mask [F, 1, S, S]`` (see ``build_masked_video_conditioning``)."""
@@ -415,7 +444,7 @@ class SayAnythingPipeline:
     @torch.no_grad()
     def denoise(
         self,
-        video: "VideoLatents",
+        video: VideoLatents,
         audio_features: torch.Tensor,
         id_features: Sequence[torch.Tensor],
         num_inference_steps: int = DEFAULTS.steps,
@@ -498,7 +527,7 @@ class SayAnythingPipeline:
                 callback(step + 1, total, latents)
 
     def decode(
-        self, video: "VideoLatents", chunk_size: int = 8, device: torch.device | str | None = None
+        self, video: VideoLatents, chunk_size: int = 8, device: torch.device | str | None = None
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, frames [F, 3, S, S])`` chunk by chunk (float32, CPU, -1..1) from the final latents."""
         for start in range(0, video.num_frames, chunk_size):
@@ -530,4 +559,3 @@ class SayAnythingPipeline:
         noisy = latents[None].expand(count, *latents.shape)
         denoised = self.model.denoise(noisy, float(sigma), cond)
         return (coefficients * denoised).sum(0)
-

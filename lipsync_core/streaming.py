@@ -76,8 +76,12 @@ class SpilledFrames:
             self._fd = None
 
 
-def frame_buffer(shape, dtype: torch.dtype = torch.float32, spill_bytes: int | None = DEFAULT_SPILL_BYTES,
-                 directory: str | None = None):
+def frame_buffer(
+    shape,
+    dtype: torch.dtype = torch.float32,
+    spill_bytes: int | None = DEFAULT_SPILL_BYTES,
+    directory: str | None = None,
+):
     """Zeros ``[T, ...]`` in memory, or in a :class:`SpilledFrames` file when larger than ``spill_bytes``."""
     size = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
     if spill_bytes is None or size <= spill_bytes:
@@ -140,19 +144,33 @@ def lipsync_file(
     size = face_options.crop_size
 
     # 1. Track (the first decode): landmarks only.
-    track = track_faces(iter(reader), fps=float(fps), select=face_options.face, face_index=face_options.face_index,
-                        model_folders=face_options.model_folders,
-                        progress=lambda done: report("tracking", done, 0))
+    track = track_faces(
+        iter(reader),
+        fps=float(fps),
+        select=face_options.face,
+        face_index=face_options.face_index,
+        model_folders=face_options.model_folders,
+        progress=lambda done: report("tracking", done, 0),
+    )
     # 2. Lengths, audio features
     fitted = fit_audio_video(speech, reader.num_frames, fps, fit_mode)
     indices, num_frames = fitted.frame_indices, fitted.num_frames
     track = track.select(indices)
     if not track.any_found:
         track.require_face()
-    features = frame_buffer((num_frames, whisper.num_hidden_states, defaults.feature_window, whisper.hidden_size),
-                            spill_bytes=settings.spill_bytes, directory=settings.spill_dir)
-    whisper.frame_features(fitted.audio, fps, num_frames=num_frames, window=defaults.feature_window, out=features,
-                           progress=lambda done, total: report("audio features", done, total))
+    features = frame_buffer(
+        (num_frames, whisper.num_hidden_states, defaults.feature_window, whisper.hidden_size),
+        spill_bytes=settings.spill_bytes,
+        directory=settings.spill_dir,
+    )
+    whisper.frame_features(
+        fitted.audio,
+        fps,
+        num_frames=num_frames,
+        window=defaults.feature_window,
+        out=features,
+        progress=lambda done, total: report("audio features", done, total),
+    )
     transforms = align_transforms(track, size)
 
     def crops_and_masks(start: int, end: int, frames: list[np.ndarray]):
@@ -176,19 +194,33 @@ def lipsync_file(
         end = min(start + chunk, num_frames)
         crops, masks = crops_and_masks(start, end, [next(source) for _ in range(start, end)])
         if start <= reference_at < end:
-            id_features = inference.encode_reference(loaded, inference.model_to_images(crops[reference_at - start][None]))
+            id_features = inference.encode_reference(
+                loaded, inference.model_to_images(crops[reference_at - start][None])
+            )
         pipeline.encode_canvas(latents, start, crops, masks, options.noise_aug_strength, generator, model_device)
         report("canvas", end, num_frames)
 
     # 4. Sampling
     pipeline.denoise(
-        latents, features, id_features, options.steps, options.reference_guidance, options.audio_guidance,
-        options.window, options.overlap, float(fps), defaults.motion_bucket_id, options.noise_aug_strength,
-        window_callback=lambda done, total: report("denoising", done, total), device=model_device,
+        latents,
+        features,
+        id_features,
+        options.steps,
+        options.reference_guidance,
+        options.audio_guidance,
+        options.window,
+        options.overlap,
+        float(fps),
+        defaults.motion_bucket_id,
+        options.noise_aug_strength,
+        window_callback=lambda done, total: report("denoising", done, total),
+        device=model_device,
     )
 
     # 5. Decode, paste into the re-read source frames (the third decode), encode
-    audio, rate = mux_audio if mux_audio is not None else (fitted.audio.waveform.numpy()[None], fitted.audio.sample_rate)
+    audio, rate = (
+        mux_audio if mux_audio is not None else (fitted.audio.waveform.numpy()[None], fitted.audio.sample_rate)
+    )
     audio = _fit_samples(audio, round(Fraction(num_frames) / fps * rate))
     with VideoWriter(output, reader.info, fps, audio, rate, crf=settings.crf, preset=settings.preset) as writer:
         source = reader.frames(indices)
@@ -197,8 +229,9 @@ def lipsync_file(
             frames = [next(source) for _ in range(start, end)]
             crops, masks = crops_and_masks(start, end, frames)
             edited = inference.model_to_images(composite(generated, crops, masks))
-            pasted = inference.paste_faces_into(np.stack(frames), edited, masks[:, 0], transforms[start:end],
-                                                track.found[start:end])
+            pasted = inference.paste_faces_into(
+                np.stack(frames), edited, masks[:, 0], transforms[start:end], track.found[start:end]
+            )
             for frame in pasted:
                 writer.write(frame)
             report("writing", end, num_frames)

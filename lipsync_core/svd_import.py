@@ -228,7 +228,9 @@ def svd_key_map(keys: Iterable[str], layers_per_block: int = 2, vae_levels: int 
 
 def _open_svd(path: Path):
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; put svd_xt.safetensors (or svd_xt_1_1) in ComfyUI's models/checkpoints")
+        raise FileNotFoundError(
+            f"{path}: no such file; put svd_xt.safetensors (or svd_xt_1_1) in ComfyUI's models/checkpoints"
+        )
     try:
         return safe_open(str(path), framework="pt")
     except (SafetensorError, OSError, ValueError) as error:
@@ -321,7 +323,10 @@ def load_svd_unet_state_dict(
 
 
 def load_svd_vae(
-    path: str | os.PathLike, dtype: torch.dtype | None = torch.float32, device: str | torch.device = "cpu", size: str | None = None
+    path: str | os.PathLike,
+    dtype: torch.dtype | None = torch.float32,
+    device: str | torch.device = "cpu",
+    size: str | None = None,
 ):
     """The temporal VAE (diffusers ``AutoencoderKLTemporalDecoder``) of a single-file SVD checkpoint.
 
@@ -430,7 +435,9 @@ def _tiny_original_keys(config: SayAnythingConfig, vae_config: dict) -> list[str
     keys: list[str] = []
     depth = len(config.unet.block_out_channels)
     layers = config.unet.layers_per_block
-    has_shortcut_in = [False] + [config.unet.block_out_channels[i] != config.unet.block_out_channels[i - 1] for i in range(1, depth)]
+    has_shortcut_in = [False] + [
+        config.unet.block_out_channels[i] != config.unet.block_out_channels[i - 1] for i in range(1, depth)
+    ]
 
     def resnet(prefix: str, shortcut: bool) -> None:
         for name in ("in_layers.0", "in_layers.2", "emb_layers.1", "out_layers.0", "out_layers.3",
@@ -452,12 +459,24 @@ def _tiny_original_keys(config: SayAnythingConfig, vae_config: dict) -> list[str
             keys.extend([f"{prefix}{name}.weight", f"{prefix}{name}.bias"])
         keys.extend(block(f"{prefix}transformer_blocks.0."))
         temporal = block(f"{prefix}time_stack.0.")
-        temporal += [f"{prefix}time_stack.0.{n}.{p}" for n in ("norm_in", "ff_in.net.0.proj", "ff_in.net.2") for p in ("weight", "bias")]
+        temporal += [
+            f"{prefix}time_stack.0.{n}.{p}"
+            for n in ("norm_in", "ff_in.net.0.proj", "ff_in.net.2")
+            for p in ("weight", "bias")
+        ]
         keys.extend(temporal)
         keys.append(f"{prefix}time_mixer.mix_factor")
 
     m = UNET_PREFIX
-    for name in ("time_embed.0", "time_embed.2", "label_emb.0.0", "label_emb.0.2", "input_blocks.0.0", "out.0", "out.2"):
+    for name in (
+        "time_embed.0",
+        "time_embed.2",
+        "label_emb.0.0",
+        "label_emb.0.2",
+        "input_blocks.0.0",
+        "out.0",
+        "out.2",
+    ):
         keys.extend([f"{m}{name}.weight", f"{m}{name}.bias"])
     index = 1
     for level in range(depth):
@@ -481,7 +500,9 @@ def _tiny_original_keys(config: SayAnythingConfig, vae_config: dict) -> list[str
                 transformer(f"{m}output_blocks.{index}.1.")
             if layer == layers and level < depth - 1:
                 part = 2 if has_attention else 1
-                keys.extend([f"{m}output_blocks.{index}.{part}.conv.weight", f"{m}output_blocks.{index}.{part}.conv.bias"])
+                keys.extend(
+                    [f"{m}output_blocks.{index}.{part}.conv.weight", f"{m}output_blocks.{index}.{part}.conv.bias"]
+                )
             index += 1
 
     v = VAE_PREFIX
@@ -492,7 +513,12 @@ def _tiny_original_keys(config: SayAnythingConfig, vae_config: dict) -> list[str
         for name in ("norm1", "conv1", "norm2", "conv2") + (("nin_shortcut",) if shortcut else ()):
             keys.extend([f"{prefix}{name}.weight", f"{prefix}{name}.bias"])
         if temporal:
-            for name in ("time_stack.in_layers.0", "time_stack.in_layers.2", "time_stack.out_layers.0", "time_stack.out_layers.3"):
+            for name in (
+                "time_stack.in_layers.0",
+                "time_stack.in_layers.2",
+                "time_stack.out_layers.0",
+                "time_stack.out_layers.3",
+            ):
                 keys.extend([f"{prefix}{name}.weight", f"{prefix}{name}.bias"])
             keys.append(f"{prefix}mix_factor")
 
@@ -509,7 +535,9 @@ def _tiny_original_keys(config: SayAnythingConfig, vae_config: dict) -> list[str
             vae_resnet(f"{v}encoder.down.{level}.block.{layer}.", layer == 0 and previous != channels[level], False)
         previous = channels[level]
         if level < levels - 1:
-            keys.extend([f"{v}encoder.down.{level}.downsample.conv.weight", f"{v}encoder.down.{level}.downsample.conv.bias"])
+            keys.extend(
+                [f"{v}encoder.down.{level}.downsample.conv.weight", f"{v}encoder.down.{level}.downsample.conv.bias"]
+            )
     previous = channels[-1]
     for level in reversed(range(levels)):
         for layer in range(vae_layers + 1):

@@ -8,7 +8,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..lipsync_core.audio import FIT_MODES, audio_from_comfy, audio_to_comfy
-from .types import CATEGORY, check_frames
+from .types import check_frames, node_schema
 
 
 class SayAnythingLoadAudio(io.ComfyNode):
@@ -17,12 +17,12 @@ class SayAnythingLoadAudio(io.ComfyNode):
         input_dir = folder_paths.get_input_directory()
         files = [f for f in os.listdir(input_dir) if os.path.isfile(os.path.join(input_dir, f))]
         files = folder_paths.filter_files_content_types(files, ["audio", "video"])
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingLoadAudio",
             display_name="SayAnything Load Audio",
-            category=CATEGORY,
             description="Loads speech from an audio or video file in ComfyUI's input folder (any format "
-            "PyAV reads), as mono at its own sample rate, optionally trimmed.",
+            "PyAV reads), as mono at its own sample rate, optionally trimmed. Connect audio to SayAnything "
+            "Fit Audio to Video (or any AUDIO input).",
             inputs=[
                 # No upload button: ComfyUI 0.3.75's frontend draws the audio upload widget only for its
                 # own audio nodes. Files uploaded with core LoadAudio or LoadVideo appear here too.
@@ -58,12 +58,13 @@ class SayAnythingLoadAudio(io.ComfyNode):
 class SayAnythingFitAudioToVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingFitAudioToVideo",
             display_name="SayAnything Fit Audio to Video",
-            category=CATEGORY,
             description="Makes frames and speech the same length. A single image becomes a still video "
-            "as long as the audio. Returns the frames, the fitted audio and the frame count.",
+            "as long as the audio. Connect images from GetVideoComponents or Load Image and audio from "
+            "SayAnything Load Audio or Load Audio; images go on to SayAnything Face Mask, audio and "
+            "frame_count to SayAnything Whisper Features (and audio to CreateVideo).",
             inputs=[
                 io.Image.Input("images", tooltip="The video frames, or one image to make a talking still."),
                 io.Audio.Input("audio", tooltip="The speech the lips should follow."),

@@ -10,7 +10,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from . import model_folders
-from .types import CATEGORY, FaceCrop, FaceTrack, SayAnythingModel, check_frames
+from .types import FaceCrop, FaceTrack, SayAnythingModel, check_frames, node_schema
 
 FACE_CHOICES = ["largest", "index"]
 UPPER_EDGES = ["mouth", "nose", "eyes"]
@@ -20,38 +20,83 @@ USER_MASK_MODES = ["replace", "intersect", "union"]
 class SayAnythingFaceMask(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingFaceMask",
-            display_name="SayAnything Face Track + Mask",
-            category=CATEGORY,
+            display_name="SayAnything Face Mask",
             description="Tracks the face with mediapipe's 478-point mesh and builds the adaptive lower-face "
-            "editing mask (1 = regenerate). Frames without a face get an empty mask and are left as they are.",
+            "editing mask (1 = regenerate). Frames without a face get an empty mask and are left as they are. "
+            "Connect images from SayAnything Fit Audio to Video; mask and face_track go to SayAnything Face Crop.",
             inputs=[
                 io.Image.Input("images", tooltip="The video frames."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                               tooltip="Frame rate of the frames (landmark smoothing is tuned in seconds)."),
-                io.Combo.Input("face", options=FACE_CHOICES, default="largest",
-                               tooltip="Which face to follow when there are several: the largest, or by index "
-                               "(left to right)."),
-                io.Int.Input("face_index", default=0, min=0, max=16,
-                             tooltip="Face number from the left, used when face is 'index'."),
-                io.Combo.Input("upper_edge", options=UPPER_EDGES, default="nose",
-                               tooltip="Top of the mask. Higher edges hide more of the source lips and reduce "
-                               "lip-motion leakage (KeySync: eye level); lower edges keep more of the face."),
-                io.Float.Input("expand", default=0.08, min=0.0, max=1.0, step=0.01,
-                               tooltip="Grow the mask by this fraction of the face size."),
-                io.Float.Input("feather", default=0.06, min=0.0, max=0.5, step=0.01,
-                               tooltip="Soft edge width as a fraction of the face size."),
-                io.Float.Input("mask_hold", default=0.5, min=0.0, max=5.0, step=0.05, optional=True,
-                               tooltip="Seconds before and after each frame whose mouth outlines the mask covers "
-                               "(taken in the aligned face), so the mask does not open and close with the source "
-                               "jaw and cannot tell the model how the source lips moved (ours: 0.5 s)."),
-                io.Mask.Input("user_mask", optional=True,
-                              tooltip="Your own mask (e.g. drawn in LoadImage's mask editor, or from SAM). "
-                              "One mask for all frames or one per frame."),
-                io.Combo.Input("user_mask_mode", options=USER_MASK_MODES, default="replace", optional=True,
-                               tooltip="replace: use your mask as is; intersect: keep the face mask only inside "
-                               "yours; union: add yours to the face mask."),
+                io.Float.Input(
+                    "fps",
+                    default=25.0,
+                    min=1.0,
+                    max=240.0,
+                    step=0.001,
+                    tooltip="Frame rate of the frames (landmark smoothing is tuned in seconds).",
+                ),
+                io.Combo.Input(
+                    "face",
+                    options=FACE_CHOICES,
+                    default="largest",
+                    tooltip="Which face to follow when there are several: the largest, or by index (left to right).",
+                ),
+                io.Int.Input(
+                    "face_index",
+                    default=0,
+                    min=0,
+                    max=16,
+                    tooltip="Face number from the left, used when face is 'index'.",
+                ),
+                io.Combo.Input(
+                    "upper_edge",
+                    options=UPPER_EDGES,
+                    default="nose",
+                    tooltip="Top of the mask. Higher edges hide more of the source lips and reduce "
+                    "lip-motion leakage (KeySync: eye level); lower edges keep more of the face.",
+                ),
+                io.Float.Input(
+                    "expand",
+                    default=0.08,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="Grow the mask by this fraction of the face size.",
+                ),
+                io.Float.Input(
+                    "feather",
+                    default=0.06,
+                    min=0.0,
+                    max=0.5,
+                    step=0.01,
+                    tooltip="Soft edge width as a fraction of the face size.",
+                ),
+                io.Float.Input(
+                    "mask_hold",
+                    default=0.5,
+                    min=0.0,
+                    max=5.0,
+                    step=0.05,
+                    optional=True,
+                    tooltip="Seconds before and after each frame whose mouth outlines the mask covers "
+                    "(taken in the aligned face), so the mask does not open and close with the source "
+                    "jaw and cannot tell the model how the source lips moved (ours: 0.5 s).",
+                ),
+                io.Mask.Input(
+                    "user_mask",
+                    optional=True,
+                    tooltip="Your own mask (e.g. drawn in LoadImage's mask editor, or from SAM). "
+                    "One mask for all frames or one per frame.",
+                ),
+                io.Combo.Input(
+                    "user_mask_mode",
+                    options=USER_MASK_MODES,
+                    default="replace",
+                    optional=True,
+                    tooltip="replace: use your mask as is; intersect: keep the face mask only inside "
+                    "yours; union: add yours to the face mask.",
+                ),
             ],
             outputs=[
                 io.Mask.Output(display_name="mask"),
@@ -61,17 +106,34 @@ class SayAnythingFaceMask(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, fps: float, face: str, face_index: int, upper_edge: str, expand: float,
-                feather: float, mask_hold: float = 0.5, user_mask=None, user_mask_mode: str = "replace") -> io.NodeOutput:
+    def execute(
+        cls,
+        images,
+        fps: float,
+        face: str,
+        face_index: int,
+        upper_edge: str,
+        expand: float,
+        feather: float,
+        mask_hold: float = 0.5,
+        user_mask=None,
+        user_mask_mode: str = "replace",
+    ) -> io.NodeOutput:
         from ..lipsync_core.inference import FaceOptions, draw_face_preview, face_mask, track_face
 
         frames = check_frames(images)
         progress = comfy.utils.ProgressBar(frames.shape[0])
-        track = track_face(frames, fps, face=face, face_index=face_index,
-                           model_folders=model_folders.folder_paths_for(model_folders.MEDIAPIPE_FOLDER),
-                           progress=lambda done, total: progress.update_absolute(done, total))
-        options = FaceOptions(upper_edge=upper_edge, expand=expand, feather=feather, mask_hold=mask_hold,
-                              user_mask_mode=user_mask_mode)
+        track = track_face(
+            frames,
+            fps,
+            face=face,
+            face_index=face_index,
+            model_folders=model_folders.folder_paths_for(model_folders.MEDIAPIPE_FOLDER),
+            progress=lambda done, total: progress.update_absolute(done, total),
+        )
+        options = FaceOptions(
+            upper_edge=upper_edge, expand=expand, feather=feather, mask_hold=mask_hold, user_mask_mode=user_mask_mode
+        )
         mask = face_mask(track, fps, options, user_mask=user_mask)
         return io.NodeOutput(mask, track, draw_face_preview(frames, mask, track))
 
@@ -79,21 +141,29 @@ class SayAnythingFaceMask(io.ComfyNode):
 class SayAnythingFaceCrop(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingFaceCrop",
             display_name="SayAnything Face Crop",
-            category=CATEGORY,
             description="Aligns every frame's face to the model's square crop with a temporally smoothed "
-            "similarity transform; the mask is cropped the same way.",
+            "similarity transform; the mask is cropped the same way. Connect images, and mask and face_track "
+            "from SayAnything Face Mask; crops and crop_mask go to SayAnything Sampler, face_crop to SayAnything "
+            "Face Paste.",
             inputs=[
                 io.Image.Input("images", tooltip="The video frames."),
                 io.Mask.Input("mask", tooltip="Editing mask in frame space (1 = regenerate)."),
-                FaceTrack.Input("face_track", tooltip="From SayAnything Face Track + Mask."),
-                io.Int.Input("crop_size", default=0, min=0, max=1024, step=8,
-                             tooltip="Side of the square crop the model works on; 0 = the size the connected "
-                             "model was trained at (512 without a model: SVD-sized models)."),
-                SayAnythingModel.Input("model", optional=True,
-                                       tooltip="From SayAnything Model Loader: supplies the crop size on auto."),
+                FaceTrack.Input("face_track", tooltip="From SayAnything Face Mask."),
+                io.Int.Input(
+                    "crop_size",
+                    default=0,
+                    min=0,
+                    max=1024,
+                    step=8,
+                    tooltip="Side of the square crop the model works on; 0 = the size the connected "
+                    "model was trained at (512 without a model: SVD-sized models).",
+                ),
+                SayAnythingModel.Input(
+                    "model", optional=True, tooltip="From SayAnything Model Loader: supplies the crop size on auto."
+                ),
             ],
             outputs=[
                 io.Image.Output(display_name="crops"),
@@ -116,17 +186,20 @@ class SayAnythingFaceCrop(io.ComfyNode):
 class SayAnythingFacePaste(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingFacePaste",
-            display_name="SayAnything Face Paste Back",
-            category=CATEGORY,
+            display_name="SayAnything Face Paste",
             description="Warps the generated crops back into the frames with a feathered mask. Pixels "
-            "outside the mask, and frames without a face, stay exactly as they were.",
+            "outside the mask, and frames without a face, stay exactly as they were. Connect crops from "
+            "SayAnything Sampler, crop_mask and face_crop from SayAnything Face Crop; images go to CreateVideo.",
             inputs=[
                 io.Image.Input("images", tooltip="The original video frames."),
                 io.Image.Input("crops", tooltip="Generated crops from SayAnything Sampler."),
-                io.Mask.Input("crop_mask", tooltip="The crop-space mask from SayAnything Face Crop: where it is "
-                              "0 the frames stay exactly as they were."),
+                io.Mask.Input(
+                    "crop_mask",
+                    tooltip="The crop-space mask from SayAnything Face Crop: where it is "
+                    "0 the frames stay exactly as they were.",
+                ),
                 FaceCrop.Input("face_crop", tooltip="From SayAnything Face Crop."),
             ],
             outputs=[io.Image.Output(display_name="images")],

@@ -4,8 +4,9 @@ management so they are loaded to the GPU and offloaded like ComfyUI's own models
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -13,7 +14,7 @@ import torch
 from comfy_api.latest import io
 
 from . import model_folders
-from .types import CATEGORY, PRECISIONS, IdFeatures, SayAnythingModel, check_frames, torch_dtype
+from .types import PRECISIONS, IdFeatures, SayAnythingModel, check_frames, node_schema, torch_dtype
 
 VAE_FROM_MODEL_FILE = "(VAE inside the SayAnything file)"
 
@@ -26,13 +27,18 @@ class ManagedModel:
     the module (freeing other models if memory is short) and yields the payload ready to run.
     """
 
-    def __init__(self, payload: Any, module: torch.nn.Module, load_device: torch.device,
-                 offload_device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self,
+        payload: Any,
+        module: torch.nn.Module,
+        load_device: torch.device,
+        offload_device: torch.device,
+        dtype: torch.dtype,
+    ):
         self.payload = payload
         self.dtype = dtype
         self.load_device = load_device
-        self.patcher = comfy.model_patcher.ModelPatcher(module, load_device=load_device,
-                                                        offload_device=offload_device)
+        self.patcher = comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device)
 
     @contextmanager
     def on_device(self) -> Iterator[Any]:
@@ -60,22 +66,32 @@ def load_whisper_managed(path: str, precision: str, device: str) -> ManagedModel
 class SayAnythingModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingModelLoader",
             display_name="SayAnything Model Loader",
-            category=CATEGORY,
             description="Loads a SayAnything checkpoint (UNet, ID-Guider, audio projection) from "
             "models/sayanything and the temporal VAE from your Stable Video Diffusion checkpoint in "
-            "models/checkpoints (the same svd_xt file ComfyUI's SVD nodes use; nothing is downloaded).",
+            "models/checkpoints (the same svd_xt file ComfyUI's SVD nodes use; nothing is downloaded). Connect "
+            "model to SayAnything Reference Encode (ID-Guider) and SayAnything Sampler.",
             inputs=[
-                io.Combo.Input("model", options=model_folders.sayanything_checkpoints(),
-                               tooltip="A SayAnything .safetensors file in models/sayanything."),
-                io.Combo.Input("svd_checkpoint", options=[VAE_FROM_MODEL_FILE] + model_folders.svd_checkpoints(),
-                               tooltip="Your svd_xt / svd_xt_1_1 .safetensors in models/checkpoints; only its VAE "
-                               "is read. Pick the first entry if the SayAnything file carries its own VAE."),
-                io.Combo.Input("precision", options=PRECISIONS, default="auto",
-                               tooltip="Weight precision; auto uses bf16 where the GPU supports it, else fp16, "
-                               "and fp32 on the CPU."),
+                io.Combo.Input(
+                    "model",
+                    options=model_folders.sayanything_checkpoints(),
+                    tooltip="A SayAnything .safetensors file in models/sayanything.",
+                ),
+                io.Combo.Input(
+                    "svd_checkpoint",
+                    options=[VAE_FROM_MODEL_FILE] + model_folders.svd_checkpoints(),
+                    tooltip="Your svd_xt / svd_xt_1_1 .safetensors in models/checkpoints; only its VAE "
+                    "is read. Pick the first entry if the SayAnything file carries its own VAE.",
+                ),
+                io.Combo.Input(
+                    "precision",
+                    options=PRECISIONS,
+                    default="auto",
+                    tooltip="Weight precision; auto uses bf16 where the GPU supports it, else fp16, "
+                    "and fp32 on the CPU.",
+                ),
             ],
             outputs=[SayAnythingModel.Output(display_name="model")],
         )
@@ -108,18 +124,25 @@ class SayAnythingModelLoader(io.ComfyNode):
 class SayAnythingReferenceEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingReferenceEncode",
-            display_name="SayAnything Reference (ID-Guider)",
-            category=CATEGORY,
+            display_name="SayAnything Reference Encode (ID-Guider)",
             description="Encodes the identity reference once per video with the ID-Guider. By default the "
-            "reference is one frame of the face crops.",
+            "reference is one frame of the face crops. Connect model from SayAnything Model Loader and reference "
+            "from SayAnything Face Crop's crops; id_features go to SayAnything Sampler.",
             inputs=[
                 SayAnythingModel.Input("model", tooltip="From SayAnything Model Loader."),
-                io.Image.Input("reference", tooltip="Face crops (or any aligned face image at the crop size); "
-                               "one of them is the reference."),
-                io.Int.Input("frame_index", default=0, min=0, max=1_000_000,
-                             tooltip="Which image of the batch to use; clamped to the last one."),
+                io.Image.Input(
+                    "reference",
+                    tooltip="Face crops (or any aligned face image at the crop size); one of them is the reference.",
+                ),
+                io.Int.Input(
+                    "frame_index",
+                    default=0,
+                    min=0,
+                    max=1_000_000,
+                    tooltip="Which image of the batch to use; clamped to the last one.",
+                ),
             ],
             outputs=[IdFeatures.Output(display_name="id_features")],
         )

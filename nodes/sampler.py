@@ -6,62 +6,133 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
-from .types import CATEGORY, IdFeatures, SayAnythingModel, WhisperFeatures, auto, check_frames
+from .types import IdFeatures, SayAnythingModel, WhisperFeatures, auto, check_frames, node_schema
 
 
 class SayAnythingSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingSampler",
             display_name="SayAnything Sampler",
-            category=CATEGORY,
             description="Regenerates the masked mouth region of the face crops so the lips follow the audio "
-            "(EDM Euler, separate reference and audio guidance, overlapping windows blended every step).",
+            "(EDM Euler, separate reference and audio guidance, overlapping windows blended every step). Connect "
+            "crops and crop_mask from SayAnything Face Crop, audio_features from SayAnything Whisper Features and "
+            "id_features from SayAnything Reference Encode (ID-Guider); crops go to SayAnything Face Paste.",
             inputs=[
                 SayAnythingModel.Input("model", tooltip="From SayAnything Model Loader."),
                 io.Image.Input("crops", tooltip="Aligned face crops from SayAnything Face Crop."),
                 io.Mask.Input("crop_mask", tooltip="Editing mask in crop space (1 = regenerate)."),
                 WhisperFeatures.Input("audio_features", tooltip="From SayAnything Whisper Features, one per crop."),
-                IdFeatures.Input("id_features", tooltip="From SayAnything Reference (ID-Guider)."),
-                io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
-                               tooltip="Frame rate of the video (SVD's fps micro-conditioning)."),
-                io.Int.Input("steps", default=0, min=0, max=200,
-                             tooltip="Denoising steps; 0 = the model's default (10 for SVD-sized models)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Noise seed; the same seed and inputs give the same video."),
-                io.Float.Input("reference_guidance", default=-1.0, min=-1.0, max=20.0, step=0.05,
-                               tooltip="How strongly the output follows the reference identity (1 = no extra "
-                               "push); -1 = the model's default."),
-                io.Float.Input("audio_guidance", default=-1.0, min=-1.0, max=20.0, step=0.05,
-                               tooltip="How strongly the lips follow the audio (1 = no extra push); -1 = the "
-                               "model's default."),
-                io.Int.Input("window", default=0, min=0, max=128,
-                             tooltip="Frames denoised together; memory grows with it, not with the video length. "
-                             "0 = the window the model was trained with."),
-                io.Int.Input("overlap", default=-1, min=-1, max=64,
-                             tooltip="Frames shared by neighbouring windows, blended at every step to avoid seams; "
-                             "smaller than window. -1 = the model's default."),
-                io.Float.Input("noise_aug_strength", default=-1.0, min=-1.0, max=1.0, step=0.005, optional=True,
-                               tooltip="SVD's canvas noise augmentation; it must match what the model was trained "
-                               "with, so leave it at -1 (the model's own) unless you know."),
-                io.Int.Input("decode_chunk", default=8, min=1, max=128,
-                             tooltip="Frames the VAE decodes at once; lower it if decoding runs out of memory."),
+                IdFeatures.Input("id_features", tooltip="From SayAnything Reference Encode (ID-Guider)."),
+                io.Float.Input(
+                    "fps",
+                    default=25.0,
+                    min=1.0,
+                    max=240.0,
+                    step=0.001,
+                    tooltip="Frame rate of the video (SVD's fps micro-conditioning).",
+                ),
+                io.Int.Input(
+                    "steps",
+                    default=0,
+                    min=0,
+                    max=200,
+                    tooltip="Denoising steps; 0 = the model's default (10 for SVD-sized models).",
+                ),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="Noise seed; the same seed and inputs give the same video.",
+                ),
+                io.Float.Input(
+                    "reference_guidance",
+                    default=-1.0,
+                    min=-1.0,
+                    max=20.0,
+                    step=0.05,
+                    tooltip="How strongly the output follows the reference identity (1 = no extra "
+                    "push); -1 = the model's default.",
+                ),
+                io.Float.Input(
+                    "audio_guidance",
+                    default=-1.0,
+                    min=-1.0,
+                    max=20.0,
+                    step=0.05,
+                    tooltip="How strongly the lips follow the audio (1 = no extra push); -1 = the model's default.",
+                ),
+                io.Int.Input(
+                    "window",
+                    default=0,
+                    min=0,
+                    max=128,
+                    tooltip="Frames denoised together; memory grows with it, not with the video length. "
+                    "0 = the window the model was trained with.",
+                ),
+                io.Int.Input(
+                    "overlap",
+                    default=-1,
+                    min=-1,
+                    max=64,
+                    tooltip="Frames shared by neighbouring windows, blended at every step to avoid seams; "
+                    "smaller than window. -1 = the model's default.",
+                ),
+                io.Float.Input(
+                    "noise_aug_strength",
+                    default=-1.0,
+                    min=-1.0,
+                    max=1.0,
+                    step=0.005,
+                    optional=True,
+                    tooltip="SVD's canvas noise augmentation; it must match what the model was trained "
+                    "with, so leave it at -1 (the model's own) unless you know.",
+                ),
+                io.Int.Input(
+                    "decode_chunk",
+                    default=8,
+                    min=1,
+                    max=128,
+                    tooltip="Frames the VAE decodes at once; lower it if decoding runs out of memory.",
+                ),
             ],
             outputs=[io.Image.Output(display_name="crops")],
         )
 
     @classmethod
-    def execute(cls, model, crops, crop_mask, audio_features, id_features, fps: float, steps: int, seed: int,
-                reference_guidance: float, audio_guidance: float, window: int, overlap: int,
-                decode_chunk: int, noise_aug_strength: float = -1.0) -> io.NodeOutput:
+    def execute(
+        cls,
+        model,
+        crops,
+        crop_mask,
+        audio_features,
+        id_features,
+        fps: float,
+        steps: int,
+        seed: int,
+        reference_guidance: float,
+        audio_guidance: float,
+        window: int,
+        overlap: int,
+        decode_chunk: int,
+        noise_aug_strength: float = -1.0,
+    ) -> io.NodeOutput:
         from ..lipsync_core.inference import SamplerOptions, generate
 
         frames = check_frames(crops, "crops")
-        options = SamplerOptions(steps=auto(steps, 0), seed=seed, reference_guidance=auto(reference_guidance, -1.0),
-                                 audio_guidance=auto(audio_guidance, -1.0), window=auto(window, 0),
-                                 overlap=auto(overlap, -1), decode_chunk=decode_chunk,
-                                 noise_aug_strength=auto(noise_aug_strength, -1.0))
+        options = SamplerOptions(
+            steps=auto(steps, 0),
+            seed=seed,
+            reference_guidance=auto(reference_guidance, -1.0),
+            audio_guidance=auto(audio_guidance, -1.0),
+            window=auto(window, 0),
+            overlap=auto(overlap, -1),
+            decode_chunk=decode_chunk,
+            noise_aug_strength=auto(noise_aug_strength, -1.0),
+        )
         progress = comfy.utils.ProgressBar(1)  # re-sized to steps x windows by the first update
 
         def on_step(done: int, total: int) -> None:
@@ -71,8 +142,17 @@ class SayAnythingSampler(io.ComfyNode):
 
         try:
             with model.on_device() as loaded:
-                result = generate(loaded, frames, crop_mask, audio_features, id_features, options, fps=fps,
-                                  device=model.load_device, callback=on_step)
+                result = generate(
+                    loaded,
+                    frames,
+                    crop_mask,
+                    audio_features,
+                    id_features,
+                    options,
+                    fps=fps,
+                    device=model.load_device,
+                    callback=on_step,
+                )
         finally:
             mm.soft_empty_cache()
         return io.NodeOutput(result)

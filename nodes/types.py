@@ -10,15 +10,27 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+# Socket types carry the pack's prefix so no other pack's type of the same name can connect to them.
+# Workflows saved before the prefix (WHISPER_FEATURES, FACE_TRACK, FACE_CROP, ID_FEATURES) still load
+# and run: links are stored by slot, not by type name, and the server checks the types it defines now.
 SayAnythingModel = io.Custom("SAYANYTHING_MODEL")
 WhisperModel = io.Custom("SAYANYTHING_WHISPER")
-WhisperFeatures = io.Custom("WHISPER_FEATURES")
-FaceTrack = io.Custom("FACE_TRACK")
-FaceCrop = io.Custom("FACE_CROP")
-IdFeatures = io.Custom("ID_FEATURES")
+WhisperFeatures = io.Custom("SAYANYTHING_WHISPER_FEATURES")
+FaceTrack = io.Custom("SAYANYTHING_FACE_TRACK")
+FaceCrop = io.Custom("SAYANYTHING_FACE_CROP")
+IdFeatures = io.Custom("SAYANYTHING_ID_FEATURES")
 
 CATEGORY = "SayAnything"
 PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
+SEARCH_ALIASES = ["lipsync", "lip sync", "talking head", "dubbing", "whisper"]
+
+
+def node_schema(**fields) -> io.Schema:
+    """``io.Schema`` in the pack's category with its search aliases, where this ComfyUI's Schema has
+    that field (releases after 0.3.75; older ones search names and descriptions only)."""
+    if "search_aliases" in io.Schema.__dataclass_fields__:
+        fields.setdefault("search_aliases", SEARCH_ALIASES)
+    return io.Schema(category=CATEGORY, **fields)
 
 
 def auto(value, unset):

@@ -15,9 +15,9 @@ import comfy.utils
 import folder_paths
 from comfy_api.latest import InputImpl, io
 
-from . import model_folders
 from ..lipsync_core.audio import FIT_MODES
-from .types import CATEGORY, SayAnythingModel, WhisperModel, auto
+from . import model_folders
+from .types import SayAnythingModel, WhisperModel, auto, node_schema
 
 AUTO_EDGE = "auto"
 STAGES = ["tracking", "audio features", "canvas", "denoising", "writing"]
@@ -26,10 +26,9 @@ STAGES = ["tracking", "audio features", "canvas", "denoising", "writing"]
 class SayAnythingLipSyncVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingLipSyncVideo",
             display_name="SayAnything Lip Sync Video",
-            category=CATEGORY,
             description="Lip-syncs a whole VIDEO (from Load Video) to AUDIO in one node, streaming frames from "
             "file to file, so long clips fit in memory. Connect SayAnything Model Loader and Whisper Loader; "
             "send the output to Save Video. Settings left on auto (0 / -1) come from the model file.",
@@ -37,37 +36,95 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                 SayAnythingModel.Input("model", tooltip="From SayAnything Model Loader."),
                 WhisperModel.Input("whisper", tooltip="From SayAnything Whisper Loader."),
                 io.Video.Input("video", tooltip="The video whose lips to re-sync (core Load Video)."),
-                io.Audio.Input("audio", tooltip="The new speech (core Load Audio or SayAnything Load Audio). It is "
-                               "muxed into the output as it is."),
-                io.Combo.Input("fit", options=list(FIT_MODES), default="loop",
-                               tooltip="When lengths differ: loop or pingpong the video to the audio, pad the audio "
-                               "with silence to the video, or cut both to the shorter."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Noise seed; the same seed and inputs give the same video."),
+                io.Audio.Input(
+                    "audio",
+                    tooltip="The new speech (core Load Audio or SayAnything Load Audio). It is "
+                    "muxed into the output as it is.",
+                ),
+                io.Combo.Input(
+                    "fit",
+                    options=list(FIT_MODES),
+                    default="loop",
+                    tooltip="When lengths differ: loop or pingpong the video to the audio, pad the audio "
+                    "with silence to the video, or cut both to the shorter.",
+                ),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=0xFFFFFFFFFFFFFFFF,
+                    control_after_generate=True,
+                    tooltip="Noise seed; the same seed and inputs give the same video.",
+                ),
                 io.Int.Input("steps", default=0, min=0, max=200, tooltip="Denoising steps; 0 = the model's default."),
-                io.Float.Input("reference_guidance", default=-1.0, min=-1.0, max=20.0, step=0.05,
-                               tooltip="How strongly the output follows the reference identity; -1 = the model's "
-                               "default."),
-                io.Float.Input("audio_guidance", default=-1.0, min=-1.0, max=20.0, step=0.05,
-                               tooltip="How strongly the lips follow the audio; -1 = the model's default."),
-                io.Int.Input("crop_size", default=0, min=0, max=1024, step=8,
-                             tooltip="Side of the aligned face crop; 0 = the size the model was trained at."),
-                io.Combo.Input("upper_edge", options=[AUTO_EDGE, "mouth", "nose", "eyes"], default=AUTO_EDGE,
-                               tooltip="Top of the editing mask; higher hides more of the source lips (less "
-                               "leakage). auto = the model's default."),
-                io.Int.Input("reference_frame", default=0, min=0, max=1_000_000,
-                             tooltip="Which output frame's face is the identity reference."),
-                io.Float.Input("crf", default=16.0, min=0.0, max=51.0, step=0.5,
-                               tooltip="x264 quality of the streamed file (lower is better; 16 is close to "
-                               "lossless). Save Video may encode again."),
+                io.Float.Input(
+                    "reference_guidance",
+                    default=-1.0,
+                    min=-1.0,
+                    max=20.0,
+                    step=0.05,
+                    tooltip="How strongly the output follows the reference identity; -1 = the model's default.",
+                ),
+                io.Float.Input(
+                    "audio_guidance",
+                    default=-1.0,
+                    min=-1.0,
+                    max=20.0,
+                    step=0.05,
+                    tooltip="How strongly the lips follow the audio; -1 = the model's default.",
+                ),
+                io.Int.Input(
+                    "crop_size",
+                    default=0,
+                    min=0,
+                    max=1024,
+                    step=8,
+                    tooltip="Side of the aligned face crop; 0 = the size the model was trained at.",
+                ),
+                io.Combo.Input(
+                    "upper_edge",
+                    options=[AUTO_EDGE, "mouth", "nose", "eyes"],
+                    default=AUTO_EDGE,
+                    tooltip="Top of the editing mask; higher hides more of the source lips (less "
+                    "leakage). auto = the model's default.",
+                ),
+                io.Int.Input(
+                    "reference_frame",
+                    default=0,
+                    min=0,
+                    max=1_000_000,
+                    tooltip="Which output frame's face is the identity reference.",
+                ),
+                io.Float.Input(
+                    "crf",
+                    default=16.0,
+                    min=0.0,
+                    max=51.0,
+                    step=0.5,
+                    tooltip="x264 quality of the streamed file (lower is better; 16 is close to "
+                    "lossless). Save Video may encode again.",
+                ),
             ],
             outputs=[io.Video.Output(display_name="video")],
         )
 
     @classmethod
-    def execute(cls, model, whisper, video, audio: dict, fit: str, seed: int, steps: int,
-                reference_guidance: float, audio_guidance: float, crop_size: int, upper_edge: str,
-                reference_frame: int, crf: float) -> io.NodeOutput:
+    def execute(
+        cls,
+        model,
+        whisper,
+        video,
+        audio: dict,
+        fit: str,
+        seed: int,
+        steps: int,
+        reference_guidance: float,
+        audio_guidance: float,
+        crop_size: int,
+        upper_edge: str,
+        reference_frame: int,
+        crf: float,
+    ) -> io.NodeOutput:
         from ..lipsync_core.audio import audio_from_comfy
         from ..lipsync_core.inference import FaceOptions, SamplerOptions
         from ..lipsync_core.streaming import StreamSettings, lipsync_file
@@ -82,10 +139,17 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
         waveform = audio["waveform"]
         if waveform.ndim != 3 or waveform.shape[-1] == 0:
             raise ValueError("the audio is empty; connect speech from Load Audio")
-        options = SamplerOptions(steps=auto(steps, 0), seed=seed, reference_guidance=auto(reference_guidance, -1.0),
-                                 audio_guidance=auto(audio_guidance, -1.0))
-        face = FaceOptions(upper_edge=auto(upper_edge, AUTO_EDGE), crop_size=auto(crop_size, 0),
-                           model_folders=model_folders.folder_paths_for(model_folders.MEDIAPIPE_FOLDER))
+        options = SamplerOptions(
+            steps=auto(steps, 0),
+            seed=seed,
+            reference_guidance=auto(reference_guidance, -1.0),
+            audio_guidance=auto(audio_guidance, -1.0),
+        )
+        face = FaceOptions(
+            upper_edge=auto(upper_edge, AUTO_EDGE),
+            crop_size=auto(crop_size, 0),
+            model_folders=model_folders.folder_paths_for(model_folders.MEDIAPIPE_FOLDER),
+        )
         bar = comfy.utils.ProgressBar(len(STAGES))
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -97,11 +161,21 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
 
         try:
             with model.on_device() as loaded, whisper.on_device() as encoder:
-                lipsync_file(source, audio_from_comfy(audio), output, loaded, encoder, options, face, fit_mode=fit,
-                             reference_index=reference_frame, mux_audio=(waveform[0].float().numpy(),
-                                                                         int(audio["sample_rate"])),
-                             settings=StreamSettings(crf=crf, spill_dir=temp), device=model.load_device,
-                             progress=progress)
+                lipsync_file(
+                    source,
+                    audio_from_comfy(audio),
+                    output,
+                    loaded,
+                    encoder,
+                    options,
+                    face,
+                    fit_mode=fit,
+                    reference_index=reference_frame,
+                    mux_audio=(waveform[0].float().numpy(), int(audio["sample_rate"])),
+                    settings=StreamSettings(crf=crf, spill_dir=temp),
+                    device=model.load_device,
+                    progress=progress,
+                )
         finally:
             mm.soft_empty_cache()
         return io.NodeOutput(InputImpl.VideoFromFile(output))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import comfy.utils
 from comfy_api.latest import io
 
-from . import model_folders
 from ..lipsync_core.audio import audio_from_comfy
-from .types import CATEGORY, PRECISIONS, WhisperFeatures, WhisperModel
+from . import model_folders
+from .types import PRECISIONS, WhisperFeatures, WhisperModel, node_schema
 
 DEVICES = ["auto", "cpu"]
 
@@ -21,13 +21,13 @@ def whisper_path(name: str) -> str:
 class SayAnythingWhisperLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingWhisperLoader",
             display_name="SayAnything Whisper Loader",
-            category=CATEGORY,
             description="Loads a Whisper encoder from models/whisper: a transformers folder (config.json + "
             "model.safetensors), a CTranslate2 / faster-whisper folder (model.bin) or an openai-whisper .pt "
-            "file; the last two are converted once into '<name>-transformers' next to them.",
+            "file; the last two are converted once into '<name>-transformers' next to them. Connect whisper "
+            "to SayAnything Whisper Features.",
             inputs=[
                 io.Combo.Input("model", options=model_folders.whisper_models(),
                                tooltip="A Whisper model inside models/whisper (transformers or CTranslate2 folder, "
@@ -60,12 +60,13 @@ class SayAnythingWhisperLoader(io.ComfyNode):
 class SayAnythingWhisperFeatures(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="SayAnythingWhisperFeatures",
             display_name="SayAnything Whisper Features",
-            category=CATEGORY,
             description="Encodes speech with Whisper (all layers, 30 s windows) and cuts one window of "
-            "encoder frames per video frame, aligned to each frame's time at the given fps.",
+            "encoder frames per video frame, aligned to each frame's time at the given fps. Connect whisper "
+            "from SayAnything Whisper Loader, audio and frame_count from SayAnything Fit Audio to Video; "
+            "features go to SayAnything Sampler's audio_features.",
             inputs=[
                 WhisperModel.Input("whisper", tooltip="From SayAnything Whisper Loader."),
                 io.Audio.Input("audio", tooltip="The speech, already fitted to the video."),

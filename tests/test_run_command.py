@@ -55,7 +55,7 @@ def test_run_makes_a_talking_still(tmp_path, astronaut, speech_wav, whisper_tiny
     assert frames >= 8  # ~2.3 s of speech at 4 fps
     # The progress bar counts every window (4 frames, overlap 1) of both steps.
     window_calls = 2 * len(plan_windows(frames, 4, 1))
-    assert f"denoising: 100%" in done.stderr and f"{window_calls}/{window_calls}" in done.stderr
+    assert "denoising: 100%" in done.stderr and f"{window_calls}/{window_calls}" in done.stderr
     assert samples / rate == pytest.approx(frames / 4, abs=0.07)
 
     # Nothing the user made is overwritten.

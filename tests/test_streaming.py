@@ -21,8 +21,16 @@ TOY_MODEL = Path(__file__).resolve().parents[1] / "lipsync_core" / "toy" / "asse
 NO_FACE = range(9, 12)
 
 
-def _clip(astronaut, path: Path, frames: int, fps: Fraction, size=(333, 257), leave_at: int | None = None,
-          pix_fmt: str = "yuv420p", rotation: int = 0) -> Path:
+def _clip(
+    astronaut,
+    path: Path,
+    frames: int,
+    fps: Fraction,
+    size=(333, 257),
+    leave_at: int | None = None,
+    pix_fmt: str = "yuv420p",
+    rotation: int = 0,
+) -> Path:
     """The real portrait drifting across an odd-sized frame; frames 9-11 show no face (grey); from
     ``leave_at`` on it slides out of the frame to the right, 40 px a frame."""
     width, height = size
@@ -67,13 +75,22 @@ def test_streaming_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, w
     captured.clear()
     speech = inference.load_audio(speech_wav)
     options = inference.SamplerOptions(steps=2, seed=3, decode_chunk=5)
-    out = lipsync_file(clip, speech, tmp_path / "out.mp4", toy, whisper_encoder, options, fit_mode="pad_silence",
-                       settings=StreamSettings(chunk=None, spill_bytes=1))  # every buffer spilled to disk
+    out = lipsync_file(
+        clip,
+        speech,
+        tmp_path / "out.mp4",
+        toy,
+        whisper_encoder,
+        options,
+        fit_mode="pad_silence",
+        settings=StreamSettings(chunk=None, spill_bytes=1),
+    )  # every buffer spilled to disk
     assert Path(out).is_file()
 
     frames, read_fps = inference.read_frames(clip)
-    expected, _audio, _mask = inference.lipsync(frames, read_fps, speech, toy, whisper_encoder, options,
-                                                fit_mode="pad_silence")
+    expected, _audio, _mask = inference.lipsync(
+        frames, read_fps, speech, toy, whisper_encoder, options, fit_mode="pad_silence"
+    )
     assert len(captured) == 23
     np.testing.assert_array_equal(np.stack(captured), inference.frames_to_uint8(expected))
     with av.open(out) as container:
@@ -85,8 +102,9 @@ def test_streaming_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, w
         assert same == (index in NO_FACE), index
 
 
-def test_long_clip_keeps_exact_length_rate_size_and_audio(tmp_path, astronaut, speech_wav, whisper_encoder, toy,
-                                                          captured):
+def test_long_clip_keeps_exact_length_rate_size_and_audio(
+    tmp_path, astronaut, speech_wav, whisper_encoder, toy, captured
+):
     # 2.3 s of speech looped over a 61-frame clip at 25 fps: many 8-frame windows, a length that is a
     # multiple of nothing; the output is as long as the speech, at the source's size and rate. From
     # frame 52 the face slides out of the frame; once it is gone the frames pass through untouched.
@@ -97,9 +115,16 @@ def test_long_clip_keeps_exact_length_rate_size_and_audio(tmp_path, astronaut, s
     seconds = speech.num_samples / speech.sample_rate * 1.0
     long_speech = Audio(speech.waveform.repeat(2), speech.sample_rate)  # 4.6 s -> 115 frames
     stages = []
-    out = lipsync_file(clip, long_speech, tmp_path / "out.mp4", toy, whisper_encoder,
-                       inference.SamplerOptions(steps=1), fit_mode="loop",
-                       progress=lambda stage, done, total: stages.append(stage))
+    out = lipsync_file(
+        clip,
+        long_speech,
+        tmp_path / "out.mp4",
+        toy,
+        whisper_encoder,
+        inference.SamplerOptions(steps=1),
+        fit_mode="loop",
+        progress=lambda stage, done, total: stages.append(stage),
+    )
     expected_frames = round(2 * seconds * 25)
     with av.open(out) as container:
         video, audio = container.streams.video[0], container.streams.audio[0]
@@ -111,7 +136,12 @@ def test_long_clip_keeps_exact_length_rate_size_and_audio(tmp_path, astronaut, s
     assert decoded == len(captured) == expected_frames
     assert samples / audio.sample_rate == pytest.approx(expected_frames / 25, abs=0.03)
     assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == [
-        "tracking", "audio features", "canvas", "denoising", "writing"]
+        "tracking",
+        "audio features",
+        "canvas",
+        "denoising",
+        "writing",
+    ]
     # The loop shows source frame 61 + k again at output frame k: no-face frames stay untouched there too.
     looped = list(VideoReader(clip).frames(np.arange(expected_frames) % 61))
     gone = [k for k in range(52, 61) if 40 + (k % 7) * 5 + 40 * (k - 51) >= 333]
@@ -123,8 +153,15 @@ def test_long_clip_keeps_exact_length_rate_size_and_audio(tmp_path, astronaut, s
 
 def test_output_keeps_the_source_pixel_format_and_rotation(tmp_path, astronaut, speech_wav, whisper_encoder, toy):
     clip = _clip(astronaut, tmp_path / "clip.mp4", 12, Fraction(25), size=(320, 256), pix_fmt="yuv444p", rotation=90)
-    out = lipsync_file(clip, inference.load_audio(speech_wav), tmp_path / "out.mp4", toy, whisper_encoder,
-                       inference.SamplerOptions(steps=1), fit_mode="cut")
+    out = lipsync_file(
+        clip,
+        inference.load_audio(speech_wav),
+        tmp_path / "out.mp4",
+        toy,
+        whisper_encoder,
+        inference.SamplerOptions(steps=1),
+        fit_mode="cut",
+    )
     with av.open(out) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.pix_fmt == "yuv444p"
@@ -142,8 +179,15 @@ def test_a_cancelled_run_leaves_no_file(tmp_path, astronaut, speech_wav, whisper
             raise Cancelled
 
     with pytest.raises(Cancelled):
-        lipsync_file(clip, inference.load_audio(speech_wav), tmp_path / "out.mp4", toy, whisper_encoder,
-                     inference.SamplerOptions(steps=1), progress=cancel)
+        lipsync_file(
+            clip,
+            inference.load_audio(speech_wav),
+            tmp_path / "out.mp4",
+            toy,
+            whisper_encoder,
+            inference.SamplerOptions(steps=1),
+            progress=cancel,
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
 
@@ -169,3 +213,35 @@ def test_spilled_buffers_read_back_what_was_written(tmp_path):
     assert torch.equal(buffer[2:5], values[2:5]) and torch.equal(buffer[7], values[7])
     assert torch.count_nonzero(buffer[0:2]) == 0 and buffer[:].shape == (10, 2, 3)
     assert isinstance(frame_buffer((4, 2), spill_bytes=1 << 20), torch.Tensor)
+
+
+def test_the_users_mask_holds_still_while_the_source_jaw_talks(astronaut):
+    # The real portrait's landmarks with the jaw and lower lip dropped and raised every 10 frames (a
+    # talking source). A per-frame mask follows the jaw; the mask of the user's path (face node, `run`,
+    # streaming: inference.face_mask, held 0.5 s) warped into the crop must not.
+    from lipsync_core.face import FaceTrack, detect_landmarks
+    from lipsync_core.face.track import LIPS_INNER, LIPS_OUTER, LOWER_JAW, face_size
+
+    points = detect_landmarks(astronaut)
+    assert points is not None
+    frames = 60
+    opening = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(frames) / 10)
+    lower = sorted(set(LOWER_JAW[3:-3]) | {p for p in LIPS_OUTER + LIPS_INNER if points[p, 1] > points[14, 1]})
+    landmarks = np.repeat(points[None], frames, axis=0).astype(np.float32)
+    landmarks[:, lower, 1] += (0.12 * float(face_size(points)) * opening)[:, None]
+    track = FaceTrack(landmarks, np.ones(frames, bool), astronaut.shape[:2])
+    video = torch.from_numpy(astronaut).float().div(255).expand(frames, *astronaut.shape)
+
+    def crop_masks(hold: float):
+        mask = inference.face_mask(track, 25.0, inference.FaceOptions(mask_hold=hold))
+        return inference.crop_faces(video, mask, track, crop_size=128)[1].numpy()
+
+    def top_rows(masks):
+        return np.array([np.flatnonzero((m > 0.5).any(axis=1))[0] for m in masks])
+
+    follows, held = crop_masks(0.0), crop_masks(0.5)
+    core = slice(15, 45)  # frames whose whole hold window is inside the clip
+    assert np.corrcoef(follows.sum((1, 2))[core], opening[core])[0, 1] > 0.9  # the jaw shows in a per-frame mask
+    area = held.sum((1, 2))[core]
+    assert area.std() / area.mean() < 0.01 and np.ptp(top_rows(held[core])) == 0
+    assert (held[core] >= follows[core] - 1e-3).all()  # it covers the mouth at every opening

@@ -55,21 +55,25 @@ class ComfyServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    python: str = sys.executable  # the environment ComfyUI runs in
+    comfyui: Path | None = None  # the ComfyUI folder; None: tools/comfyui.py's default
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, extra_args: tuple[str, ...] = (), cpu: bool = True, timeout: float = 120.0) -> "ComfyServer":
+    def start(self, extra_args: tuple[str, ...] = (), cpu: bool = True, timeout: float = 120.0) -> ComfyServer:
         prepare_base_directory(self.base)
         self.log_path = self.base / "comfyui.log"
         command = [
-            sys.executable, str(LAUNCHER),
+            self.python, str(LAUNCHER),
             *(["--cpu"] if cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
             "--base-directory", str(self.base), "--database-url", "sqlite:///:memory:",
             "--disable-auto-launch", *extra_args,
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.comfyui is not None:
+            env["SAYANYTHING_COMFYUI"] = str(self.comfyui)
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
@@ -188,37 +192,51 @@ class ComfyClient:
 
     def wait(self, prompt_id: str, timeout: float = 300.0, on_event=None) -> PromptResult:
         """Follow the websocket until the prompt ends; ``on_event(event)`` sees every JSON message."""
+        return self.wait_all([prompt_id], timeout=timeout, on_event=on_event)[prompt_id]
+
+    def wait_all(self, prompt_ids, timeout: float = 300.0, on_event=None) -> dict[str, PromptResult]:
+        """Follow the websocket until every queued prompt in ``prompt_ids`` has ended (ComfyUI runs them
+        one after another); ``on_event(event)`` sees every JSON message. Raises TimeoutError when one
+        has not ended within ``timeout`` seconds of the call (a stuck queue)."""
         self._connect()
-        events: list[dict] = []
-        outcome: PromptResult | None = None
+        pending = set(prompt_ids)
+        events: dict[str, list[dict]] = {prompt_id: [] for prompt_id in pending}
+        outcomes: dict[str, PromptResult] = {}
+        results: dict[str, PromptResult] = {}
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while pending and time.monotonic() < deadline:
             try:
                 message = self._ws.recv()
             except websocket.WebSocketTimeoutException:
                 # A prompt that finished before we listened is in the history.
-                entry = self.history(prompt_id)
-                if entry.get("status", {}).get("completed") is not None and entry["status"].get("status_str"):
-                    return self._result_from_history(prompt_id, entry, events)
+                for prompt_id in list(pending):
+                    entry = self.history(prompt_id)
+                    if entry.get("status", {}).get("completed") is not None and entry["status"].get("status_str"):
+                        results[prompt_id] = self._result_from_history(prompt_id, entry, events[prompt_id])
+                        pending.discard(prompt_id)
                 continue
             if isinstance(message, bytes):
                 continue  # binary previews
             event = json.loads(message)
-            data = event.get("data", {})
-            if data.get("prompt_id") not in (None, prompt_id):
-                continue
-            events.append(event)
             if on_event is not None:
                 on_event(event)
+            data = event.get("data", {})
+            prompt_id = data.get("prompt_id")
+            if prompt_id not in pending:
+                continue
+            events[prompt_id].append(event)
             kind = event["type"]
             # The outcome arrives first; the history is written before the final "executing: None".
             if kind == "execution_error":
-                outcome = PromptResult(prompt_id, "error", events, error=data)
+                outcomes[prompt_id] = PromptResult(prompt_id, "error", events[prompt_id], error=data)
             elif kind == "execution_interrupted":
-                outcome = PromptResult(prompt_id, "interrupted", events)
-            elif kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
-                return outcome or PromptResult(prompt_id, "success", events)
-        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f} s")
+                outcomes[prompt_id] = PromptResult(prompt_id, "interrupted", events[prompt_id])
+            elif kind == "executing" and data.get("node") is None:
+                results[prompt_id] = outcomes.get(prompt_id) or PromptResult(prompt_id, "success", events[prompt_id])
+                pending.discard(prompt_id)
+        if pending:
+            raise TimeoutError(f"prompts {sorted(pending)} did not finish within {timeout:.0f} s")
+        return results
 
     @staticmethod
     def _result_from_history(prompt_id: str, entry: dict, events: list[dict]) -> PromptResult:

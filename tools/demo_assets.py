@@ -5,10 +5,10 @@ has: the tiny model trained by ``python -m lipsync_core toy`` on the generated w
 characters (``lipsync_core.toy.demo.DEMO_MODEL``, 64 px crops, its toy VAE inside the file). It
 lip-syncs drawn characters; on a real face it paints a drawn-looking mouth region. To switch to a
 model of your own, change ``make_default_model`` and ``DEFAULT_MODEL_FILE`` / ``DEFAULT_MODEL_DESCRIPTION``
-and run ``python tools/make_workflows.py`` (the workflows name the default file).
+and run ``python -m tools.make_workflows`` (the workflows name the default file).
 
 Usage:
-  python tools/demo_assets.py install --base BASE      models + inputs into a ComfyUI base folder
+  python -m tools.demo_assets install --base BASE      models + inputs into a ComfyUI base folder
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-# The files the example workflows name (workflows/ is generated from these by tools/make_workflows.py).
+# The files the example workflows name (workflows/ is generated from these by python -m tools.make_workflows).
 DEFAULT_MODEL_FILE = "sayanything_toy.safetensors"  # models/sayanything
 DEFAULT_MODEL_DESCRIPTION = "tiny SayAnything trained on the toy world of drawn characters (64 px crops)"
 WHISPER_FOLDER = "whisper-tiny"  # models/whisper/<folder>

@@ -1,6 +1,6 @@
 """Write the example workflows in workflows/ (ComfyUI's UI format, what users load and share).
 
-Usage: ``python tools/make_workflows.py`` (starts a private ComfyUI to read /object_info, so socket
+Usage: ``python -m tools.make_workflows`` (starts a private ComfyUI to read /object_info, so socket
 and widget layouts are exactly what the running frontend expects). The frontend test loads every
 file in the real web UI and checks the UI->API conversion against the frontend's own.
 """
@@ -8,19 +8,22 @@ file in the real web UI and checks the UI->API conversion against the frontend's
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tools.comfy_client import UPLOAD_EXTRA_VALUES, WIDGET_TYPES, ComfyClient, ComfyServer, input_specs  # noqa: E402
-from tools.demo_assets import (  # noqa: E402
-    DEFAULT_MODEL_FILE, MASKED_PORTRAIT_FILE, PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE, WHISPER_FOLDER,
+from tools.comfy_client import UPLOAD_EXTRA_VALUES, WIDGET_TYPES, ComfyClient, ComfyServer, input_specs
+from tools.demo_assets import (
+    DEFAULT_MODEL_FILE,
+    MASKED_PORTRAIT_FILE,
+    PORTRAIT_FILE,
+    SPEECH_FILE,
+    VIDEO_FILE,
+    WHISPER_FOLDER,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 # The workflows run as they are on what tools/start.sh installs: the default model (which carries
 # its own VAE) and the demo inputs. With a real model, pick it in SayAnything Model Loader and pick

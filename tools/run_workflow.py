@@ -1,6 +1,6 @@
 """Run a UI-format workflow headless on a private ComfyUI server and print the files it saved.
 
-Usage: python tools/run_workflow.py WORKFLOW.json --base BASE [--set NODE_TYPE.INPUT=VALUE ...]
+Usage: python -m tools.run_workflow WORKFLOW.json --base BASE [--set NODE_TYPE.INPUT=VALUE ...]
 
 ``--base`` is a ComfyUI base folder (models/, input/, output/); the server gets its own port and an
 in-memory database and stops afterwards. ``--set`` changes a widget of every node of that type,
@@ -14,10 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tools.comfy_client import ComfyClient, ComfyServer, load_workflow, workflow_to_api  # noqa: E402
+from tools.comfy_client import ComfyClient, ComfyServer, load_workflow, workflow_to_api
 
 
 def apply_overrides(prompt: dict, overrides: list[str]) -> dict:

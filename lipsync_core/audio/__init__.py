@@ -27,7 +27,7 @@ from .whisper import (
 __all__ = [
     "FIT_MODES", "FitResult", "as_fps", "fit_audio_video", "frame_count", "frame_start_sample",
     "WHISPER_SAMPLE_RATE", "Audio", "audio_from_comfy", "audio_to_comfy", "integrated_loudness", "load_audio",
-    "normalize_loudness", "resample", "save_wav",
+    "normalize_loudness", "read_audio_channels", "resample", "save_wav",
     "DEFAULT_FEATURE_WINDOW", "WhisperAudioEncoder", "convert_ctranslate2_whisper", "convert_openai_whisper",
     "convert_whisper", "frame_windows", "load_whisper_encoder", "read_ctranslate2_model",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Union
 
 import numpy as np
 import torch
@@ -14,7 +13,7 @@ from .io import Audio
 
 FIT_MODES = ("cut", "pad_silence", "loop", "pingpong")
 
-FpsLike = Union[int, float, Fraction, str]
+FpsLike = int | float | Fraction | str
 
 
 def as_fps(fps: FpsLike) -> Fraction:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 
 import numpy as np
 import torch
 
 WHISPER_SAMPLE_RATE = 16000
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = np.ndarray | torch.Tensor
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Audio:
         return self.num_samples / self.sample_rate
 
     @classmethod
-    def silence(cls, num_samples: int, sample_rate: int = WHISPER_SAMPLE_RATE) -> "Audio":
+    def silence(cls, num_samples: int, sample_rate: int = WHISPER_SAMPLE_RATE) -> Audio:
         return cls(torch.zeros(int(num_samples)), sample_rate)
 
 
@@ -68,7 +69,7 @@ def resample(waveform: ArrayLike, orig_sample_rate: int, target_sample_rate: int
 
 
 def load_audio(
-    path: Union[str, Path],
+    path: str | Path,
     sample_rate: int = WHISPER_SAMPLE_RATE,
     loudness_lufs: float | None = None,
     sync_to_video: bool = True,
@@ -87,7 +88,7 @@ def load_audio(
     return audio
 
 
-def read_audio_channels(path: Union[str, Path], sync_to_video: bool = True) -> tuple[np.ndarray, int]:
+def read_audio_channels(path: str | Path, sync_to_video: bool = True) -> tuple[np.ndarray, int]:
     """Every channel of the first audio stream, ``float32 [channels, samples]`` at its own sample rate
     (what a video is muxed with); ``sync_to_video`` as in :func:`load_audio`."""
     import av
@@ -165,49 +166,16 @@ def audio_to_comfy(audio: Audio) -> dict:
     return {"waveform": audio.waveform.reshape(1, 1, -1).clone(), "sample_rate": audio.sample_rate}
 
 
-def _biquad(b0: float, b1: float, b2: float, a1: float, a2: float):
-    return np.array([b0, b1, b2]), np.array([1.0, a1, a2])
-
-
-def _k_weighting(sample_rate: int):
-    """The two BS.1770 K-weighting biquads, designed for any rate from the standard's analogue prototypes."""
-    # High shelf (head effect), then a high pass (RLB weighting); constants from ITU-R BS.1770-4.
-    gain_db, f0, q = 3.999843853973347, 1681.974450955533, 0.7071752369554196
-    k = np.tan(np.pi * f0 / sample_rate)
-    vh = 10 ** (gain_db / 20)
-    vb = vh**0.4996667741545416
-    a0 = 1 + k / q + k * k
-    shelf = _biquad(
-        (vh + vb * k / q + k * k) / a0, 2 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0,
-        2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0,
-    )
-    f0, q = 38.13547087602444, 0.5003270373238773
-    k = np.tan(np.pi * f0 / sample_rate)
-    a0 = 1 + k / q + k * k
-    high_pass = _biquad(1.0, -2.0, 1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0)
-    return shelf, high_pass
-
-
 def integrated_loudness(audio: Audio) -> float:
-    """Integrated loudness in LUFS (ITU-R BS.1770: K-weighting, 400 ms blocks, absolute and relative gates)."""
-    from scipy.signal import lfilter
+    """Integrated loudness in LUFS (ITU-R BS.1770, measured by pyloudnorm); ``-inf`` for silence."""
+    import pyloudnorm
 
+    meter = pyloudnorm.Meter(audio.sample_rate)
     x = audio.waveform.double().numpy()
-    for b, a in _k_weighting(audio.sample_rate):
-        x = lfilter(b, a, x)
-    block, step = int(0.4 * audio.sample_rate), int(0.1 * audio.sample_rate)
-    if x.size < block:
+    block = int(meter.block_size * audio.sample_rate) + 1
+    if x.size < block:  # pyloudnorm needs more than one 400 ms block; a shorter clip is one padded block
         x = np.pad(x, (0, block - x.size))
-    power = np.cumsum(np.concatenate([[0.0], x * x]))
-    starts = np.arange(0, x.size - block + 1, step)
-    block_power = (power[starts + block] - power[starts]) / block
-    loudness = -0.691 + 10 * np.log10(np.maximum(block_power, 1e-20))
-    gated = block_power[loudness > -70.0]
-    if gated.size == 0:
-        return float("-inf")
-    relative_gate = -0.691 + 10 * np.log10(gated.mean()) - 10.0
-    gated = block_power[(loudness > -70.0) & (loudness > relative_gate)]
-    return float(-0.691 + 10 * np.log10(gated.mean()))
+    return float(meter.integrated_loudness(x))
 
 
 def normalize_loudness(audio: Audio, target_lufs: float = -23.0, peak_limit: float = 0.999) -> Audio:
@@ -222,7 +190,7 @@ def normalize_loudness(audio: Audio, target_lufs: float = -23.0, peak_limit: flo
     return Audio(audio.waveform * gain, audio.sample_rate)
 
 
-def save_wav(audio: Audio, path: Union[str, Path]) -> Path:
+def save_wav(audio: Audio, path: str | Path) -> Path:
     """Write 16-bit PCM wav (standard library only)."""
     import wave
 

@@ -21,17 +21,17 @@ import math
 import shutil
 import struct
 import tempfile
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from .io import WHISPER_SAMPLE_RATE, Audio, resample
 from .fit import as_fps
+from .io import WHISPER_SAMPLE_RATE, Audio, resample
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 HOP_LENGTH = 160  # samples per mel frame (10 ms)
 N_FFT = 400
@@ -75,7 +75,7 @@ def _import_transformers_whisper():
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 
 
-def read_ctranslate2_model(path: PathLike) -> Tuple[str, Dict[str, np.ndarray]]:
+def read_ctranslate2_model(path: PathLike) -> tuple[str, dict[str, np.ndarray]]:
     """Parse a CTranslate2 ``model.bin`` (binary versions 4-6) into ``(spec name, {name: array})``.
 
     Aliases (e.g. the tied output projection) become extra names pointing at the same array. int8
@@ -108,7 +108,7 @@ def read_ctranslate2_model(path: PathLike) -> Tuple[str, Dict[str, np.ndarray]]:
             raise ValueError(f"{path}: CTranslate2 binary version {version} is not supported (4-6 are).")
         spec = take_string()
         take("I")  # spec revision
-        variables: Dict[str, np.ndarray] = {}
+        variables: dict[str, np.ndarray] = {}
         for _ in range(take("I")):
             name = take_string()
             shape = tuple(take("I") for _ in range(take("B")))
@@ -132,7 +132,7 @@ def read_ctranslate2_model(path: PathLike) -> Tuple[str, Dict[str, np.ndarray]]:
     return spec, variables
 
 
-def _ct2_dequantize(variables: Dict[str, np.ndarray], name: str) -> np.ndarray:
+def _ct2_dequantize(variables: dict[str, np.ndarray], name: str) -> np.ndarray:
     """Float32 value of a CTranslate2 variable; int8/int16 weights are divided by their per-row ``*_scale``."""
     value = variables[name]
     if value.dtype in (np.int8, np.int16) and f"{name}_scale" in variables:
@@ -141,17 +141,17 @@ def _ct2_dequantize(variables: Dict[str, np.ndarray], name: str) -> np.ndarray:
     return value.astype(np.float32)
 
 
-def _ct2_scalar(variables: Dict[str, np.ndarray], name: str, default: int) -> int:
+def _ct2_scalar(variables: dict[str, np.ndarray], name: str, default: int) -> int:
     return int(variables[name].reshape(-1)[0]) if name in variables else default
 
 
-def _ct2_whisper_to_openai(variables: Dict[str, np.ndarray]) -> Tuple[dict, Dict[str, torch.Tensor]]:
+def _ct2_whisper_to_openai(variables: dict[str, np.ndarray]) -> tuple[dict, dict[str, torch.Tensor]]:
     """CTranslate2 WhisperSpec variables -> openai-whisper dims and state dict (float32)."""
 
     def get(name: str) -> torch.Tensor:
         return torch.from_numpy(_ct2_dequantize(variables, name).copy())
 
-    state: Dict[str, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
 
     def linear(src: str, dst: str, bias: bool = True) -> None:
         state[f"{dst}.weight"] = get(f"{src}/weight")
@@ -161,7 +161,7 @@ def _ct2_whisper_to_openai(variables: Dict[str, np.ndarray]) -> Tuple[dict, Dict
     def norm(src: str, dst: str) -> None:
         state[f"{dst}.weight"], state[f"{dst}.bias"] = get(f"{src}/gamma"), get(f"{src}/beta")
 
-    def split_linear(src: str, dsts: Tuple[str, ...]) -> None:
+    def split_linear(src: str, dsts: tuple[str, ...]) -> None:
         # CTranslate2 fuses q/k/v (or k/v) along the output dimension; Whisper's key has no bias and
         # CTranslate2 stores zeros there.
         weights = get(f"{src}/weight").chunk(len(dsts), dim=0)
@@ -176,7 +176,9 @@ def _ct2_whisper_to_openai(variables: Dict[str, np.ndarray]) -> Tuple[dict, Dict
         while f"{which}/layer_{layer}/ffn/linear_0/weight" in variables:
             src, dst = f"{which}/layer_{layer}", f"{which}.blocks.{layer}"
             norm(f"{src}/self_attention/layer_norm", f"{dst}.attn_ln")
-            split_linear(f"{src}/self_attention/linear_0", (f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"))
+            split_linear(
+                f"{src}/self_attention/linear_0", (f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value")
+            )
             linear(f"{src}/self_attention/linear_1", f"{dst}.attn.out")
             if which == "decoder":
                 norm(f"{src}/attention/layer_norm", f"{dst}.cross_attn_ln")
@@ -258,7 +260,7 @@ def _openai_key_to_hf(key: str) -> str:
     raise ValueError(f"Unexpected openai-whisper parameter {key!r}: is this a Whisper checkpoint?")
 
 
-def _special_token_ids(n_vocab: int, tokenizer_file: Optional[Path]) -> Dict[str, int]:
+def _special_token_ids(n_vocab: int, tokenizer_file: Path | None) -> dict[str, int]:
     """Ids of Whisper's special tokens, read from the shipped tokenizer when there is one."""
     if tokenizer_file is not None and tokenizer_file.is_file():
         added = {t["content"]: t["id"] for t in json.loads(tokenizer_file.read_text())["added_tokens"]}
@@ -278,11 +280,11 @@ def _special_token_ids(n_vocab: int, tokenizer_file: Optional[Path]) -> Dict[str
 
 def _write_transformers_folder(
     dims: dict,
-    state: Dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor],
     output_dir: PathLike,
-    tokenizer_file: Optional[Path] = None,
-    suppress_tokens: Optional[list] = None,
-    alignment_heads: Optional[list] = None,
+    tokenizer_file: Path | None = None,
+    suppress_tokens: list | None = None,
+    alignment_heads: list | None = None,
     dtype: torch.dtype = torch.float16,
 ) -> Path:
     """Write a transformers Whisper folder (config, safetensors weights, feature extractor, generation config)."""
@@ -349,7 +351,9 @@ def _write_transformers_folder(
         if tokenizer_file is not None and tokenizer_file.is_file():
             shutil.copy(tokenizer_file, tmp / "tokenizer.json")
             (tmp / "tokenizer_config.json").write_text(
-                json.dumps({"tokenizer_class": "WhisperTokenizer", "model_max_length": 1024, "errors": "replace"}, indent=2)
+                json.dumps(
+                    {"tokenizer_class": "WhisperTokenizer", "model_max_length": 1024, "errors": "replace"}, indent=2
+                )
             )
         if output_dir.exists():
             output_dir.rmdir()  # empty (checked above)
@@ -374,7 +378,9 @@ def convert_ctranslate2_whisper(model_dir: PathLike, output_dir: PathLike) -> Pa
         extra = json.loads(config_file.read_text())
     dtype = torch.float16 if variables["encoder/conv1/weight"].dtype == np.float16 else torch.float32
     return _write_transformers_folder(
-        dims, state, output_dir,
+        dims,
+        state,
+        output_dir,
         tokenizer_file=bin_path.parent / "tokenizer.json",
         suppress_tokens=extra.get("suppress_ids"),
         alignment_heads=extra.get("alignment_heads"),
@@ -390,7 +396,9 @@ def convert_openai_whisper(checkpoint: PathLike, output_dir: PathLike) -> Path:
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad pickles
         raise ValueError(f"Could not read {checkpoint} as an openai-whisper checkpoint ({error}).") from error
     if not isinstance(data, dict) or "dims" not in data or "model_state_dict" not in data:
-        raise ValueError(f"{checkpoint} is not an openai-whisper checkpoint (expected keys 'dims' and 'model_state_dict').")
+        raise ValueError(
+            f"{checkpoint} is not an openai-whisper checkpoint (expected keys 'dims' and 'model_state_dict')."
+        )
     state = {k: v.float() for k, v in data["model_state_dict"].items()}
     dtype = next(iter(data["model_state_dict"].values())).dtype
     return _write_transformers_folder(
@@ -416,7 +424,7 @@ def convert_whisper(source: PathLike, output_dir: PathLike) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_encoder_state(folder: Path) -> Dict[str, torch.Tensor]:
+def _read_encoder_state(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     files = sorted(folder.glob("*.safetensors"))
@@ -480,7 +488,7 @@ class WhisperAudioEncoder(torch.nn.Module):
         self,
         audio: Audio,
         leading_silence_frames: int = 0,
-        progress: Optional[Callable[[int, int], None]] = None,
+        progress: Callable[[int, int], None] | None = None,
         hop: int = WINDOW_HOP_ENCODER_FRAMES,
         crossfade: int = CROSSFADE_ENCODER_FRAMES,
     ) -> torch.Tensor:
@@ -500,14 +508,16 @@ class WhisperAudioEncoder(torch.nn.Module):
         self,
         audio: Audio,
         leading_silence_frames: int = 0,
-        progress: Optional[Callable[[int, int], None]] = None,
+        progress: Callable[[int, int], None] | None = None,
         hop: int = WINDOW_HOP_ENCODER_FRAMES,
         crossfade: int = CROSSFADE_ENCODER_FRAMES,
-    ) -> Iterator[Tuple[int, torch.Tensor]]:
+    ) -> Iterator[tuple[int, torch.Tensor]]:
         """:meth:`encode` piece by piece: ``(first encoder frame, states [L, n, D])`` in order, each piece
         final once no later window reaches it, so at most one window of states is held (long audio)."""
         if not 0 < hop <= WINDOW_ENCODER_FRAMES or not 0 <= crossfade <= WINDOW_ENCODER_FRAMES - hop:
-            raise ValueError(f"Need 0 < hop <= 1500 and 0 <= crossfade <= 1500 - hop; got hop={hop}, crossfade={crossfade}.")
+            raise ValueError(
+                f"Need 0 < hop <= 1500 and 0 <= crossfade <= 1500 - hop; got hop={hop}, crossfade={crossfade}."
+            )
         waveform = audio.waveform
         if audio.sample_rate != WHISPER_SAMPLE_RATE:
             waveform = resample(waveform, audio.sample_rate, WHISPER_SAMPLE_RATE)
@@ -552,11 +562,11 @@ class WhisperAudioEncoder(torch.nn.Module):
     def frame_features(
         self,
         audio: Audio,
-        fps: Union[float, Fraction, str],
-        num_frames: Optional[int] = None,
+        fps: float | Fraction | str,
+        num_frames: int | None = None,
         window: int = DEFAULT_FEATURE_WINDOW,
-        progress: Optional[Callable[[int, int], None]] = None,
-        out: Optional[torch.Tensor] = None,
+        progress: Callable[[int, int], None] | None = None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-video-frame features ``float32 [T, L, W, D]`` (see the module docstring for the timing).
 
@@ -597,8 +607,9 @@ class WhisperAudioEncoder(torch.nn.Module):
             held_end = held_start + by_time.shape[0]  # states [held_start, held_end) are final
             ready = int(torch.searchsorted(last_needed, torch.tensor([held_end - 1]), right=True))
             if ready > done:
-                out[done:ready] = _gather_windows(by_time, low[done:ready] - held_start,
-                                                  high[done:ready] - held_start, frac[done:ready])
+                out[done:ready] = _gather_windows(
+                    by_time, low[done:ready] - held_start, high[done:ready] - held_start, frac[done:ready]
+                )
                 done = ready
             # Keep only what the remaining frames still read.
             keep_from = int(low[done:].min()) if done < num_frames else held_end
@@ -607,14 +618,15 @@ class WhisperAudioEncoder(torch.nn.Module):
         if done < num_frames:  # frames reading past the encoded end: clamped to its last frame
             by_time = torch.cat(held)
             last = held_start + by_time.shape[0] - 1
-            out[done:] = _gather_windows(by_time, low[done:].clamp(max=last) - held_start,
-                                         high[done:].clamp(max=last) - held_start, frac[done:])
+            out[done:] = _gather_windows(
+                by_time, low[done:].clamp(max=last) - held_start, high[done:].clamp(max=last) - held_start, frac[done:]
+            )
         return out
 
 
 def window_positions(
-    fps: Union[float, Fraction, str], num_frames: int, window: int = DEFAULT_FEATURE_WINDOW, frame_offset: int = 0
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    fps: float | Fraction | str, num_frames: int, window: int = DEFAULT_FEATURE_WINDOW, frame_offset: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where video frame ``i``'s window samples the 50 Hz states: ``(low, high, frac)``, each ``[T, W]``.
 
     Window ``k`` of frame ``i`` samples time ``(i + 0.5) / fps + (k - (W - 1) / 2) / 50`` s, i.e. encoder
@@ -625,7 +637,9 @@ def window_positions(
     centres = torch.tensor(
         [float(Fraction(2 * i + 1, 2) / fps * ENCODER_RATE) for i in range(num_frames)], dtype=torch.float64
     )
-    positions = centres[:, None] + frame_offset + (torch.arange(window, dtype=torch.float64) - (window - 1) / 2)[None, :]
+    positions = (
+        centres[:, None] + frame_offset + (torch.arange(window, dtype=torch.float64) - (window - 1) / 2)[None, :]
+    )
     positions = positions.clamp(min=0)
     low = positions.floor().long()
     return low, low + 1, (positions - low).float()
@@ -644,12 +658,13 @@ def _gather_windows(by_time: torch.Tensor, low: torch.Tensor, high: torch.Tensor
 
 def frame_windows(
     hidden: torch.Tensor,
-    fps: Union[float, Fraction, str],
+    fps: float | Fraction | str,
     num_frames: int,
     window: int = DEFAULT_FEATURE_WINDOW,
     frame_offset: int = 0,
 ) -> torch.Tensor:
-    """Cut ``[T, L, W, D]`` windows from 50 Hz hidden states ``[L, N, D]`` (frame ``j`` at ``(j - frame_offset) / 50`` s).
+    """Cut ``[T, L, W, D]`` windows from 50 Hz hidden states ``[L, N, D]``; frame ``j`` is at
+    ``(j - frame_offset) / 50`` s.
 
     Window ``k`` of video frame ``i`` samples time ``(i + 0.5) / fps + (k - (W - 1) / 2) / 50`` by linear
     interpolation; positions outside ``[0, N - 1]`` are clamped to the edge.
@@ -660,7 +675,7 @@ def frame_windows(
 
 def load_whisper_encoder(
     path: PathLike,
-    device: Union[str, torch.device] = "cpu",
+    device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> WhisperAudioEncoder:
     """Load the encoder of a transformers Whisper folder (any size; the decoder is not loaded).

@@ -13,15 +13,25 @@ HELP = "Make a starting SayAnything model: from Stable Video Diffusion weights (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="the .safetensors file to write (required unless --dry-run)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--svd", type=Path, metavar="PATH", help="single-file svd_xt.safetensors / svd_xt_1_1.safetensors (original keys)")
+    source.add_argument(
+        "--svd",
+        type=Path,
+        metavar="PATH",
+        help="single-file svd_xt.safetensors / svd_xt_1_1.safetensors (original keys)",
+    )
     source.add_argument("--size", choices=("tiny", "full"), help="randomly initialised model of this size")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None,
                         help="storage precision (default: fp16 for --svd, as SVD ships; fp32 for --size)")
-    parser.add_argument("--vae", action="store_true",
-                        help="also store a VAE in the file: SVD's temporal VAE with --svd, a random one of the size with --size")
+    parser.add_argument(
+        "--vae",
+        action="store_true",
+        help="also store a VAE in the file: SVD's temporal VAE with --svd, a random one of the size with --size",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for the freshly initialised parts")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    parser.add_argument("--dry-run", action="store_true", help="print the parameter counts as JSON without allocating weights")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the parameter counts as JSON without allocating weights"
+    )
 
 
 def main(args: argparse.Namespace) -> int:

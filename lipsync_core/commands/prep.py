@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 HELP = ("Prepare training shards from a folder of talking-head videos: aligned face crops, masks, landmark "
         "tracks, Whisper features (optionally VAE latents), fixed-length clips. Resumable; bad videos are "
@@ -17,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=25.0, help="training fps; every source fps is resampled to it")
     parser.add_argument("--crop-size", type=int, default=512, help="aligned crop size in pixels (the model's S)")
     parser.add_argument("--clip-frames", type=int, default=42, help="frames per clip (a few model windows)")
-    parser.add_argument("--clip-stride", type=int, default=None, help="frames between clip starts (default: no overlap)")
+    parser.add_argument(
+        "--clip-stride", type=int, default=None, help="frames between clip starts (default: no overlap)"
+    )
     parser.add_argument("--vae", default=None,
                         help="cache VAE latents: a SayAnything checkpoint with a VAE, or a single-file SVD")
     parser.add_argument("--upper-edge", default="nose", choices=("mouth", "nose", "eyes"), help="mask upper edge")
@@ -32,7 +33,8 @@ def main(args: argparse.Namespace) -> int:
 
     config = PrepConfig(input=args.input, output=args.output, whisper=args.whisper, fps=args.fps,
                         crop_size=args.crop_size, clip_frames=args.clip_frames, clip_stride=args.clip_stride,
-                        vae=args.vae, upper_edge=args.upper_edge, mask_hold=args.mask_hold, workers=args.workers, backend=args.backend)
+                        vae=args.vae, upper_edge=args.upper_edge, mask_hold=args.mask_hold, workers=args.workers,
+                        backend=args.backend)
     report = prepare_dataset(config)
     clips = sum(entry["clips"] for entry in report["prepared"])
     print(f"{len(report['prepared'])} videos prepared ({clips} clips), {len(report['skipped'])} skipped")

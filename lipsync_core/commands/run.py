@@ -23,10 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="video file, or an image to make a talking still")
     parser.add_argument("--audio", required=True, help="speech: any audio or video file")
     parser.add_argument("--model", required=True, help="SayAnything checkpoint (.safetensors)")
-    parser.add_argument("--svd", help="SVD single-file checkpoint whose VAE to use (svd_xt.safetensors); "
-                        "not needed when the SayAnything file carries its VAE")
-    parser.add_argument("--whisper", required=True,
-                        help="Whisper model: transformers or CTranslate2 folder, or openai .pt (models/whisper/...)")
+    parser.add_argument(
+        "--svd",
+        help="SVD single-file checkpoint whose VAE to use (svd_xt.safetensors); "
+        "not needed when the SayAnything file carries its VAE",
+    )
+    parser.add_argument(
+        "--whisper",
+        required=True,
+        help="Whisper model: transformers or CTranslate2 folder, or openai .pt (models/whisper/...)",
+    )
     parser.add_argument("-o", "--output", required=True, help="output .mp4 (an existing file is not overwritten)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--fps", type=float, help="frame rate: required for an image, default the video's own")
@@ -40,8 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, help=f"frames denoised together {AUTO}")
     parser.add_argument("--overlap", type=int, help=f"frames shared by neighbouring windows {AUTO}")
     parser.add_argument("--noise-aug", type=float, help=f"canvas noise augmentation {AUTO}")
-    parser.add_argument("--decode-chunk", type=int, default=sampler.decode_chunk,
-                        help="frames cropped, VAE-encoded and decoded at once")
+    parser.add_argument(
+        "--decode-chunk",
+        type=int,
+        default=sampler.decode_chunk,
+        help="frames cropped, VAE-encoded and decoded at once",
+    )
     parser.add_argument("--crop-size", type=int, help=f"side of the aligned face crop {AUTO}")
     parser.add_argument("--upper-edge", choices=["mouth", "nose", "eyes"], help=f"mask top {AUTO}")
     parser.add_argument("--expand", type=float, help=f"mask growth, fraction of the face size {AUTO}")
@@ -52,8 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-frame", type=int, default=0, help="which frame's face is the identity reference")
     parser.add_argument("--crf", type=float, default=stream.crf, help="x264 quality (lower is better; 16 ~ a master)")
     parser.add_argument("--preset", default=stream.preset, help="x264 speed preset (ultrafast .. veryslow)")
-    parser.add_argument("--spill-mb", type=float, default=stream.spill_bytes / 2**20,
-                        help="per-video buffers larger than this go to a temporary file (MB)")
+    parser.add_argument(
+        "--spill-mb",
+        type=float,
+        default=stream.spill_bytes / 2**20,
+        help="per-video buffers larger than this go to a temporary file (MB)",
+    )
     parser.add_argument("--temp-dir", help="where such buffers go (default: the system's temporary folder)")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
@@ -106,22 +120,45 @@ def main(args: argparse.Namespace) -> int:
         first = round(args.audio_start * rate)
         last = None if args.audio_duration is None else first + round(args.audio_duration * rate)
         options = inference.SamplerOptions(
-            steps=args.steps, seed=args.seed, reference_guidance=args.reference_guidance,
-            audio_guidance=args.audio_guidance, window=args.window, overlap=args.overlap,
-            decode_chunk=args.decode_chunk, noise_aug_strength=args.noise_aug,
+            steps=args.steps,
+            seed=args.seed,
+            reference_guidance=args.reference_guidance,
+            audio_guidance=args.audio_guidance,
+            window=args.window,
+            overlap=args.overlap,
+            decode_chunk=args.decode_chunk,
+            noise_aug_strength=args.noise_aug,
         )
-        face = inference.FaceOptions(face=args.face, face_index=args.face_index, upper_edge=args.upper_edge,
-                                     expand=args.expand, feather=args.feather, mask_hold=args.mask_hold,
-                                     crop_size=args.crop_size)
+        face = inference.FaceOptions(
+            face=args.face,
+            face_index=args.face_index,
+            upper_edge=args.upper_edge,
+            expand=args.expand,
+            feather=args.feather,
+            mask_hold=args.mask_hold,
+            crop_size=args.crop_size,
+        )
         dtype = resolve_dtype(args.precision, args.device)
         loaded = inference.load_model(args.model, svd_path=args.svd, dtype=dtype, device=args.device)
         whisper = inference.load_whisper(args.whisper, device=args.device)
-        settings = StreamSettings(crf=args.crf, preset=args.preset, spill_bytes=int(args.spill_mb * 2**20),
-                                  spill_dir=args.temp_dir)
+        settings = StreamSettings(
+            crf=args.crf, preset=args.preset, spill_bytes=int(args.spill_mb * 2**20), spill_dir=args.temp_dir
+        )
         path = lipsync_file(
-            args.video, speech, args.output, loaded, whisper, options, face, fit_mode=args.fit, fps=args.fps,
-            reference_index=args.reference_frame, mux_audio=(channels[:, first:last], rate), settings=settings,
-            device=args.device, progress=progress,
+            args.video,
+            speech,
+            args.output,
+            loaded,
+            whisper,
+            options,
+            face,
+            fit_mode=args.fit,
+            fps=args.fps,
+            reference_index=args.reference_frame,
+            mux_audio=(channels[:, first:last], rate),
+            settings=settings,
+            device=args.device,
+            progress=progress,
         )
     except (ValueError, FileNotFoundError) as error:
         progress.close()

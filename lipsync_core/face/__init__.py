@@ -1,18 +1,5 @@
 """Face preprocessing: mediapipe landmarks with tracking, the adaptive mask, align/crop/paste-back."""
 
-from .landmarks import (
-    SELECT_MODES,
-    TASK_FILE_NAME,
-    FaceMeshBackend,
-    LandmarkBackend,
-    TasksFaceLandmarkerBackend,
-    choose_backend,
-    create_backend,
-    detect_landmarks,
-    track_faces,
-)
-from .smoothing import OneEuroSettings, one_euro, smooth_track_points
-from .track import NUM_LANDMARKS, FaceTrack
 from .align import (
     DEFAULT_CROP_SIZE,
     align_transforms,
@@ -24,5 +11,60 @@ from .align import (
     transform_points,
     warp_to_crop,
 )
+from .landmarks import (
+    SELECT_MODES,
+    TASK_FILE_NAME,
+    FaceMeshBackend,
+    LandmarkBackend,
+    TasksFaceLandmarkerBackend,
+    choose_backend,
+    create_backend,
+    detect_landmarks,
+    track_faces,
+)
 from .mask import MASK_MODES, UPPER_EDGES, combine_masks, face_masks, frame_mask, mask_polygon, render_polygon_mask
 from .prepare import FaceCrops, mask_box_transforms, prepare_face_crops
+from .smoothing import OneEuroSettings, one_euro, smooth_track_points
+from .track import NUM_LANDMARKS, FaceTrack
+
+__all__ = [
+    "align",
+    "align_transforms",
+    "choose_backend",
+    "combine_masks",
+    "create_backend",
+    "crop_template",
+    "crop_track",
+    "DEFAULT_CROP_SIZE",
+    "detect_landmarks",
+    "face_masks",
+    "FaceCrops",
+    "FaceMeshBackend",
+    "FaceTrack",
+    "five_points",
+    "frame_mask",
+    "LandmarkBackend",
+    "landmarks",
+    "mask",
+    "mask_box_transforms",
+    "MASK_MODES",
+    "mask_polygon",
+    "NUM_LANDMARKS",
+    "one_euro",
+    "OneEuroSettings",
+    "paste_back",
+    "prepare",
+    "prepare_face_crops",
+    "render_polygon_mask",
+    "SELECT_MODES",
+    "similarity_transform",
+    "smooth_track_points",
+    "smoothing",
+    "TASK_FILE_NAME",
+    "TasksFaceLandmarkerBackend",
+    "track",
+    "track_faces",
+    "transform_points",
+    "UPPER_EDGES",
+    "warp_to_crop",
+]

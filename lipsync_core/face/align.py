@@ -6,10 +6,14 @@ Transforms are ``float32 [T, 2, 3]`` affine matrices frame -> crop in the cv2.wa
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from .smoothing import reflect_pad
 from .track import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, MOUTH_CORNERS, NOSE_TIP, FaceTrack
@@ -136,7 +140,7 @@ def _frames_as_uint8(frame) -> np.ndarray:
 
 
 def warp_to_crop(
-    frames: Union[np.ndarray, Iterable],
+    frames: np.ndarray | Iterable,
     transforms: np.ndarray,
     size: int = DEFAULT_CROP_SIZE,
 ) -> np.ndarray:
@@ -155,7 +159,9 @@ def warp_to_crop(
             frame = _frames_as_uint8(frame)
         border = cv2.BORDER_CONSTANT if is_mask else cv2.BORDER_REPLICATE
         src = frame.astype(np.float32) if is_mask else frame
-        out.append(cv2.warpAffine(src, matrix.astype(np.float64), (size, size), flags=cv2.INTER_LINEAR, borderMode=border))
+        out.append(
+            cv2.warpAffine(src, matrix.astype(np.float64), (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
+        )
     if len(out) != len(transforms):
         raise ValueError(f"Got {len(out)} frames for {len(transforms)} transforms; they must match.")
     return np.stack(out)
@@ -169,11 +175,11 @@ def _crop_edge_fade(size: int, width: float) -> np.ndarray:
 
 
 def paste_back(
-    frames: Union[np.ndarray, "torch.Tensor"],
-    crops: Union[np.ndarray, "torch.Tensor"],
+    frames: np.ndarray | torch.Tensor,
+    crops: np.ndarray | torch.Tensor,
     masks: np.ndarray,
     transforms: np.ndarray,
-    found: Optional[Sequence[bool]] = None,
+    found: Sequence[bool] | None = None,
     edge_feather: float = 0.02,
     inplace: bool = False,
 ):
@@ -235,7 +241,11 @@ def paste_back(
         alpha = cv2.warpAffine(crop_mask, roi_matrix, roi_size, flags=flags, borderMode=cv2.BORDER_CONSTANT)
         crop = crops[t]
         if floating != (crop.dtype != np.uint8):  # bring the crop to the frames' value range
-            crop = crop.astype(np.float32) * (1.0 / 255.0) if floating else np.clip(crop * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            crop = (
+                crop.astype(np.float32) * (1.0 / 255.0)
+                if floating
+                else np.clip(crop * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            )
         edited = cv2.warpAffine(crop, roi_matrix, roi_size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
         region = out[t, y0:y1, x0:x1]
         if floating:

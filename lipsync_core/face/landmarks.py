@@ -14,13 +14,13 @@ lets small faces in large frames be found: the full frame is only searched when 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
-from .smoothing import OneEuroSettings, smooth_track_points
+from .smoothing import DEFAULT_SMOOTHING, OneEuroSettings, smooth_track_points
 from .track import NUM_LANDMARKS, FaceTrack
 
 TASK_FILE_NAME = "face_landmarker.task"
@@ -31,17 +31,21 @@ CROP_SCALE = 2.0  # crop side / face box side: room for motion between frames
 FIND_MAX_SIDE = 640  # frames are searched for faces at this size (and in tiles for small faces)
 TILE_SEARCH_EVERY = 5  # frames between tiled searches while no face is found
 
-Box = Tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+
+
+TASK_FILE_URL = (  # Google's MediaPipe Face Landmarker model (the "Face landmark detection" guide, Models)
+    "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/latest/face_landmarker.task"
+)
 
 
 def task_file_help(folders: Sequence[Path]) -> str:
     where = ", ".join(str(f) for f in folders) or "your model folder (ComfyUI: models/mediapipe)"
     return (
         f"mediapipe's face landmark model was not found. This mediapipe version has only the Tasks API, "
-        f"which needs the file '{TASK_FILE_NAME}'. Put it in: {where}. It is Google's MediaPipe Face "
-        "Landmarker model, offered for download on the MediaPipe 'Face landmark detection' guide (Google AI "
-        "Edge documentation, section 'Models'). Alternatively install mediapipe==0.10.21, whose legacy face "
-        "mesh has its models built in."
+        f"which needs the file '{TASK_FILE_NAME}' (Google's MediaPipe Face Landmarker model, about 3.6 MB): "
+        f"download {TASK_FILE_URL} and put it in: {where}. Alternatively install mediapipe==0.10.21, whose "
+        "legacy face mesh has its models built in (the pack's tools/install_offline_mediapipe.sh)."
     )
 
 
@@ -53,7 +57,7 @@ def legacy_face_mesh_available() -> bool:
     return True
 
 
-def find_task_file(folders: Sequence[Union[str, Path]]) -> Optional[Path]:
+def find_task_file(folders: Sequence[str | Path]) -> Path | None:
     for folder in folders:
         folder = Path(folder)
         candidate = folder if folder.is_file() else folder / TASK_FILE_NAME
@@ -65,7 +69,7 @@ def find_task_file(folders: Sequence[Union[str, Path]]) -> Optional[Path]:
 def choose_backend(
     preference: str = "auto",
     legacy_available: bool = True,
-    task_file: Optional[Path] = None,
+    task_file: Path | None = None,
     model_folders: Sequence[Path] = (),
 ) -> str:
     """Pick ``"facemesh"`` or ``"tasks"``.
@@ -95,14 +99,14 @@ class LandmarkBackend(ABC):
     name: str
 
     @abstractmethod
-    def find_faces(self, image: np.ndarray) -> List[Box]:
+    def find_faces(self, image: np.ndarray) -> list[Box]:
         """Boxes of all faces in an RGB uint8 image (any size)."""
 
     @abstractmethod
-    def landmarks(self, image: np.ndarray) -> Optional[np.ndarray]:
+    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
         """``[478, 2]`` pixel landmarks of the face in an RGB uint8 crop (tracking mode), or None."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: backends holding native resources override it
         pass
 
     def __enter__(self):
@@ -135,16 +139,18 @@ class FaceMeshBackend(LandmarkBackend):
         )
         self._detector = face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
 
-    def find_faces(self, image: np.ndarray) -> List[Box]:
+    def find_faces(self, image: np.ndarray) -> list[Box]:
         result = self._detector.process(np.ascontiguousarray(image))
         boxes = []
         height, width = image.shape[:2]
         for detection in result.detections or []:
             box = detection.location_data.relative_bounding_box
-            boxes.append((box.xmin * width, box.ymin * height, (box.xmin + box.width) * width, (box.ymin + box.height) * height))
+            boxes.append(
+                (box.xmin * width, box.ymin * height, (box.xmin + box.width) * width, (box.ymin + box.height) * height)
+            )
         return boxes
 
-    def landmarks(self, image: np.ndarray) -> Optional[np.ndarray]:
+    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
         result = self._mesh.process(np.ascontiguousarray(image))
         if not result.multi_face_landmarks:
             return None
@@ -160,7 +166,7 @@ class TasksFaceLandmarkerBackend(LandmarkBackend):
 
     name = "tasks"
 
-    def __init__(self, task_file: Union[str, Path], min_confidence: float = 0.5, max_faces: int = 4):
+    def __init__(self, task_file: str | Path, min_confidence: float = 0.5, max_faces: int = 4):
         import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
 
@@ -193,7 +199,7 @@ class TasksFaceLandmarkerBackend(LandmarkBackend):
     def _image(self, image: np.ndarray):
         return self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
 
-    def find_faces(self, image: np.ndarray) -> List[Box]:
+    def find_faces(self, image: np.ndarray) -> list[Box]:
         result = self._finder.detect(self._image(image))
         boxes = []
         for face in result.face_landmarks:
@@ -201,7 +207,7 @@ class TasksFaceLandmarkerBackend(LandmarkBackend):
             boxes.append((*xy.min(axis=0), *xy.max(axis=0)))
         return boxes
 
-    def landmarks(self, image: np.ndarray) -> Optional[np.ndarray]:
+    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
         self._timestamp_ms += 40  # video mode needs increasing timestamps; the value itself is unused
         result = self._tracker.detect_for_video(self._image(image), self._timestamp_ms)
         if not result.face_landmarks:
@@ -215,7 +221,7 @@ class TasksFaceLandmarkerBackend(LandmarkBackend):
 
 def create_backend(
     preference: str = "auto",
-    model_folders: Sequence[Union[str, Path]] = (),
+    model_folders: Sequence[str | Path] = (),
     min_confidence: float = 0.5,
 ) -> LandmarkBackend:
     """Create the landmark backend :func:`choose_backend` picks for this mediapipe and these folders."""
@@ -246,12 +252,16 @@ def _side(box: Box) -> float:
     return max(box[2] - box[0], box[3] - box[1])
 
 
-def _find_faces(backend: LandmarkBackend, frame: np.ndarray, tiles: bool = True) -> List[Box]:
+def _find_faces(backend: LandmarkBackend, frame: np.ndarray, tiles: bool = True) -> list[Box]:
     """All faces in a frame: the whole frame at FIND_MAX_SIDE, then (if ``tiles``) overlapping tiles for
     small faces."""
     height, width = frame.shape[:2]
     scale = min(1.0, FIND_MAX_SIDE / max(height, width))
-    small = cv2.resize(frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else frame
+    small = (
+        cv2.resize(frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        if scale < 1
+        else frame
+    )
     boxes = [tuple(v / scale for v in box) for box in backend.find_faces(small)]
     if boxes or not tiles or max(height, width) <= FIND_MAX_SIDE:
         return boxes
@@ -281,7 +291,9 @@ def _iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _choose(boxes: List[Box], select: str, face_index: int, last_centre: Optional[np.ndarray], last_side: float) -> Optional[Box]:
+def _choose(
+    boxes: list[Box], select: str, face_index: int, last_centre: np.ndarray | None, last_side: float
+) -> Box | None:
     """The face to follow: the one nearest to where the followed face was last seen (if close), else by rule."""
     if not boxes:
         return None
@@ -306,9 +318,13 @@ def _crop_transform(centre: np.ndarray, side: float) -> np.ndarray:
     )
 
 
-def _landmarks_in_box(backend: LandmarkBackend, frame: np.ndarray, centre: np.ndarray, side: float) -> Optional[np.ndarray]:
+def _landmarks_in_box(
+    backend: LandmarkBackend, frame: np.ndarray, centre: np.ndarray, side: float
+) -> np.ndarray | None:
     matrix = _crop_transform(centre, side)
-    crop = cv2.warpAffine(frame, matrix, (MESH_INPUT_SIZE, MESH_INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    crop = cv2.warpAffine(
+        frame, matrix, (MESH_INPUT_SIZE, MESH_INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
     points = backend.landmarks(crop)
     if points is None:
         return None
@@ -316,7 +332,7 @@ def _landmarks_in_box(backend: LandmarkBackend, frame: np.ndarray, centre: np.nd
     return ((points - matrix[:, 2]) / scale).astype(np.float32)
 
 
-def _follow(crop: Optional[Tuple[np.ndarray, float]], centre: np.ndarray, side: float) -> Tuple[np.ndarray, float]:
+def _follow(crop: tuple[np.ndarray, float] | None, centre: np.ndarray, side: float) -> tuple[np.ndarray, float]:
     """The crop for the next frame. It stays put while the face stays well inside it: moving it after
     every small change of the landmarks feeds their noise back into the model's input, which then
     oscillates from frame to frame on a still face."""
@@ -344,9 +360,9 @@ def track_faces(
     fps: float = 25.0,
     select: str = "largest",
     face_index: int = 0,
-    backend: Union[str, LandmarkBackend] = "auto",
-    model_folders: Sequence[Union[str, Path]] = (),
-    smoothing: Optional[OneEuroSettings] = OneEuroSettings(),
+    backend: str | LandmarkBackend = "auto",
+    model_folders: Sequence[str | Path] = (),
+    smoothing: OneEuroSettings | None = DEFAULT_SMOOTHING,
     progress=None,
 ) -> FaceTrack:
     """Follow one face through ``frames`` (uint8 RGB ``[H, W, 3]`` arrays or float 0..1, any iterable).
@@ -362,10 +378,10 @@ def track_faces(
         raise ValueError(f"face_index must be >= 0, got {face_index}.")
     own_backend = not isinstance(backend, LandmarkBackend)
     landmark_backend = create_backend(backend, model_folders) if own_backend else backend
-    points: List[np.ndarray] = []
-    found: List[bool] = []
+    points: list[np.ndarray] = []
+    found: list[bool] = []
     frame_size = None
-    crop: Optional[Tuple[np.ndarray, float]] = None  # (centre, side) of the crop that follows the face
+    crop: tuple[np.ndarray, float] | None = None  # (centre, side) of the crop that follows the face
     last_centre, last_side = None, 0.0
     last_tile_search = -TILE_SEARCH_EVERY
     try:
@@ -374,7 +390,10 @@ def track_faces(
             if frame_size is None:
                 frame_size = frame.shape[:2]
             elif frame.shape[:2] != frame_size:
-                raise ValueError(f"Frame {index} is {frame.shape[:2]} but the first frame is {frame_size}; all frames must share one size.")
+                raise ValueError(
+                    f"Frame {index} is {frame.shape[:2]} but the first frame is {frame_size}; "
+                    "all frames must share one size."
+                )
             current = None
             if crop is not None:
                 current = _landmarks_in_box(landmark_backend, frame, *crop)
@@ -386,9 +405,13 @@ def track_faces(
                 # every few frames.
                 tiles = index - last_tile_search >= TILE_SEARCH_EVERY
                 last_tile_search = index if tiles else last_tile_search
-                chosen = _choose(_find_faces(landmark_backend, frame, tiles), select, face_index, last_centre, last_side)
+                chosen = _choose(
+                    _find_faces(landmark_backend, frame, tiles), select, face_index, last_centre, last_side
+                )
                 if chosen is not None:
-                    current = _landmarks_in_box(landmark_backend, frame, _centre(chosen), CROP_SCALE * 1.2 * _side(chosen))
+                    current = _landmarks_in_box(
+                        landmark_backend, frame, _centre(chosen), CROP_SCALE * 1.2 * _side(chosen)
+                    )
                     crop = None
             if current is not None:
                 box = _box_of(current)
@@ -416,7 +439,9 @@ def track_faces(
     return track
 
 
-def detect_landmarks(image, backend: Union[str, LandmarkBackend] = "auto", model_folders: Sequence[Union[str, Path]] = ()) -> Optional[np.ndarray]:
+def detect_landmarks(
+    image, backend: str | LandmarkBackend = "auto", model_folders: Sequence[str | Path] = ()
+) -> np.ndarray | None:
     """Landmarks ``[478, 2]`` of the largest face in one image, or None."""
     track = track_faces([image], backend=backend, model_folders=model_folders, smoothing=None)
     return track.landmarks[0] if track.found[0] else None

@@ -6,12 +6,25 @@ built from synthetic landmarks) and in any coordinate frame (video frames or the
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from .track import EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, LIPS_OUTER, LOWER_JAW, NOSE_BRIDGE_LOW, NOSE_TIP, FaceTrack, face_size
+if TYPE_CHECKING:
+    import torch
+
+from .track import (
+    EYE_IMAGE_LEFT,
+    EYE_IMAGE_RIGHT,
+    LIPS_OUTER,
+    LOWER_JAW,
+    NOSE_BRIDGE_LOW,
+    NOSE_TIP,
+    FaceTrack,
+    face_size,
+)
 
 UPPER_EDGES = ("mouth", "nose", "eyes")
 MASK_MODES = ("auto", "replace", "intersect", "union")
@@ -83,7 +96,7 @@ def _clip_below(polygon: np.ndarray, point: np.ndarray, up: np.ndarray) -> np.nd
 
 
 def render_polygon_mask(
-    polygons: Union[np.ndarray, Sequence[np.ndarray]], frame_size: tuple, feather_px: float
+    polygons: np.ndarray | Sequence[np.ndarray], frame_size: tuple, feather_px: float
 ) -> np.ndarray:
     """Filled polygon(s) ``float32 [H, W]`` in 0..1 with a Gaussian edge of ``feather_px`` (sigma = feather/2).
 
@@ -119,7 +132,9 @@ def render_polygon_mask(
     if scale < 1.0:
         # map ROI pixel centres back onto the small canvas
         matrix = np.array([[scale, 0, 0.5 * scale - 0.5], [0, scale, 0.5 * scale - 0.5]], np.float32)
-        soft = cv2.warpAffine(soft, matrix, (roi_w, roi_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        soft = cv2.warpAffine(
+            soft, matrix, (roi_w, roi_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT
+        )
     soft[soft < 1.0 / 512] = 0.0  # exact zeros far from the face: paste-back leaves those pixels alone
     mask[cy0:cy1, cx0:cx1] = soft[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
     return np.clip(mask, 0.0, 1.0, out=mask)
@@ -142,11 +157,11 @@ def face_masks(
     upper_edge: str = "nose",
     expand: float = 0.08,
     feather: float = 0.06,
-    user_mask: Optional[np.ndarray] = None,
+    user_mask: np.ndarray | None = None,
     mode: str = "auto",
     hold: int = 0,
-    transforms: Optional[np.ndarray] = None,
-    frames: Optional[Sequence[int]] = None,
+    transforms: np.ndarray | None = None,
+    frames: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Editing masks ``float32 [T, H, W]`` (1 = regenerate) for every frame of ``track``.
 
@@ -187,13 +202,16 @@ def face_masks(
             if not track.found[t]:
                 continue
             neighbours = [
-                k for k in range(max(t - hold, 0), min(t + hold + 1, track.num_frames))
+                k
+                for k in range(max(t - hold, 0), min(t + hold + 1, track.num_frames))
                 if track.found[k] and run_id[k] == run_id[t]
             ]
             window = [outline(k) for k in neighbours]
             if transforms is not None and hold > 0:
                 to_frame = cv2.invertAffineTransform(transforms[t].astype(np.float64))
-                window = [_through_crop(outline(k), transforms[k], to_frame) if k != t else outline(k) for k in neighbours]
+                window = [
+                    _through_crop(outline(k), transforms[k], to_frame) if k != t else outline(k) for k in neighbours
+                ]
             masks[row] = render_polygon_mask(window, track.frame_size, feather * float(face_size(track.landmarks[t])))
     if user_mask is None:
         return masks
@@ -206,7 +224,7 @@ def _through_crop(polygon: np.ndarray, to_crop: np.ndarray, to_frame: np.ndarray
     return in_crop @ to_frame[:, :2].T + to_frame[:, 2]
 
 
-def combine_masks(auto: np.ndarray, user: Union[np.ndarray, "torch.Tensor"], mode: str) -> np.ndarray:
+def combine_masks(auto: np.ndarray, user: np.ndarray | torch.Tensor, mode: str) -> np.ndarray:
     """Combine the landmark mask with a user mask.
 
     ``replace``: the user mask alone (occluders, faces mediapipe cannot see); ``intersect``: the landmark
@@ -234,4 +252,3 @@ def combine_masks(auto: np.ndarray, user: Union[np.ndarray, "torch.Tensor"], mod
     if mode == "intersect":
         return auto * user
     return np.maximum(auto, user)
-

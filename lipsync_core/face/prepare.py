@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .align import DEFAULT_CROP_SIZE, _from_params, _gaussian_smooth, _to_params, align_transforms, crop_track, warp_to_crop
+from .align import (
+    DEFAULT_CROP_SIZE,
+    _from_params,
+    _gaussian_smooth,
+    _to_params,
+    align_transforms,
+    crop_track,
+    warp_to_crop,
+)
 from .landmarks import LandmarkBackend, track_faces
 from .mask import MASK_MODES, combine_masks, face_masks
 from .track import FaceTrack
@@ -61,7 +69,10 @@ def _as_user_masks(user_mask, num_frames: int, frame_size) -> np.ndarray:
     if user_mask.shape[0] == 1 and num_frames > 1:
         user_mask = np.broadcast_to(user_mask, (num_frames, *frame_size))
     if user_mask.shape[0] != num_frames:
-        raise ValueError(f"The mask has {user_mask.shape[0]} frames but the video has {num_frames}; give one per frame or one for all.")
+        raise ValueError(
+            f"The mask has {user_mask.shape[0]} frames but the video has {num_frames}; "
+            "give one per frame or one for all."
+        )
     return np.clip(user_mask, 0.0, 1.0)
 
 
@@ -101,9 +112,9 @@ def prepare_face_crops(
     mask_mode: str = "auto",
     select: str = "largest",
     face_index: int = 0,
-    backend: Union[str, LandmarkBackend] = "auto",
-    model_folders: Sequence[Union[str, Path]] = (),
-    track: Optional[FaceTrack] = None,
+    backend: str | LandmarkBackend = "auto",
+    model_folders: Sequence[str | Path] = (),
+    track: FaceTrack | None = None,
     fill_gaps: int = 0,
     progress=None,
 ) -> FaceCrops:
@@ -114,7 +125,8 @@ def prepare_face_crops(
     with ``replace`` or ``union`` it also marks frames to edit where no face is found. Raises one clear
     error when nothing can be edited (no face in any frame and no user mask). ``mask_hold`` (seconds):
     each frame's landmark mask covers the outlines of that much time before and after it (in crop
-    space, see ``hold`` in :func:`face_masks`), so the mask does not move with the source jaw. ``fill_gaps`` > 0 bridges
+    space, see ``hold`` in :func:`face_masks`), so the mask does not move with the source jaw.
+    ``fill_gaps`` > 0 bridges
     detector dropouts of up to that many frames (:meth:`FaceTrack.fill_short_gaps`).
     """
     if mask_mode not in MASK_MODES:
@@ -122,12 +134,25 @@ def prepare_face_crops(
     if user_mask is None and mask_mode != "auto":
         raise ValueError(f"Mask mode {mask_mode!r} needs a user mask; connect one or use mode 'auto'.")
     # A torch IMAGE batch is converted frame by frame as it is warped: no uint8 copy of the whole video.
-    video = frames if hasattr(frames, "detach") and frames.ndim == 4 and frames.shape[-1] == 3 else _as_uint8_video(frames)
+    video = (
+        frames if hasattr(frames, "detach") and frames.ndim == 4 and frames.shape[-1] == 3 else _as_uint8_video(frames)
+    )
     num_frames, height, width = video.shape[:3]
     if track is None:
-        track = track_faces(video, fps=fps, select=select, face_index=face_index, backend=backend, model_folders=model_folders, progress=progress)
+        track = track_faces(
+            video,
+            fps=fps,
+            select=select,
+            face_index=face_index,
+            backend=backend,
+            model_folders=model_folders,
+            progress=progress,
+        )
     elif track.num_frames != num_frames or track.frame_size != (height, width):
-        raise ValueError(f"The face track ({track.num_frames} frames of {track.frame_size}) does not match the video ({num_frames} of {(height, width)}).")
+        raise ValueError(
+            f"The face track ({track.num_frames} frames of {track.frame_size}) does not match the video "
+            f"({num_frames} of {(height, width)})."
+        )
     if fill_gaps > 0:
         track = track.fill_short_gaps(fill_gaps)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-@dataclass
+@dataclass(frozen=True)
 class OneEuroSettings:
     """One-Euro filter (Casiez et al. 2012) parameters, in units of face size per second.
 
@@ -21,12 +21,15 @@ class OneEuroSettings:
     derivative_cutoff: float = 1.0
 
 
+DEFAULT_SMOOTHING = OneEuroSettings()
+
+
 def _alpha(cutoff: np.ndarray, dt: float) -> np.ndarray:
     tau = 1.0 / (2 * math.pi * cutoff)
     return 1.0 / (1.0 + tau / dt)
 
 
-def one_euro(signal: np.ndarray, fps: float, settings: OneEuroSettings = OneEuroSettings()) -> np.ndarray:
+def one_euro(signal: np.ndarray, fps: float, settings: OneEuroSettings = DEFAULT_SMOOTHING) -> np.ndarray:
     """Causal One-Euro filter along axis 0 of ``signal`` ``[T, ...]`` (every other element independently)."""
     out = np.empty_like(signal, dtype=np.float64)
     if signal.shape[0] == 0:
@@ -61,7 +64,7 @@ def smooth_track_points(
     found: np.ndarray,
     fps: float,
     scale: float,
-    settings: OneEuroSettings = OneEuroSettings(),
+    settings: OneEuroSettings = DEFAULT_SMOOTHING,
 ) -> np.ndarray:
     """Smooth ``points`` ``[T, N, 2]`` over each run of consecutive found frames.
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -55,8 +55,8 @@ class FaceTrack:
 
     landmarks: np.ndarray
     found: np.ndarray
-    frame_size: Tuple[int, int]
-    raw_landmarks: Optional[np.ndarray] = field(default=None, repr=False)
+    frame_size: tuple[int, int]
+    raw_landmarks: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.landmarks = np.asarray(self.landmarks, dtype=np.float32)
@@ -64,7 +64,9 @@ class FaceTrack:
         if self.landmarks.ndim != 3 or self.landmarks.shape[1:] != (NUM_LANDMARKS, 2):
             raise ValueError(f"FaceTrack.landmarks must be [T, {NUM_LANDMARKS}, 2], got {self.landmarks.shape}.")
         if self.found.shape[0] != self.landmarks.shape[0]:
-            raise ValueError(f"FaceTrack.found has {self.found.shape[0]} frames but landmarks have {self.landmarks.shape[0]}.")
+            raise ValueError(
+                f"FaceTrack.found has {self.found.shape[0]} frames but landmarks have {self.landmarks.shape[0]}."
+            )
         if len(self.frame_size) != 2 or min(self.frame_size) <= 0:
             raise ValueError(f"FaceTrack.frame_size must be (H, W), got {self.frame_size}.")
         self.frame_size = (int(self.frame_size[0]), int(self.frame_size[1]))
@@ -94,7 +96,7 @@ class FaceTrack:
         """Per-frame face size in pixels ``[T]`` (NaN without a face), see :func:`face_size`."""
         return face_size(self.landmarks)
 
-    def fill_short_gaps(self, max_gap: int = 2) -> "FaceTrack":
+    def fill_short_gaps(self, max_gap: int = 2) -> FaceTrack:
         """A copy where runs of at most ``max_gap`` frames without a face, between two frames with one,
         get landmarks interpolated linearly and ``found=True`` (a detector that blinks for a frame would
         otherwise make the edit blink). Longer gaps and gaps at the ends stay untouched."""
@@ -110,13 +112,13 @@ class FaceTrack:
             found[start:stop] = True
         return FaceTrack(landmarks, found, self.frame_size, self.raw_landmarks)
 
-    def select(self, frame_indices: Sequence[int]) -> "FaceTrack":
+    def select(self, frame_indices: Sequence[int]) -> FaceTrack:
         """The track re-indexed by frame (e.g. a looped or ping-ponged video from ``fit_audio_video``)."""
         index = np.asarray(frame_indices, dtype=np.int64)
         raw = None if self.raw_landmarks is None else self.raw_landmarks[index]
         return FaceTrack(self.landmarks[index], self.found[index], self.frame_size, raw)
 
-    def save(self, path: Union[str, Path]) -> Path:
+    def save(self, path: str | Path) -> Path:
         path = Path(path)
         arrays = {"landmarks": self.landmarks, "found": self.found, "frame_size": np.asarray(self.frame_size)}
         if self.raw_landmarks is not None:
@@ -125,7 +127,7 @@ class FaceTrack:
         return path
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "FaceTrack":
+    def load(cls, path: str | Path) -> FaceTrack:
         with np.load(path, allow_pickle=False) as data:
             raw = data["raw_landmarks"] if "raw_landmarks" in data else None
             return cls(data["landmarks"], data["found"], tuple(data["frame_size"].tolist()), raw)

@@ -2,12 +2,12 @@
 
 from .torchvision_compat import make_torchvision_importable
 
-make_torchvision_importable()
+make_torchvision_importable()  # must run before diffusers is imported below
 
-from .audio_projection import AudioProjection
-from .id_guider import IDGuider
-from .model import Conditioning, SayAnythingModel, edm_scalings, make_added_time_ids
-from .unet import SayAnythingUNet
+from .audio_projection import AudioProjection  # noqa: E402
+from .id_guider import IDGuider  # noqa: E402
+from .model import Conditioning, SayAnythingModel, edm_scalings, make_added_time_ids  # noqa: E402
+from .unet import SayAnythingUNet  # noqa: E402
 
 __all__ = [
     "AudioProjection",

@@ -35,7 +35,12 @@ class Conditioning:
 
 
 def make_added_time_ids(
-    fps: float, motion_bucket_id: float, noise_aug_strength: float, batch_size: int = 1, device=None, dtype=torch.float32
+    fps: float,
+    motion_bucket_id: float,
+    noise_aug_strength: float,
+    batch_size: int = 1,
+    device=None,
+    dtype=torch.float32,
 ) -> torch.Tensor:
     """SVD's micro-conditioning ``[fps - 1, motion_bucket_id, noise_aug_strength]`` per batch item."""
     ids = torch.tensor([[fps - 1.0, float(motion_bucket_id), float(noise_aug_strength)]], device=device, dtype=dtype)
@@ -76,7 +81,8 @@ class SayAnythingModel(nn.Module):
         return self.unet.conv_in.weight.device
 
     def encode_reference(self, reference: torch.Tensor) -> list[torch.Tensor]:
-        """ID features of ``reference [B, 3, H, W]`` in -1..1; compute once per video, reuse for every window and step."""
+        """ID features of ``reference [B, 3, H, W]`` in -1..1; compute once per video, reuse for every window
+        and step."""
         return self.id_guider(reference.to(self.device, self.dtype))
 
     def zero_id_features(self, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:

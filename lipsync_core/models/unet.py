@@ -54,7 +54,8 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
         batch_size, num_frames = sample.shape[:2]
         if encoder_hidden_states.ndim != 4 or encoder_hidden_states.shape[:2] != (batch_size, num_frames):
             raise ValueError(
-                f"encoder_hidden_states must be [batch, frames, tokens, channels] = [{batch_size}, {num_frames}, N, C], "
+                "encoder_hidden_states must be [batch, frames, tokens, channels] = "
+                f"[{batch_size}, {num_frames}, N, C], "
                 f"got {tuple(encoder_hidden_states.shape)}"
             )
         depth = len(self.down_blocks)

@@ -73,12 +73,12 @@ class Character:
     turn: float = 0.0
     jaw: float = 0.0
 
-    def posed(self, turn: float, opening: float) -> "Character":
+    def posed(self, turn: float, opening: float) -> Character:
         """This character with the head turned by ``turn`` and the jaw dropped for ``opening``."""
         return dataclasses.replace(self, turn=float(turn), jaw=float(opening))
 
     @classmethod
-    def random(cls, rng: np.random.Generator, canvas: int) -> "Character":
+    def random(cls, rng: np.random.Generator, canvas: int) -> Character:
         def pick(options):
             return tuple(int(v) for v in options[rng.integers(len(options))])
 
@@ -130,7 +130,9 @@ class Character:
         cx, cy = self.centre
         dx, y = self.eye_spacing * self.face_axes[0], cy - 0.12 * self.face_axes[1]
         shift = 0.8 * self.feature_shift
-        return (cx - dx * (1 - 0.25 * max(self.turn, 0)) + shift, y), (cx + dx * (1 + 0.25 * min(self.turn, 0)) + shift, y)
+        left = cx - dx * (1 - 0.25 * max(self.turn, 0)) + shift
+        right = cx + dx * (1 + 0.25 * min(self.turn, 0)) + shift
+        return (left, y), (right, y)
 
     def eye_scales(self) -> tuple[float, float]:
         """Width factor of each eye: the far eye is seen at an angle."""
@@ -220,7 +222,8 @@ def draw_character(character: Character, canvas: int) -> tuple[np.ndarray, np.nd
     if character.hair_style == 3:
         both((cx, cy + 0.1 * fb), (fa * 1.22, fb * 1.15), character.hair)
     both((cx, cy + fb * 1.95), (fa * 1.9, fb * 1.0), character.shirt)
-    p0, p1 = (int(round(cx - 0.4 * fa)), int(round(cy + 0.6 * fb))), (int(round(cx + 0.4 * fa)), int(round(cy + 1.3 * fb)))
+    p0 = (int(round(cx - 0.4 * fa)), int(round(cy + 0.6 * fb)))
+    p1 = (int(round(cx + 0.4 * fa)), int(round(cy + 1.3 * fb)))
     cv2.rectangle(image, p0, p1, character.skin, -1)
     cv2.rectangle(alpha, p0, p1, 1.0, -1)
     for side in (-1, 1):
@@ -247,7 +250,8 @@ def draw_character(character: Character, canvas: int) -> tuple[np.ndarray, np.nd
         if outlined:
             _ellipse(image, (ex, ey), (7 * size * squash, 4.5 * size), line_colour or (25, 25, 25), outline)
         brow_y = ey - 8 * size
-        cv2.line(image, (int(ex - 7 * size * squash), int(brow_y + 1)), (int(ex + 7 * size * squash), int(brow_y - 1 + 2 * index)),
+        cv2.line(image, (int(ex - 7 * size * squash), int(brow_y + 1)),
+                 (int(ex + 7 * size * squash), int(brow_y - 1 + 2 * index)),
                  tuple(0.8 * c for c in character.hair), max(int(2 * unit), 1), cv2.LINE_AA)
         if character.glasses:
             _ellipse(image, (ex, ey), (10 * size * squash, 8 * size), (30, 30, 40), max(int(1.5 * unit), 1))

@@ -1,8 +1,8 @@
 """The headless demo: a generated character, talking in its own video, dubbed with a new sentence.
 
 The source video shows the character saying one sentence (mouth and jaw moving); the shipped toy
-model (``DEMO_MODEL``) makes it say another, espeak-ng, sentence. Mediapipe does not see these drawn
-faces, so the demo hands the character's known face track to the pipeline instead of detecting one.
+model (``DEMO_MODEL``) makes it say another, espeak-ng, sentence. Mediapipe finds most of these drawn
+faces but not all, so the demo hands the character's known face track to the pipeline instead.
 """
 
 from __future__ import annotations

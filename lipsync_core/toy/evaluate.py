@@ -55,7 +55,7 @@ def _mouth_box_mask(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def skin_region(mask: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """Pixels inside the editing mask but off the mouth: where the identity (skin colour) shows. mask 0..1 [T, H, W]."""
+    """Pixels inside the editing mask (0..1 [T, H, W]) but off the mouth: where the identity (skin colour) shows."""
     return (mask > 0.5) & ~_mouth_box_mask(landmarks, mask.shape[1:])
 
 
@@ -188,7 +188,8 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
         new_silent.append(other["silent"][other_window].numpy().astype(bool))
     results = dubbing_figures(measured["own"], truth, silent, measured["dub"], new_truth, new_silent,
                               measured["silence"])
-    ruler = pearson(np.concatenate([measure_opening(c["frames"][o:o + count].numpy(), c["landmarks"][o:o + count].numpy())
+    ruler = pearson(np.concatenate([measure_opening(c["frames"][o:o + count].numpy(),
+                                                    c["landmarks"][o:o + count].numpy())
                                     for c, o in zip(clips, offsets)]), np.concatenate(truth))
     identity, vae_error = float(np.mean(errors["identity"])), float(np.mean(errors["vae"]))
     # The no-reference runs cover the first clips only: compare them with those clips' figures.

@@ -88,7 +88,8 @@ def case_figures(cases: list[DubCase], dubbed: list[np.ndarray], silenced: list[
     return figures
 
 
-def library_lipsync(case: DubCase, speech: np.ndarray, loaded, whisper, fps: float = 25.0, callback=None) -> np.ndarray:
+def library_lipsync(case: DubCase, speech: np.ndarray, loaded, whisper, fps: float = 25.0,
+                    callback=None) -> np.ndarray:
     """One case dubbed with ``speech`` through ``inference.lipsync``, every setting on auto (the model
     file's defaults); uint8 frames."""
     import torch

@@ -11,9 +11,9 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ class ToyRunConfig:
     seed: int = 0
 
     @classmethod
-    def quick(cls) -> "ToyRunConfig":
+    def quick(cls) -> ToyRunConfig:
         """CI-sized: a small world and a short run that still shows learning."""
         return cls(world=WorldConfig(train_identities=16, eval_identities=2, clips_per_identity=2),
                    vae_steps=160, train_steps=600, eval_clips=4, eval_frames=48, sample_steps=8)
@@ -195,8 +195,8 @@ def run_toy(output: str | Path, whisper_dir: str | Path, config: ToyRunConfig | 
         focus = [c.landmarks[:, [61, 291]].mean(1) for c in train_clips]
         vae = train_toy_vae([c.frames for c in train_clips], config.vae_steps, seed=config.seed, focus=focus,
                             frames_per_clip=config.num_frames,
-                            progress=lambda step, loss: report(f"VAE step {step + 1}/{config.vae_steps} loss {loss:.4f} "
-                                                               f"({time.time() - mark:.0f} s)")
+                            progress=lambda step, loss: report(
+                                f"VAE step {step + 1}/{config.vae_steps} loss {loss:.4f} ({time.time() - mark:.0f} s)")
                             if (step + 1) % 100 == 0 else None)
         save_toy_vae(vae, vae_path)
         timings["vae_s"] = time.time() - mark

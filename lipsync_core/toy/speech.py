@@ -87,8 +87,11 @@ def speak(text: str, voice: str, speed: int) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         raw, resampled = Path(tmp) / "raw.wav", Path(tmp) / "16k.wav"
         subprocess.run([espeak, "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True, capture_output=True)
-        subprocess.run([sox, "-D", "-R", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(resampled)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sox, "-D", "-R", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(resampled)],
+            check=True,
+            capture_output=True,
+        )
         with wave.open(str(resampled), "rb") as handle:
             samples = np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16)
     audio = samples.astype(np.float32) / 32768.0

@@ -91,7 +91,7 @@ def render_clip(character: Character, opening: np.ndarray, width: np.ndarray, si
     return frames, points
 
 
-def crop_clip(video: np.ndarray, points: np.ndarray, config: "WorldConfig"):
+def crop_clip(video: np.ndarray, points: np.ndarray, config: WorldConfig):
     """Aligned crops, crop-space landmarks and held masks (uint8) of a rendered clip: inference's own preprocessing."""
     from ..face import FaceTrack, prepare_face_crops, transform_points
 

@@ -17,8 +17,8 @@ class LipSyncWindows(torch.utils.data.Dataset):
     ``mask`` [T, 1, S, S], ``audio`` [T, L, W, D] float32, ``reference`` [3, S, S] -- a frame of the
     same clip at least ``reference_gap`` frames away from the window (ours: the model must not be able
     to copy the target mouth from it) -- and ``latents`` / ``masked_latents`` when the shards carry
-    them (``use_latents``; otherwise the trainer encodes frames on the fly). Randomness (the reference frame) depends only on (seed, epoch, index), so a resumed run
-    sees exactly the items it would have seen.
+    them (``use_latents``; otherwise the trainer encodes frames on the fly). Randomness (the reference
+    frame) depends only on (seed, epoch, index), so a resumed run sees exactly the items it would have seen.
     """
 
     def __init__(self, folder: str | os.PathLike, num_frames: int, stride: int | None = None,

@@ -42,7 +42,8 @@ class PrepConfig:
 
 
 def read_video(path: str | os.PathLike, fps: float) -> np.ndarray:
-    """Frames uint8 [T, H, W, 3] resampled to ``fps``: output frame i shows the source frame on screen at (i + 0.5) / fps."""
+    """Frames uint8 [T, H, W, 3] resampled to ``fps``: output frame i shows the source frame on screen at
+    (i + 0.5) / fps."""
     import av
 
     try:

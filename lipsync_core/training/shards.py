@@ -54,7 +54,7 @@ class ShardIndex:
     entries: list[tuple[str, int, int, dict]]
 
     @classmethod
-    def scan(cls, folder: str | os.PathLike) -> "ShardIndex":
+    def scan(cls, folder: str | os.PathLike) -> ShardIndex:
         from safetensors import safe_open
 
         folder = Path(folder)

@@ -16,15 +16,15 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..configs import ModelDefaults, PRESETS, SayAnythingConfig, build_vae
+from ..configs import PRESETS, ModelDefaults, SayAnythingConfig
 from ..models import Conditioning, SayAnythingModel, make_added_time_ids
 from ..pipeline import build_masked_video_conditioning, downsample_mask, encode_latents
 from .dataset import LipSyncWindows
@@ -56,7 +56,9 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no", "bf16", "fp16"
     gradient_checkpointing: bool = False
     ema_decay: float = 0.0  # 0 = no EMA
-    trainable: str = "all"  # all | attention (attention layers + new modules) | new (audio projection, ID-Guider, conv_in)
+    trainable: str = (
+        "all"  # all | attention (attention layers + new modules) | new (audio projection, ID-Guider, conv_in)
+    )
     p_mean: float = 0.7  # SVD fine-tuning's log-normal noise levels
     p_std: float = 1.6
     audio_dropout: float = 0.1  # ours

@@ -79,16 +79,35 @@ def test_workflow_loads_in_the_frontend(page, path, object_info, artifacts_dir):
     assert report["count"] == len(workflow["nodes"])
 
     # The frontend's own conversion (what the Queue button sends) equals ours.
-    frontend_prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    assert json.loads(json.dumps(workflow_to_api(workflow, object_info))) == frontend_prompt(page, object_info)
+
+
+def frontend_prompt(page, object_info: dict) -> dict:
+    """The API prompt the frontend makes of its current graph (what the Queue button sends)."""
+    prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
     # Inputs the node does not declare (the audio player's "audioUI") are ignored by the server.
-    frontend_prompt = {
+    return {
         node_id: {"class_type": node["class_type"], "inputs": {
             name: value for name, value in node["inputs"].items() if declared(object_info[node["class_type"]], name)
         }}
-        for node_id, node in frontend_prompt.items()
+        for node_id, node in prompt.items()
     }
-    ours = workflow_to_api(workflow, object_info)
-    assert json.loads(json.dumps(ours)) == frontend_prompt
+
+
+def test_a_workflow_saved_before_the_type_prefix_still_loads(page, object_info):
+    # Files saved before the socket types got the SAYANYTHING_ prefix name the old types on their links
+    # and slots; the frontend keeps every link (links join slots, whatever the type is called), so the
+    # prompt it sends is the same as for the current file.
+    path = next(path for path in example_workflows() if path.name == "sayanything_talking_image.json")
+    text = path.read_text()
+    for old in ("WHISPER_FEATURES", "FACE_TRACK", "FACE_CROP", "ID_FEATURES"):
+        assert f'"SAYANYTHING_{old}"' in text
+        text = text.replace(f'"SAYANYTHING_{old}"', f'"{old}"')
+    old_workflow = json.loads(text)
+    report = page.evaluate(LOAD_AND_INSPECT, old_workflow)
+    assert report["missing"] == [] and report["errors"] == []
+    current = workflow_to_api(load_workflow(path), object_info)
+    assert frontend_prompt(page, object_info) == json.loads(json.dumps(current))
 
 
 def test_a_missing_node_type_is_detected(page):

@@ -4,28 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.comfy
+from tests.support.workflows import PACK_NODES as EXPECTED
 
-EXPECTED = {
-    "SayAnythingLoadAudio": (["AUDIO"], ["audio", "start", "duration"]),
-    "SayAnythingFitAudioToVideo": (["IMAGE", "AUDIO", "INT"], ["images", "audio", "fps", "mode"]),
-    "SayAnythingWhisperLoader": (["SAYANYTHING_WHISPER"], ["model", "precision", "device"]),
-    "SayAnythingWhisperFeatures": (["WHISPER_FEATURES"], ["whisper", "audio", "fps", "frame_count", "window"]),
-    "SayAnythingFaceMask": (["MASK", "FACE_TRACK", "IMAGE"],
-                            ["images", "fps", "face", "face_index", "upper_edge", "expand", "feather"]),
-    "SayAnythingLoadFaceTrack": (["MASK", "FACE_TRACK", "IMAGE"],
-                                 ["images", "track_file", "fps", "upper_edge", "expand", "feather"]),
-    "SayAnythingFaceCrop": (["IMAGE", "MASK", "FACE_CROP"], ["images", "mask", "face_track", "crop_size"]),
-    "SayAnythingFacePaste": (["IMAGE"], ["images", "crops", "crop_mask", "face_crop"]),
-    "SayAnythingModelLoader": (["SAYANYTHING_MODEL"], ["model", "svd_checkpoint", "precision"]),
-    "SayAnythingReferenceEncode": (["ID_FEATURES"], ["model", "reference", "frame_index"]),
-    "SayAnythingSampler": (["IMAGE"], ["model", "crops", "crop_mask", "audio_features", "id_features", "fps", "steps",
-                                       "seed", "reference_guidance", "audio_guidance", "window", "overlap",
-                                       "decode_chunk"]),
-    "SayAnythingLipSyncVideo": (["VIDEO"], ["model", "whisper", "video", "audio", "fit", "seed", "steps",
-                                            "reference_guidance", "audio_guidance", "crop_size", "upper_edge",
-                                            "reference_frame", "crf"]),
-}
+pytestmark = pytest.mark.comfy
 
 
 def test_every_node_is_registered_with_its_types(object_info):
@@ -36,6 +17,34 @@ def test_every_node_is_registered_with_its_types(object_info):
         assert info["output"] == outputs, name
         assert list(info["input"]["required"]) == required, name
         assert info["category"] == "SayAnything"
+
+
+def test_custom_types_carry_the_pack_prefix(object_info):
+    core = {"IMAGE", "MASK", "AUDIO", "VIDEO", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+    for name in EXPECTED:
+        info = object_info[name]
+        types = list(info["output"])
+        for section in ("required", "optional"):
+            types += [spec[0] for spec in info["input"].get(section, {}).values() if isinstance(spec[0], str)]
+        for kind in set(types) - core:
+            assert kind.startswith("SAYANYTHING_"), f"{name} uses the unprefixed type {kind}"
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_display_name_spells_the_node_id(object_info, name):
+    # "SayAnything Fit Audio to Video" for SayAnythingFitAudioToVideo: what users see in the menu is what a
+    # workflow file or an error message names; a parenthesis may add a hint ("(ID-Guider)").
+    display = object_info[name]["display_name"].split(" (")[0]
+    assert display.replace(" ", "").lower() == name.lower()
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_descriptions_say_what_to_connect(object_info, name):
+    # Every node with a custom-typed or media input names the node its input comes from or its output goes to.
+    description = object_info[name]["description"]
+    others = [other for other in EXPECTED if other != name]
+    named = [other for other in others if object_info[other]["display_name"] in description]
+    assert "Connect" in description and named, description
 
 
 def test_every_input_has_a_tooltip(object_info):
@@ -61,18 +70,19 @@ def test_audio_loader_lists_audio_and_video_files(comfy_server, comfy):
 def test_loading_the_pack_imports_nothing_heavy(tmp_path):
     # Import the pack the way ComfyUI does (by file path, under a path-like module name) and list the
     # nodes; mediapipe, transformers and diffusers must wait until a node runs.
+    import os
     import subprocess
     import sys
     from pathlib import Path
+
+    from tools.comfyui import comfyui_dir
 
     repo = Path(__file__).resolve().parents[2]
     script = f"""
 import asyncio, importlib.util, sys
 sys.argv = ["main.py", "--cpu"]
-sys.path.insert(0, {str(repo)!r})
-from tools.comfyui import comfyui_dir, define_missing_torchvision_schemas
+from tools.comfyui import define_missing_torchvision_schemas
 define_missing_torchvision_schemas()
-sys.path.insert(0, str(comfyui_dir()))
 import comfy.options
 comfy.options.enable_args_parsing()
 name = {str(repo)!r}.replace(".", "_x_")
@@ -84,7 +94,10 @@ extension = asyncio.run(module.comfy_entrypoint())
 nodes = asyncio.run(extension.get_node_list())
 print(len(nodes), sorted(m for m in ("mediapipe", "transformers", "diffusers", "cv2") if m in sys.modules))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    # The checkout (for tools.comfyui) and ComfyUI's folder on the path, as `python main.py` has them.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), str(comfyui_dir())]))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[-2] == f"{len(EXPECTED)} []"
 

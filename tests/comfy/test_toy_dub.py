@@ -44,7 +44,8 @@ def test_toy_model_dubs_a_talking_character_through_the_video_workflow(comfy_ser
 
     measured = {}
     for kind in ("speech", "silence"):
-        prompt = workflow_prompt(object_info, "toy_source.mp4", f"toy_{kind}.wav", "toy_track.npz", MODEL, f"toy_dub_{kind}")
+        prompt = workflow_prompt(object_info, "toy_source.mp4", f"toy_{kind}.wav", "toy_track.npz", MODEL,
+                                 f"toy_dub_{kind}")
         result = comfy.run(prompt, timeout=1800)
         assert result.status == "success", result.error
         (video,) = [p for p in comfy.output_files(result.prompt_id, base) if p.suffix == ".mp4"]

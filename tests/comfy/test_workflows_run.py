@@ -10,94 +10,32 @@ takes seconds; ComfyUI's cache reuses unchanged nodes between prompts.
 
 from __future__ import annotations
 
-import shutil
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from lipsync_core.pipeline import plan_windows
-from tools.comfy_client import PromptRejected, load_workflow, workflow_to_api
-from tools.demo_assets import (
-    DEFAULT_MODEL_FILE, MASKED_PORTRAIT_FILE, PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE, WHISPER_FOLDER,
-    install_default_model,
+from tests.support.workflows import (
+    MOUTH_BOX,
+    REPO,
+    TEST_MODEL,
+    TEST_SVD,
+    VIDEO_FPS,
+    VIDEO_FRAMES,
+    node_id,
+    probe_mp4,
+    prompt_for,
+    run_ok,
+    saved_mp4,
 )
+from tools.comfy_client import PromptRejected, load_workflow, workflow_to_api
+from tools.demo_assets import DEFAULT_MODEL_FILE, PORTRAIT_FILE, WHISPER_FOLDER
 
 pytestmark = pytest.mark.comfy
-
-REPO = Path(__file__).resolve().parents[2]
-TEST_MODEL = "sayanything_tiny_test.safetensors"
-TEST_SVD = "svd_xt_tiny_test.safetensors"
-VIDEO_FPS = 5
-VIDEO_FRAMES = 10
-MOUTH_BOX = (slice(170, 250), slice(150, 290))  # rows, columns of the painted mask in the masked portrait
-
-# Small but real: 64 px crops (16x16 latents with the tiny VAE), 2 steps, windows of 4.
-FAST = {
-    "SayAnythingFaceCrop": {"crop_size": 64},
-    "SayAnythingSampler": {"steps": 2, "window": 4, "overlap": 1, "decode_chunk": 4},
-}
-
-
-@pytest.fixture(scope="session")
-def comfy_models(comfy_base, whisper_tiny_dir):
-    from lipsync_core.checkpoint import save_checkpoint
-    from lipsync_core.configs import SayAnythingConfig
-    from lipsync_core.models import SayAnythingModel
-    from lipsync_core.svd_import import write_tiny_svd_checkpoint
-
-    models = comfy_base / "models"
-    torch.manual_seed(1)
-    save_checkpoint(models / "sayanything" / TEST_MODEL, SayAnythingModel(SayAnythingConfig.preset("tiny")))
-    write_tiny_svd_checkpoint(models / "checkpoints" / TEST_SVD)
-    install_default_model(models)
-    (models / "whisper").mkdir(parents=True, exist_ok=True)
-    shutil.copytree(whisper_tiny_dir, models / "whisper" / WHISPER_FOLDER, dirs_exist_ok=True)
-    return models
-
-
-@pytest.fixture(scope="session")
-def comfy_inputs(comfy_server, comfy_models, astronaut, speech_wav, tmp_path_factory):
-    """The demo inputs, uploaded through /upload/image like the frontend does."""
-    from lipsync_core.audio import load_audio
-    from lipsync_core.inference import write_video
-
-    from tools.comfy_client import ComfyClient
-
-    folder = tmp_path_factory.mktemp("inputs")
-    Image.fromarray(astronaut).save(folder / PORTRAIT_FILE)
-    alpha = np.full(astronaut.shape[:2], 255, np.uint8)
-    alpha[MOUTH_BOX] = 0
-    Image.fromarray(np.dstack([astronaut, alpha]), "RGBA").save(folder / MASKED_PORTRAIT_FILE)
-    shutil.copy(speech_wav, folder / SPEECH_FILE)
-    # A short clip: the portrait sliding sideways, at VIDEO_FPS, with the speech as its own sound.
-    frames = np.stack([np.roll(astronaut, 3 * i, axis=1) for i in range(VIDEO_FRAMES)])
-    write_video(folder / VIDEO_FILE, torch.from_numpy(frames).float() / 255.0, VIDEO_FPS, load_audio(speech_wav))
-    client = ComfyClient(comfy_server.url)
-    for name in (PORTRAIT_FILE, MASKED_PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE):
-        assert client.upload(folder / name) == name
-    return {"frames": frames, "speech": load_audio(speech_wav)}
-
-
-def prompt_for(workflow_name: str, object_info: dict, settings: dict | None = None) -> tuple[dict, dict]:
-    workflow = load_workflow(REPO / "workflows" / workflow_name)
-    prompt = workflow_to_api(workflow, object_info)
-    for node_type, values in {**FAST, **(settings or {})}.items():
-        nodes = [node for node in prompt.values() if node["class_type"] == node_type]
-        assert nodes, f"{workflow_name} has no {node_type}"
-        for node in nodes:
-            node["inputs"].update(values)
-    return prompt, workflow
-
-
-def node_id(prompt: dict, class_type: str) -> str:
-    (found,) = [key for key, node in prompt.items() if node["class_type"] == class_type]
-    return found
 
 
 def add_png_taps(prompt: dict, prefix: str) -> None:
@@ -119,30 +57,6 @@ def read_taps(comfy, prompt_id: str, base: Path, prefix: str) -> dict[str, np.nd
         paths = sorted(p for p in files if p.name.startswith(f"{prefix}_{kind}_"))
         taps[kind] = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
     return taps
-
-
-def probe_mp4(path: Path) -> dict:
-    with av.open(str(path)) as container:
-        video = container.streams.video[0]
-        fps = Fraction(video.average_rate)
-        frames = sum(1 for _ in container.decode(video))
-    with av.open(str(path)) as container:
-        audio = container.streams.audio[0]
-        samples = sum(frame.samples for frame in container.decode(audio))
-        rate = audio.sample_rate
-    return {"frames": frames, "fps": fps, "audio_seconds": samples / rate}
-
-
-def run_ok(comfy, prompt: dict, workflow: dict | None = None, timeout: float = 300):
-    result = comfy.run(prompt, workflow, timeout=timeout)
-    assert result.status == "success", result.error
-    return result
-
-
-def saved_mp4(comfy, prompt_id: str, base: Path) -> Path:
-    (mp4,) = [p for p in comfy.output_files(prompt_id, base) if p.suffix == ".mp4"]
-    assert mp4.is_file()
-    return mp4
 
 
 def assert_unchanged_outside_mask(taps: dict[str, np.ndarray]) -> None:
@@ -286,7 +200,8 @@ def test_missing_whisper_folder_names_it(comfy, comfy_inputs, object_info):
 
 
 def test_out_of_range_value_is_a_node_error(comfy, comfy_inputs, object_info):
-    prompt, _ = prompt_for("sayanything_talking_image.json", object_info, {"SayAnythingSampler": {"steps": 0}})
+    # steps 0 is "auto" (the model's default); below that is out of range.
+    prompt, _ = prompt_for("sayanything_talking_image.json", object_info, {"SayAnythingSampler": {"steps": -1}})
     with pytest.raises(PromptRejected) as rejected:
         comfy.queue(prompt)
     errors = rejected.value.node_errors[node_id(prompt, "SayAnythingSampler")]["errors"]
@@ -360,6 +275,61 @@ def test_user_mask_edits_a_face_the_detector_cannot_see(comfy, comfy_base, comfy
     taps = read_taps(comfy, result.prompt_id, comfy_base, "noface")
     assert len(taps["out"]) == 4
     assert_unchanged_outside_mask(taps)
+
+
+@pytest.fixture(scope="module")
+def long_inputs(comfy_server, comfy_inputs, tmp_path_factory, astronaut, speech_wav):
+    """A 10 s clip at 25 fps (250 frames to track) and 95 s of speech (four 30 s Whisper windows)."""
+    import cv2
+
+    from lipsync_core.audio import Audio, load_audio, save_wav
+    from tests.support.media import write_clip
+    from tools.comfy_client import ComfyClient
+
+    folder = tmp_path_factory.mktemp("long_inputs")
+    small = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    write_clip(folder / "long_clip.mkv", np.stack([np.roll(small, i % 40, axis=1) for i in range(250)]), 25)
+    speech = load_audio(speech_wav).waveform
+    gap = torch.zeros(16000)
+    long_speech = torch.cat([torch.cat([speech, gap])] * int(95 / (len(speech) / 16000 + 1) + 1))
+    save_wav(Audio(long_speech, 16000), folder / "long_speech.wav")
+    client = ComfyClient(comfy_server.url)
+    return {name: client.upload(folder / name) for name in ("long_clip.mkv", "long_speech.wav")}
+
+
+@pytest.mark.parametrize("node_type", ["SayAnythingFaceMask", "SayAnythingWhisperFeatures"])
+def test_cancel_during_each_long_node(comfy, comfy_inputs, object_info, long_inputs, node_type):
+    # Cancel at the node's first progress report: ComfyUI stops inside that node (its progress hook checks
+    # the interrupt), reports where, and runs the next prompt. The sampler's case is the test above.
+    if node_type == "SayAnythingFaceMask":
+        prompt, workflow = prompt_for("sayanything_video_lipsync.json", object_info, {
+            "LoadVideo": {"file": long_inputs["long_clip.mkv"]},
+            "SayAnythingFitAudioToVideo": {"mode": "pad_silence"},
+            "SayAnythingModelLoader": {"model": TEST_MODEL, "svd_checkpoint": TEST_SVD},
+        })
+    else:
+        prompt, workflow = prompt_for("sayanything_talking_image.json", object_info, {
+            "LoadAudio": {"audio": long_inputs["long_speech.wav"]}, "PrimitiveFloat": {"value": 1.0},
+        })
+    target = node_id(prompt, node_type)
+    reports = []
+
+    def on_event(event: dict) -> None:
+        data = event.get("data", {})
+        if event["type"] == "progress" and data.get("node") == target:
+            reports.append((data["value"], data["max"]))
+            if len(reports) == 1:
+                comfy.interrupt()
+
+    result = comfy.run(prompt, workflow, on_event=on_event)
+    assert result.status == "interrupted"
+    (interrupted,) = [e["data"] for e in result.events if e["type"] == "execution_interrupted"]
+    assert interrupted["node_type"] == node_type
+    done, total = reports[-1]
+    assert done < total  # it stopped inside the node, not after it
+    # The server carries on: the same graph on the short demo inputs runs.
+    short, _ = prompt_for("sayanything_talking_image.json", object_info, {"PrimitiveFloat": {"value": 4.0}})
+    run_ok(comfy, short)
 
 
 def long_video_prompt(object_info: dict, **settings) -> tuple[dict, dict]:

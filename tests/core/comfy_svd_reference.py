@@ -1,7 +1,7 @@
 """Run ComfyUI 0.3.75's own SVD model definition (in a subprocess: comfy parses argv and needs the
 torchvision workaround) and write what the SVD-import tests compare against.
 
-    python comfy_svd_reference.py COMFY_ROOT OUT_DIR
+    PYTHONPATH=CHECKOUT:COMFY_ROOT python comfy_svd_reference.py COMFY_ROOT OUT_DIR
 
 Writes ``OUT_DIR/full_keys.json`` (original key -> shape of the full-size SVD UNet and VAE, built on
 the meta device) and ``OUT_DIR/tiny_svd.safetensors`` + ``OUT_DIR/tiny_io.safetensors``: a tiny model
@@ -15,14 +15,11 @@ from pathlib import Path
 
 import torch
 
-# The registry's torchvision is CUDA-linked; declare the two ops it registers unguarded (see ENVIRONMENT.md).
-_torchvision = torch.library.Library("torchvision", "DEF")
-_torchvision.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-_torchvision.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+from tools.comfyui import define_missing_torchvision_schemas
 
-comfy_root, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
+define_missing_torchvision_schemas()  # before anything imports the registry's CUDA-linked torchvision
+out_dir = Path(sys.argv[2])
 sys.argv = [sys.argv[0], "--cpu"]
-sys.path.insert(0, str(comfy_root))
 
 import comfy.options  # noqa: E402
 

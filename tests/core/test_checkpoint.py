@@ -71,7 +71,9 @@ def test_truncated(tmp_path, tiny_model):
 def test_not_a_sayanything_file(tmp_path):
     path = tmp_path / "svd_xt.safetensors"
     save_file({"model.diffusion_model.conv.weight": torch.zeros(2)}, str(path))
-    with pytest.raises(CheckpointError, match=f"{path.name} is a safetensors file but not a SayAnything checkpoint.*--svd"):
+    with pytest.raises(
+        CheckpointError, match=f"{path.name} is a safetensors file but not a SayAnything checkpoint.*--svd"
+    ):
         load_checkpoint(path)
 
 
@@ -87,14 +89,19 @@ def _rewrite(path, tensors_fn, metadata_fn=lambda m: m):
 def test_shape_mismatch(tmp_path, tiny_model):
     path = save_checkpoint(tmp_path / "model.safetensors", tiny_model)
     _rewrite(path, lambda t: dict(t, **{"unet.conv_in.weight": t["unet.conv_in.weight"][:, :8].contiguous()}))
-    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor unet.conv_in.weight has shape \[32, 8, 3, 3\].*\[32, 9, 3, 3\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model.safetensors: tensor unet.conv_in.weight has shape \[32, 8, 3, 3\].*\[32, 9, 3, 3\]",
+    ):
         load_checkpoint(path)
 
 
 def test_missing_keys(tmp_path, tiny_model):
     path = save_checkpoint(tmp_path / "model.safetensors", tiny_model)
     _rewrite(path, lambda t: {k: v for k, v in t.items() if not k.startswith("id_guider.")})
-    with pytest.raises(CheckpointError, match=r"model.safetensors: \d+ tensors of the model are missing, e.g. id_guider"):
+    with pytest.raises(
+        CheckpointError, match=r"model.safetensors: \d+ tensors of the model are missing, e.g. id_guider"
+    ):
         load_checkpoint(path)
 
 

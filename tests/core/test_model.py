@@ -120,7 +120,9 @@ def test_denoise_matches_diffusers_euler_v_prediction(tiny_model):
     s0 = scheduler.sigmas[0]
     torch.testing.assert_close(scheduler.timesteps[0], edm_scalings(s0.reshape(1))[3][0], rtol=1e-5, atol=1e-5)
     x = torch.randn(1, FRAMES, 4, LATENT, LATENT)
-    torch.testing.assert_close(scheduler.scale_model_input(x, scheduler.timesteps[0]), x * edm_scalings(s0.reshape(1))[2])
+    torch.testing.assert_close(
+        scheduler.scale_model_input(x, scheduler.timesteps[0]), x * edm_scalings(s0.reshape(1))[2]
+    )
     # denoise() = c_skip * x + c_out * model(c_in * x, c_noise, cond)
     g = torch.Generator().manual_seed(3)
     cond = Conditioning(
@@ -132,7 +134,9 @@ def test_denoise_matches_diffusers_euler_v_prediction(tiny_model):
     )
     with torch.no_grad():
         denoised = tiny_model.denoise(x, 3.0, cond)
-        raw = tiny_model(torch.cat([x * c_in, cond.masked_latents, cond.mask], 2), c_noise, cond.audio_features, cond.added_time_ids)
+        raw = tiny_model(
+            torch.cat([x * c_in, cond.masked_latents, cond.mask], 2), c_noise, cond.audio_features, cond.added_time_ids
+        )
     torch.testing.assert_close(denoised, c_skip * x + c_out * raw)
 
 

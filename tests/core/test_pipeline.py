@@ -60,7 +60,7 @@ def test_window_plans_cover_every_frame_with_normalised_weights():
         assert windows[0][0] == 0 and windows[-1][1] == frames
         assert (coverage > 0).all()
         # neighbouring windows overlap by at least the requested overlap (no gaps, no seams)
-        for (s0, e0), (s1, e1) in zip(windows, windows[1:]):
+        for (_, e0), (s1, _) in zip(windows, windows[1:]):
             assert e0 - s1 >= overlap
     assert plan_windows(28, 8, 2) == [(0, 8), (6, 14), (12, 20), (18, 26), (20, 28)]
     # in an overlap the weights ramp from one window to the next
@@ -114,10 +114,14 @@ def test_guidance_branches_and_combination(pipe, monkeypatch):
     video, mask, audio, reference = _video(4)
     args = dict(num_inference_steps=2, window_length=4, window_overlap=0, seed=2, reference=reference)
     ref_only = pipe(video, mask, audio, reference_guidance_scale=1.0, audio_guidance_scale=0.0, **args)
-    zero_audio = pipe(video, mask, torch.zeros_like(audio), reference_guidance_scale=1.0, audio_guidance_scale=1.0, **args)
+    zero_audio = pipe(
+        video, mask, torch.zeros_like(audio), reference_guidance_scale=1.0, audio_guidance_scale=1.0, **args
+    )
     torch.testing.assert_close(ref_only, zero_audio, rtol=1e-5, atol=1e-5)
     # ... and with zeroed audio the audio scale has nothing to amplify.
-    zero_audio_strong = pipe(video, mask, torch.zeros_like(audio), reference_guidance_scale=1.0, audio_guidance_scale=4.0, **args)
+    zero_audio_strong = pipe(
+        video, mask, torch.zeros_like(audio), reference_guidance_scale=1.0, audio_guidance_scale=4.0, **args
+    )
     torch.testing.assert_close(zero_audio_strong, zero_audio, rtol=1e-5, atol=1e-5)
 
     # The pipeline combines the batched branches as uncond + s_ref (ref - uncond) + s_audio (ref_audio - ref).
@@ -137,7 +141,9 @@ def test_guidance_branches_and_combination(pipe, monkeypatch):
 
     monkeypatch.setattr(model, "denoise", record_denoise)
     monkeypatch.setattr(pipe, "_guided_denoise", record_guided)
-    pipe(video, mask, audio, reference_guidance_scale=2.0, audio_guidance_scale=3.0, **dict(args, num_inference_steps=1))
+    pipe(
+        video, mask, audio, reference_guidance_scale=2.0, audio_guidance_scale=3.0, **dict(args, num_inference_steps=1)
+    )
     cond, out = branch_outputs[0]
     assert out.shape[0] == 3
     assert torch.count_nonzero(cond.audio_features[:2]) == 0 and torch.count_nonzero(cond.audio_features[2]) > 0
@@ -211,7 +217,12 @@ def test_bad_inputs_have_clear_messages(pipe, tiny_model):
     from lipsync_core.configs import build_vae
 
     with pytest.raises(ValueError, match="downsamples 2x"):
-        SayAnythingPipeline(tiny_model, build_vae(dict(pipe.vae.config, block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2)))
+        SayAnythingPipeline(
+            tiny_model,
+            build_vae(
+                dict(pipe.vae.config, block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2)
+            ),
+        )
 
 
 def test_precomputed_id_features_equal_reference(pipe):

@@ -12,8 +12,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from lipsync_core.configs import VAE_PRESETS, SayAnythingConfig, build_vae
-from lipsync_core.models import SayAnythingModel, make_added_time_ids
+from lipsync_core.configs import SayAnythingConfig, build_vae
+from lipsync_core.models import SayAnythingModel
 from lipsync_core.models.unet import SayAnythingUNet
 from lipsync_core.svd_import import (
     SVDImportError,
@@ -37,7 +37,8 @@ def comfy_reference(tmp_path_factory):
     completed = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("comfy_svd_reference.py")), str(COMFY), str(out)],
         capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),  # leave the ComfyUI folder as it is
+        # The checkout (tools.comfyui) and ComfyUI's folder on the path; leave the ComfyUI folder as it is.
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(COMFY)]), PYTHONDONTWRITEBYTECODE="1"),
     )
     if completed.returncode != 0:
         pytest.fail(f"ComfyUI's SVD definition did not run:\n{completed.stderr[-3000:]}")
@@ -109,7 +110,9 @@ def test_imported_unet_and_vae_compute_what_comfy_computes(comfy_reference):
     model, vae = model_from_svd(path)
     frames = io["x"].shape[0]
 
-    sample = torch.cat([io["x"], torch.ones(frames, 1, *io["x"].shape[-2:])], dim=1)[None]  # mask channel is zero-weighted
+    sample = torch.cat([io["x"], torch.ones(frames, 1, *io["x"].shape[-2:])], dim=1)[
+        None
+    ]  # mask channel is zero-weighted
     context = io["context"][None]  # the same tokens on every frame
     with torch.no_grad():
         ours = model.unet(sample, io["timestep"][:1], context, io["added_time_ids"])
@@ -123,7 +126,9 @@ def test_imported_unet_and_vae_compute_what_comfy_computes(comfy_reference):
     torch.testing.assert_close(decoded, io["decoded"], rtol=1e-4, atol=1e-4)
 
     original = load_file(str(path))
-    torch.testing.assert_close(model.unet.conv_in.weight[:, :8], original["model.diffusion_model.input_blocks.0.0.weight"])
+    torch.testing.assert_close(
+        model.unet.conv_in.weight[:, :8], original["model.diffusion_model.input_blocks.0.0.weight"]
+    )
     assert torch.count_nonzero(model.unet.conv_in.weight[:, 8:]) == 0
     assert all(torch.count_nonzero(p.weight) == 0 for p in model.id_guider.projections)
     assert not any(t.is_meta for t in list(model.parameters()) + list(vae.parameters()))

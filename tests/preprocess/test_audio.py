@@ -35,7 +35,9 @@ def _peak_hz(waveform: torch.Tensor, rate: int) -> float:
     return float(np.fft.rfftfreq(waveform.numel(), 1 / rate)[spectrum.argmax()])
 
 
-def _write_mp4(path, frames: int = 10, audio: np.ndarray | None = None, rate: int = 44100, audio_delay: float = 0.0) -> None:
+def _write_mp4(
+    path, frames: int = 10, audio: np.ndarray | None = None, rate: int = 44100, audio_delay: float = 0.0
+) -> None:
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=25)
         video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
@@ -52,7 +54,9 @@ def _write_mp4(path, frames: int = 10, audio: np.ndarray | None = None, rate: in
             stereo = np.stack([audio, audio]).astype(np.float32)
             chunk, offset = 1024, round(audio_delay * rate)
             for start in range(0, stereo.shape[1], chunk):
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(stereo[:, start : start + chunk]), format="fltp", layout="stereo")
+                frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(stereo[:, start : start + chunk]), format="fltp", layout="stereo"
+                )
                 frame.sample_rate = rate
                 frame.pts, frame.time_base = offset + start, Fraction(1, rate)
                 for packet in sound.encode(frame):
@@ -76,7 +80,10 @@ def test_load_espeak_wav_resamples_to_16k(speech_wav, tmp_path):
 
 def test_stereo_44k_mixes_to_mono_and_keeps_pitch(tmp_path):
     path = tmp_path / "stereo.wav"
-    subprocess.run(["sox", "-n", "-r", "44100", "-c", "2", str(path), "synth", "1.0", "sine", "440", "sine", "440", "vol", "0.5"], check=True)
+    subprocess.run(
+        ["sox", "-n", "-r", "44100", "-c", "2", str(path), "synth", "1.0", "sine", "440", "sine", "440", "vol", "0.5"],
+        check=True,
+    )
     audio = load_audio(path)
     assert audio.sample_rate == 16000 and audio.num_samples == 16000
     assert abs(_peak_hz(audio.waveform, 16000) - 440) < 2
@@ -147,10 +154,34 @@ def test_loudness_normalisation(speech_wav):
     louder = normalize_loudness(quiet, -23.0)
     assert integrated_loudness(louder) == pytest.approx(-23.0, abs=0.1)
     assert louder.waveform.abs().max() < 1.0
-    # a 1 kHz sine at full scale reads about -3 LUFS (BS.1770 calibration)
-    assert integrated_loudness(Audio(torch.from_numpy(_tone(1000, 2.0, 48000, 1.0)), 48000)) == pytest.approx(-3.01, abs=0.1)
+    # never clips: a target above what the peaks allow stops at the peak limit
+    assert float(normalize_loudness(speech, 0.0).waveform.abs().max()) == pytest.approx(0.999, abs=1e-3)
     silence = Audio.silence(16000)
     assert torch.equal(normalize_loudness(silence).waveform, silence.waveform)
+
+
+def test_loudness_meter_calibration():
+    """BS.1770's calibration and gating, which a wrongly wired meter (rate, layout, gates) would miss."""
+
+    def lufs(wave: np.ndarray, rate: int) -> float:
+        return integrated_loudness(Audio(torch.from_numpy(wave), rate))
+
+    # a full-scale 997 Hz sine reads -3.01 LUFS at any rate (EBU Tech 3341 tolerance 0.1 LU)
+    for rate in (48000, 44100, 16000):
+        assert lufs(_tone(997, 2.0, rate, 1.0), rate) == pytest.approx(-3.01, abs=0.1)
+    # half the amplitude is 6.02 LU quieter
+    assert lufs(_tone(997, 2.0, 48000, 0.5), 48000) == pytest.approx(-3.01 - 6.02, abs=0.1)
+    # silence is gated out (absolute gate): a 2 s pause in 4 s of tone lowers the reading only through
+    # the blocks that straddle its edges, not by the 1.76 LU of a plain average over 6 s...
+    tone = _tone(997, 2.0, 16000, 0.5)
+    paused = np.concatenate([tone, np.zeros(32000, np.float32), tone])
+    assert lufs(paused, 16000) == pytest.approx(lufs(tone, 16000), abs=0.5)
+    # ... and passages 30 dB down by the relative gate (-10 LU), not the 3 LU of a plain average
+    with_quiet = np.concatenate([tone, tone * 10 ** (-30 / 20)])
+    assert lufs(with_quiet, 16000) == pytest.approx(lufs(tone, 16000), abs=0.5)
+    assert lufs(np.zeros(16000, np.float32), 16000) == float("-inf")
+    # shorter than one 400 ms block is still measured
+    assert np.isfinite(lufs(_tone(997, 0.2, 16000, 0.5), 16000))
 
 
 def test_fps_fractions():

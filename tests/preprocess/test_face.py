@@ -195,7 +195,9 @@ def test_align_crop_and_paste_back(moving_sequence, moving_track):
     in_place = frames.copy()
     assert paste_back(in_place, edited, crop_masks, transforms, track.found, inplace=True) is in_place
     np.testing.assert_array_equal(in_place, out)
-    assert (out_float[torch.from_numpy(frame_masks > 0.99)] != as_float[torch.from_numpy(frame_masks > 0.99)]).float().mean() > 0.9
+    assert (
+        out_float[torch.from_numpy(frame_masks > 0.99)] != as_float[torch.from_numpy(frame_masks > 0.99)]
+    ).float().mean() > 0.9
 
 
 def _near_mask(mask: np.ndarray) -> np.ndarray:
@@ -298,7 +300,9 @@ def test_track_save_load_and_reindex(moving_track, tmp_path):
     assert loaded.frame_size == CANVAS
     filled = moving_track.fill_short_gaps(max_gap=3)
     assert filled.found.all() and not moving_track.found[9:12].any()
-    np.testing.assert_allclose(filled.landmarks[10], (moving_track.landmarks[8] + moving_track.landmarks[12]) / 2, atol=1e-4)
+    np.testing.assert_allclose(
+        filled.landmarks[10], (moving_track.landmarks[8] + moving_track.landmarks[12]) / 2, atol=1e-4
+    )
     assert not moving_track.fill_short_gaps(max_gap=2).found[9:12].any()  # a 3-frame gap is a real absence
     looped = moving_track.select([0, 1, 0, 1])
     np.testing.assert_array_equal(looped.landmarks[2], moving_track.landmarks[0])

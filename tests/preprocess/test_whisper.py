@@ -252,7 +252,13 @@ def _ct2_string(text: str) -> bytes:
 
 def _write_ct2_model(path, variables: dict, aliases: dict) -> None:
     """CTranslate2's model.bin layout (binary version 6), as in the real file the reader parses."""
-    dtype_ids = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.int32): 3, np.dtype(np.float16): 4}
+    dtype_ids = {
+        np.dtype(np.float32): 0,
+        np.dtype(np.int8): 1,
+        np.dtype(np.int16): 2,
+        np.dtype(np.int32): 3,
+        np.dtype(np.float16): 4,
+    }
     out = [struct.pack("<I", 6), _ct2_string("WhisperSpec"), struct.pack("<I", 3), struct.pack("<I", len(variables))]
     for name, array in variables.items():
         array = np.ascontiguousarray(array)
@@ -282,7 +288,10 @@ def test_int8_ctranslate2_model_is_dequantised(ct2_variables, whisper_tiny_dir, 
     folder.mkdir()
     _write_ct2_model(folder / "model.bin", variables, {"decoder/projection/weight": "decoder/embeddings/weight"})
     out = convert_whisper(folder, tmp_path / "converted")
-    weights, reference = load_file(str(out / "model.safetensors")), load_file(str(whisper_tiny_dir / "model.safetensors"))
+    weights, reference = (
+        load_file(str(out / "model.safetensors")),
+        load_file(str(whisper_tiny_dir / "model.safetensors")),
+    )
     assert weights.keys() == reference.keys()
     fc1 = "model.encoder.layers.0.fc1.weight"  # from encoder/layer_0/ffn/linear_0/weight
     row_max = reference[fc1].float().abs().max(dim=1, keepdim=True).values

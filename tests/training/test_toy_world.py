@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lipsync_core.toy.measure import measure_opening, pearson
 from lipsync_core.face import FaceTrack, face_masks
 from lipsync_core.toy.characters import STYLES
+from lipsync_core.toy.measure import measure_opening, pearson
 from lipsync_core.toy.speech import HELD_OUT_SENTENCES, SENTENCES
 from lipsync_core.toy.world import WorldConfig, generate_world
 

@@ -1,4 +1,4 @@
-"""Whisper feature speed: ``python -m lipsync_core.audio.bench [--whisper DIR] [--minutes M]``.
+"""Whisper feature speed: ``python -m benchmarks.audio [--whisper DIR] [--minutes M]``.
 
 Times per-frame feature extraction (log-mel, windowed encoder, per-frame windows) for M minutes of
 speech-like audio. Without ``--whisper`` it converts the Whisper tiny.en shipped in the
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .io import Audio
-from .whisper import convert_whisper, load_whisper_encoder
+from lipsync_core.audio import Audio, convert_whisper, load_whisper_encoder
 
 
 def main(argv=None) -> int:
@@ -37,7 +36,11 @@ def main(argv=None) -> int:
         # A chirped, amplitude-modulated tone: speech-like energy everywhere, no silence shortcuts.
         seconds = int(args.minutes * 60)
         t = torch.arange(seconds * 16000) / 16000
-        waveform = 0.3 * torch.sin(2 * torch.pi * (200 + 50 * torch.sin(t)) * t) * (0.6 + 0.4 * torch.sin(2 * torch.pi * 4 * t))
+        waveform = (
+            0.3
+            * torch.sin(2 * torch.pi * (200 + 50 * torch.sin(t)) * t)
+            * (0.6 + 0.4 * torch.sin(2 * torch.pi * 4 * t))
+        )
         audio = Audio(waveform, 16000)
         encoder.frame_features(Audio(waveform[:16000], 16000), args.fps)  # warm-up
         start = time.perf_counter()

@@ -1,10 +1,10 @@
 """Time the pack in a real ComfyUI: server start, /object_info, and one workflow run node by node.
 
-Usage: python tools/bench_comfy.py [--fps 25] [--crop 256] [--steps 4] [--json out.json]
-       python tools/bench_comfy.py --long-video CLIP.mp4 SPEECH.wav [CLIP2.mp4 SPEECH2.wav ...] [--steps 1]
+Usage: python -m benchmarks.comfy [--fps 25] [--crop 256] [--steps 4] [--json out.json]
+       python -m benchmarks.comfy --long-video CLIP.mp4 SPEECH.wav [CLIP2.mp4 SPEECH2.wav ...] [--steps 1]
 
 Starts a private ComfyUI (CPU unless CUDA is there) on a temporary base folder with the default
-model, Whisper tiny.en and the demo inputs (tools/demo_assets.py), runs
+model, Whisper tiny.en and the demo inputs (tools.demo_assets), runs
 workflows/sayanything_talking_image.json, and prints wall-clock seconds per node (from the
 websocket's ``executing`` messages) and the server's peak RSS. With ``--long-video`` it runs
 workflows/sayanything_long_video.json on each clip in turn in the same server and reports the
@@ -20,11 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tools.comfy_client import ComfyClient, ComfyServer, load_workflow, workflow_to_api
+from tools.demo_assets import install
 
-from tools.comfy_client import ComfyClient, ComfyServer, load_workflow, workflow_to_api  # noqa: E402
-from tools.demo_assets import install  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -1,6 +1,6 @@
 """Memory and time of ``python -m lipsync_core run`` against video length (BENCHMARKS.md, "Streaming").
 
-Usage: ``python tools/bench_streaming.py OUT_DIR --size 1920x1080 --seconds 10 60 600 [--json OUT.json]``
+Usage: ``python -m benchmarks.streaming OUT_DIR --size 1920x1080 --seconds 10 60 600 [--json OUT.json]``
 
 Makes a clip of the real portrait (scikit-image's astronaut) drifting across a frame of that size at
 25 fps, with espeak-ng speech looped to the same length, then runs the shipped toy model on it
@@ -63,9 +63,31 @@ def make_speech(path: Path, seconds: float) -> Path:
 def measure(video: Path, speech: Path, output: Path, whisper: Path) -> dict:
     from lipsync_core.toy.demo import DEMO_MODEL
 
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "lipsync_core", "run", "--video", str(video),
-               "--audio", str(speech), "--model", str(DEMO_MODEL), "--whisper", str(whisper), "-o", str(output),
-               "--overwrite", "--steps", "1", "--preset", "ultrafast", "--device", "cpu"]
+    command = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-m",
+        "lipsync_core",
+        "run",
+        "--video",
+        str(video),
+        "--audio",
+        str(speech),
+        "--model",
+        str(DEMO_MODEL),
+        "--whisper",
+        str(whisper),
+        "-o",
+        str(output),
+        "--overwrite",
+        "--steps",
+        "1",
+        "--preset",
+        "ultrafast",
+        "--device",
+        "cpu",
+    ]
     started = time.monotonic()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.monotonic() - started
