@@ -31,7 +31,8 @@ class SayAnythingLoadFaceTrack(io.ComfyNode):
             category=CATEGORY,
             description="Reads a face track (478 landmarks per frame, saved with lipsync_core's FaceTrack.save "
             "as .npz into ComfyUI's input folder) instead of tracking with mediapipe, and builds the same "
-            "adaptive mask as SayAnything Face Track + Mask. Use it for faces mediapipe cannot find.",
+            "held adaptive mask as SayAnything Face Mask; use it in that node's place for faces mediapipe "
+            "cannot find. Connect mask and face_track to SayAnything Face Crop.",
             inputs=[
                 io.Image.Input("images", tooltip="The video frames the track belongs to (one landmark set each)."),
                 io.Combo.Input("track_file", options=track_files(),
@@ -39,14 +40,14 @@ class SayAnythingLoadFaceTrack(io.ComfyNode):
                 io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
                                tooltip="Frame rate of the frames (the mask hold is in seconds)."),
                 io.Combo.Input("upper_edge", options=UPPER_EDGES, default="nose",
-                               tooltip="Top of the mask (see SayAnything Face Track + Mask)."),
+                               tooltip="Top of the mask (see SayAnything Face Mask)."),
                 io.Float.Input("expand", default=0.08, min=0.0, max=1.0, step=0.01,
                                tooltip="Grow the mask by this fraction of the face size."),
                 io.Float.Input("feather", default=0.06, min=0.0, max=0.5, step=0.01,
                                tooltip="Soft edge width as a fraction of the face size."),
                 io.Float.Input("mask_hold", default=0.5, min=0.0, max=5.0, step=0.05, optional=True,
-                               tooltip="Seconds the mask holds the jaw's outline (see SayAnything Face Track + "
-                               "Mask): a mask that follows the source jaw leaks the source mouth."),
+                               tooltip="Seconds the mask holds the jaw's outline (see SayAnything Face Mask): a "
+                               "mask that follows the source jaw leaks the source mouth."),
             ],
             outputs=[
                 io.Mask.Output(display_name="mask"),
