@@ -7,6 +7,7 @@ from typing_extensions import override
 
 from .audio import SayAnythingFitAudioToVideo, SayAnythingLoadAudio
 from .face import SayAnythingFaceCrop, SayAnythingFaceMask, SayAnythingFacePaste
+from .face_track_file import SayAnythingLoadFaceTrack
 from .model import SayAnythingModelLoader, SayAnythingReferenceEncode
 from .model_folders import register_model_folders
 from .sampler import SayAnythingSampler
@@ -19,6 +20,7 @@ NODES: list[type[io.ComfyNode]] = [
     SayAnythingWhisperLoader,
     SayAnythingWhisperFeatures,
     SayAnythingFaceMask,
+    SayAnythingLoadFaceTrack,
     SayAnythingFaceCrop,
     SayAnythingFacePaste,
     SayAnythingModelLoader,

@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae", default=None,
                         help="cache VAE latents: a SayAnything checkpoint with a VAE, or a single-file SVD")
     parser.add_argument("--upper-edge", default="nose", choices=("mouth", "nose", "eyes"), help="mask upper edge")
+    parser.add_argument("--mask-hold", type=float, default=0.5,
+                        help="seconds the crop mask holds the jaw's outline (stops the source mouth leaking)")
     parser.add_argument("--workers", type=int, default=1, help="videos processed in parallel (processes)")
     parser.add_argument("--backend", default="auto", help="landmark backend (auto, face_mesh, tasks)")
 
@@ -31,7 +33,8 @@ def main(args: argparse.Namespace) -> int:
 
     config = PrepConfig(input=args.input, output=args.output, whisper=args.whisper, fps=args.fps,
                         crop_size=args.crop_size, clip_frames=args.clip_frames, clip_stride=args.clip_stride,
-                        vae=args.vae, upper_edge=args.upper_edge, workers=args.workers, backend=args.backend)
+                        vae=args.vae, upper_edge=args.upper_edge, mask_hold=args.mask_hold, workers=args.workers,
+                        backend=args.backend)
     report = prepare_dataset(config)
     clips = sum(entry["clips"] for entry in report["prepared"])
     print(f"{len(report['prepared'])} videos prepared ({clips} clips), {len(report['skipped'])} skipped")

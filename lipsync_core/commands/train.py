@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import typing
 
 HELP = ("Train (or resume) a SayAnything model on shards from `prep`. One GPU: run it directly; several "
@@ -26,6 +27,7 @@ _HELP = {
     "audio_dropout": "probability of training a sample with the null audio (zero Whisper features)",
     "reference_dropout": "probability of training a sample without the reference (zero ID residuals)",
     "sample_every": "write a sample strip every N steps (0 = never)",
+    "inference_defaults": "sampler settings written into the model files' defaults, e.g. '{\"steps\": 20}'",
 }
 
 
@@ -36,8 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         kind = hints[field.name]
-        required = field.default is dataclasses.MISSING
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
         text = _HELP.get(field.name, field.name.replace("_", " "))
+        if kind is dict:  # a JSON object, e.g. --inference-defaults '{"steps": 20}'
+            parser.add_argument(flag, type=json.loads, default=field.default_factory(), help=text + " (JSON)")
+            continue
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=text)
             continue

@@ -1,14 +1,16 @@
 """Procedurally drawn talking characters (ours).
 
 Each identity is a handful of random parameters (face shape, skin, hair, eyes, accessories,
-background, drawing style). Frames are drawn at twice the crop size and area-downsampled, so edges
-are anti-aliased. Every frame also gets a synthetic 478-point face-mesh landmark set (mediapipe's
+background, drawing style). Per frame the pose (head turn) and the jaw (it drops as the mouth opens)
+change the drawing. Frames are drawn at twice the video size and area-downsampled, so edges are
+anti-aliased. Every frame also gets a synthetic 478-point face-mesh landmark set (mediapipe's
 index convention for lips, jaw/face oval, nose, eyes and irises) so the team's mask code runs on the
 toy world exactly as on real video.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
@@ -35,11 +37,20 @@ FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
 NOSE_LINE = ((168, -0.12), (6, -0.06), (197, 0.0), (195, 0.05), (5, 0.12), (4, 0.18), (1, 0.22))  # (index, height)
 
 
+# Drawing styles: soft-lit textured "photo", outlined "cartoon", flat cel-shaded "anime" with thick
+# outlines, "painted" (brush-like colour noise), "shaded" (outlined, 3D-like shading and highlights).
+STYLES = ("photo", "cartoon", "anime", "painted", "shaded")
+OUTLINED = ("cartoon", "anime", "shaded")
+
+
 @dataclass
 class Character:
-    """Random identity parameters; coordinates are in the 2x drawing canvas (size 2 * crop)."""
+    """Random identity parameters; coordinates are in the 2x drawing canvas (size 2 * video frame).
 
-    style: str  # "photo" or "cartoon"
+    ``turn`` (-1..1, head turned to image left / right) and ``jaw`` (0..1, how far the jaw dropped)
+    are the per-frame pose: :meth:`posed` sets them."""
+
+    style: str  # one of STYLES
     centre: tuple[float, float]
     face_axes: tuple[float, float]
     skin: tuple[int, int, int]
@@ -59,6 +70,12 @@ class Character:
     background: int
     background_colours: tuple[tuple[int, int, int], tuple[int, int, int]]
     texture_seed: int
+    turn: float = 0.0
+    jaw: float = 0.0
+
+    def posed(self, turn: float, opening: float) -> Character:
+        """This character with the head turned by ``turn`` and the jaw dropped for ``opening``."""
+        return dataclasses.replace(self, turn=float(turn), jaw=float(opening))
 
     @classmethod
     def random(cls, rng: np.random.Generator, canvas: int) -> Character:
@@ -71,7 +88,7 @@ class Character:
         unit = canvas / 128.0
         face_a = rng.uniform(29, 37) * unit
         return cls(
-            style="photo" if rng.random() < 0.5 else "cartoon",
+            style=STYLES[rng.integers(len(STYLES))],
             centre=(canvas / 2 + rng.uniform(-2, 2) * unit, canvas / 2 + rng.uniform(-1, 3) * unit),
             face_axes=(face_a, face_a * rng.uniform(1.12, 1.32)),
             skin=jitter(pick(_SKIN)),
@@ -93,20 +110,37 @@ class Character:
             texture_seed=int(rng.integers(2**31)),
         )
 
-    # Geometry in canvas coordinates.
+    # Geometry in canvas coordinates. A head turn slides the features along the face (they sit on a
+    # sphere: the nearer the middle, the further they move) and narrows the far side.
+    @property
+    def feature_shift(self) -> float:
+        return 0.22 * self.turn * self.face_axes[0]
+
+    @property
+    def chin_drop(self) -> float:
+        """How much lower the chin sits than with the mouth closed (the jaw opens with the mouth)."""
+        return 0.12 * self.jaw * self.face_axes[1]
+
     @property
     def mouth_centre(self) -> tuple[float, float]:
         cx, cy = self.centre
-        return cx, cy + self.mouth_drop * self.face_axes[1]
+        return cx + self.feature_shift, cy + self.mouth_drop * self.face_axes[1] + 0.35 * self.chin_drop
 
     def eye_centres(self) -> tuple[tuple[float, float], tuple[float, float]]:
         cx, cy = self.centre
         dx, y = self.eye_spacing * self.face_axes[0], cy - 0.12 * self.face_axes[1]
-        return (cx - dx, y), (cx + dx, y)
+        shift = 0.8 * self.feature_shift
+        left = cx - dx * (1 - 0.25 * max(self.turn, 0)) + shift
+        right = cx + dx * (1 + 0.25 * min(self.turn, 0)) + shift
+        return (left, y), (right, y)
+
+    def eye_scales(self) -> tuple[float, float]:
+        """Width factor of each eye: the far eye is seen at an angle."""
+        return 1 - 0.3 * max(-self.turn, 0), 1 - 0.3 * max(self.turn, 0)
 
     def mouth_shape(self, opening: float, width: float) -> tuple[float, float]:
         """Half-width and interior half-height of the mouth for a target opening/width in 0..1."""
-        half_width = self.mouth_width * self.face_axes[0] * (0.82 + 0.36 * width)
+        half_width = self.mouth_width * self.face_axes[0] * (0.82 + 0.36 * width) * (1 - 0.15 * abs(self.turn))
         half_height = opening * 0.2 * self.face_axes[0]
         return half_width, half_height
 
@@ -135,86 +169,111 @@ def draw_background(character: Character, canvas: int, rng: np.random.Generator)
     return image
 
 
+def _face(draw, character: Character, colour, thickness=-1) -> None:
+    """The face: an ellipse whose lower half reaches down to the dropped chin."""
+    (cx, cy), (fa, fb) = character.centre, character.face_axes
+    draw((cx, cy), (fa, fb), colour, thickness, start=180, end=360)
+    draw((cx, cy), (fa, fb + character.chin_drop), colour, thickness, start=0, end=180)
+
+
+def _shade(image: np.ndarray, character: Character, canvas: int) -> np.ndarray:
+    """The style's lighting and surface over the drawn (still flat) character."""
+    (cx, cy), (fa, fb) = character.centre, character.face_axes
+    ys, xs = np.mgrid[0:canvas, 0:canvas].astype(np.float32)
+    texture_rng = np.random.default_rng(character.texture_seed)
+    light_x = cx - 0.5 * fa + character.feature_shift
+    distance = ((xs - light_x) ** 2 + (ys - cy + 0.5 * fb) ** 2) / (2.2 * fa * fb)
+    if character.style == "photo":  # soft directional light, fine skin texture
+        image = image * (1.08 - 0.35 * np.clip(distance, 0, 1))[..., None]
+        texture = cv2.GaussianBlur(texture_rng.standard_normal((canvas, canvas)).astype(np.float32), (0, 0), 1.2)
+        image = image + texture[..., None] * 9.0
+    elif character.style == "anime":  # cel shading: one hard shadow band on the side away from the light
+        image = image * np.where(xs - cx - character.feature_shift > 0.45 * fa, 0.82, 1.0)[..., None]
+    elif character.style == "painted":  # coloured brush noise at two scales, slight posterisation
+        for sigma, amount in ((canvas / 40, 9.0), (1.5, 4.0)):
+            noise = texture_rng.standard_normal((canvas, canvas, 3)).astype(np.float32)
+            noise = cv2.GaussianBlur(noise, (0, 0), sigma)
+            image = image + noise / (noise.std() + 1e-6) * amount
+        image = np.round(image / 12.0) * 12.0
+    elif character.style == "shaded":  # strong round shading and a specular highlight
+        image = image * (1.15 - 0.55 * np.clip(distance, 0, 1) ** 0.8)[..., None]
+        highlight = np.exp(-((xs - light_x + 0.1 * fa) ** 2 + (ys - cy + 0.45 * fb) ** 2) / (0.03 * fa * fb))
+        image = image + highlight[..., None] * 60.0
+    return image
+
+
 def draw_character(character: Character, canvas: int) -> tuple[np.ndarray, np.ndarray]:
-    """The still parts of the character (everything but the mouth): RGB float32 and alpha in 0..1."""
+    """The character but its mouth, in its current pose: RGB float32 and alpha in 0..1."""
     image = np.zeros((canvas, canvas, 3), np.float32)
     alpha = np.zeros((canvas, canvas), np.float32)
     cx, cy = character.centre
     fa, fb = character.face_axes
     unit = canvas / 128.0
-    cartoon = character.style == "cartoon"
-    layers = []
+    outlined = character.style in OUTLINED
+    line_colour = (25, 20, 30) if character.style == "anime" else None
+    outline = max(int(round((3 if character.style == "anime" else 2) * unit / 2)), 1)
+    shift = character.feature_shift
 
-    def add(shape, colour, *args, **kwargs):
-        layers.append((shape, colour, args, kwargs))
+    def both(centre, axes, colour, thickness=-1, start=0, end=360):
+        _ellipse(image, centre, axes, colour, thickness, start=start, end=end)
+        _ellipse(alpha, centre, axes, 1.0, thickness, start=start, end=end)
 
-    # Long hair behind the head, shoulders.
+    # Long hair behind the head, shoulders, neck, ears, face.
     if character.hair_style == 3:
-        add("ellipse", character.hair, (cx, cy + 0.1 * fb), (fa * 1.22, fb * 1.15))
-    add("ellipse", character.shirt, (cx, cy + fb * 1.95), (fa * 1.9, fb * 1.0))
-    add("rect", character.skin, (cx - 0.4 * fa, cy + 0.6 * fb), (cx + 0.4 * fa, cy + 1.3 * fb))
-    # Ears, face.
+        both((cx, cy + 0.1 * fb), (fa * 1.22, fb * 1.15), character.hair)
+    both((cx, cy + fb * 1.95), (fa * 1.9, fb * 1.0), character.shirt)
+    p0 = (int(round(cx - 0.4 * fa)), int(round(cy + 0.6 * fb)))
+    p1 = (int(round(cx + 0.4 * fa)), int(round(cy + 1.3 * fb)))
+    cv2.rectangle(image, p0, p1, character.skin, -1)
+    cv2.rectangle(alpha, p0, p1, 1.0, -1)
     for side in (-1, 1):
-        add("ellipse", character.skin, (cx + side * fa * 0.98, cy + 0.02 * fb), (0.18 * fa, 0.24 * fb))
-    add("ellipse", character.skin, (cx, cy), (fa, fb))
-    for shape, colour, args, kwargs in layers:
-        if shape == "ellipse":
-            _ellipse(image, *args, colour, **kwargs)
-            _ellipse(alpha, *args, 1.0, **kwargs)
-        else:
-            p0, p1 = (tuple(int(round(v)) for v in p) for p in args)
-            cv2.rectangle(image, p0, p1, colour, -1)
-            cv2.rectangle(alpha, p0, p1, 1.0, -1)
-    if cartoon:
-        _ellipse(image, (cx, cy), (fa, fb), tuple(0.45 * c for c in character.skin), 2)
-
-    if character.style == "photo":
-        # Soft directional light and skin texture that moves with the head.
-        ys, xs = np.mgrid[0:canvas, 0:canvas].astype(np.float32)
-        light = 1.08 - 0.35 * np.clip(((xs - cx + 0.5 * fa) ** 2 + (ys - cy + 0.5 * fb) ** 2) / (2.2 * fa * fb), 0, 1)
-        image *= light[..., None]
-        texture_rng = np.random.default_rng(character.texture_seed)
-        texture = cv2.GaussianBlur(texture_rng.standard_normal((canvas, canvas)).astype(np.float32), (0, 0), 1.2)
-        image += texture[..., None] * 9.0
+        # The ear on the side the head turns away from hides behind the face.
+        ear_x = cx + side * fa * (0.98 - 0.2 * max(side * character.turn, 0))
+        both((ear_x, cy + 0.02 * fb), (0.18 * fa, 0.24 * fb), character.skin)
+    _face(lambda c, a, col, th, start, end: both(c, a, col, th, start, end), character, character.skin)
+    if outlined:
+        _face(lambda c, a, col, th, start, end: _ellipse(image, c, a, col, th, start=start, end=end), character,
+              line_colour or tuple(0.45 * c for c in character.skin), outline)
+    image = _shade(image, character, canvas)
 
     # Blush, eyes, brows, nose.
     if character.blush:
         for side in (-1, 1):
-            _ellipse(image, (cx + side * 0.55 * fa, cy + 0.3 * fb), (0.16 * fa, 0.09 * fb), (235, 130, 140))
-    for index, (ex, ey) in enumerate(character.eye_centres()):
-        size = character.eye_size * unit
-        _ellipse(image, (ex, ey), (7 * size, 4.5 * size), (250, 250, 250))
-        _ellipse(image, (ex, ey), (3.4 * size, 3.4 * size), character.eye_colour)
-        _ellipse(image, (ex, ey), (1.6 * size, 1.6 * size), (15, 15, 15))
+            _ellipse(image, (cx + side * 0.55 * fa + shift, cy + 0.3 * fb), (0.16 * fa, 0.09 * fb), (235, 130, 140))
+    eye_scale = 1.25 if character.style == "anime" else 1.0
+    for index, ((ex, ey), squash) in enumerate(zip(character.eye_centres(), character.eye_scales())):
+        size = character.eye_size * unit * eye_scale
+        _ellipse(image, (ex, ey), (7 * size * squash, 4.5 * size), (250, 250, 250))
+        _ellipse(image, (ex, ey), (3.4 * size * squash, 3.4 * size), character.eye_colour)
+        _ellipse(image, (ex, ey), (1.6 * size * squash, 1.6 * size), (15, 15, 15))
         _ellipse(image, (ex + size, ey - size), (0.7 * size, 0.7 * size), (255, 255, 255))
-        if cartoon:
-            _ellipse(image, (ex, ey), (7 * size, 4.5 * size), (25, 25, 25), 1)
+        if outlined:
+            _ellipse(image, (ex, ey), (7 * size * squash, 4.5 * size), line_colour or (25, 25, 25), outline)
         brow_y = ey - 8 * size
-        cv2.line(image, (int(ex - 7 * size), int(brow_y + 1)), (int(ex + 7 * size), int(brow_y - 1 + 2 * index)),
+        cv2.line(image, (int(ex - 7 * size * squash), int(brow_y + 1)),
+                 (int(ex + 7 * size * squash), int(brow_y - 1 + 2 * index)),
                  tuple(0.8 * c for c in character.hair), max(int(2 * unit), 1), cv2.LINE_AA)
         if character.glasses:
-            _ellipse(image, (ex, ey), (10 * size, 8 * size), (30, 30, 40), max(int(1.5 * unit), 1))
-    nose_y = cy + 0.22 * fb
-    nose_colour = tuple(0.75 * c for c in character.skin)
-    cv2.line(image, (int(cx), int(cy)), (int(cx - 3 * unit), int(nose_y)), nose_colour, max(int(unit), 1),
+            _ellipse(image, (ex, ey), (10 * size * squash, 8 * size), (30, 30, 40), max(int(1.5 * unit), 1))
+    nose_x, nose_y = cx + shift, cy + 0.22 * fb
+    nose_colour = line_colour or tuple(0.75 * c for c in character.skin)
+    cv2.line(image, (int(nose_x), int(cy)), (int(nose_x - 3 * unit), int(nose_y)), nose_colour, max(int(unit), 1),
              cv2.LINE_AA)
-    cv2.line(image, (int(cx - 3 * unit), int(nose_y)), (int(cx + 3 * unit), int(nose_y)), nose_colour,
+    cv2.line(image, (int(nose_x - 3 * unit), int(nose_y)), (int(nose_x + 3 * unit), int(nose_y)), nose_colour,
              max(int(unit), 1), cv2.LINE_AA)
 
     # Hair on top, hat, earrings.
     if character.hair_style in (0, 3):
-        _ellipse(image, (cx, cy - 0.55 * fb), (fa * 1.04, fb * 0.55), character.hair, start=180, end=360)
-        _ellipse(alpha, (cx, cy - 0.55 * fb), (fa * 1.04, fb * 0.55), 1.0, start=180, end=360)
+        both((cx, cy - 0.55 * fb), (fa * 1.04, fb * 0.55), character.hair, start=180, end=360)
     elif character.hair_style == 1:
         for k in range(7):
-            x = cx - fa + k * fa / 3
+            x = cx - fa + k * fa / 3 + 0.3 * shift
             pts = np.array([[x - 0.3 * fa, cy - 0.5 * fb], [x, cy - 1.25 * fb], [x + 0.3 * fa, cy - 0.5 * fb]],
                            np.int32)
             cv2.fillPoly(image, [pts], character.hair, cv2.LINE_AA)
             cv2.fillPoly(alpha, [pts], 1.0, cv2.LINE_AA)
     elif character.hair_style == 2:
-        _ellipse(image, (cx, cy - 0.75 * fb), (fa * 0.8, fb * 0.3), character.hair)
-        _ellipse(alpha, (cx, cy - 0.75 * fb), (fa * 0.8, fb * 0.3), 1.0)
+        both((cx + 0.3 * shift, cy - 0.75 * fb), (fa * 0.8, fb * 0.3), character.hair)
     if character.hat is not None:
         p0, p1 = (int(cx - 0.9 * fa), int(cy - 1.45 * fb)), (int(cx + 0.9 * fa), int(cy - 0.7 * fb))
         cv2.rectangle(image, p0, p1, character.hat, -1)
@@ -240,7 +299,7 @@ def draw_mouth(image: np.ndarray, character: Character, opening: float, width: f
     else:
         cv2.line(image, (int(mx - half_width + unit), int(my)), (int(mx + half_width - unit), int(my)),
                  tuple(0.55 * c for c in character.lip), max(int(unit), 1), cv2.LINE_AA)
-    if character.style == "cartoon":
+    if character.style in OUTLINED:
         _ellipse(image, (mx, my), (half_width + 0.6 * unit, half_height + lip), tuple(0.6 * c for c in character.lip),
                  1)
 
@@ -256,7 +315,9 @@ def landmarks(character: Character, opening: float, width: float) -> np.ndarray:
     # Face oval clockwise from the forehead (10) with the chin (152) at the bottom.
     angles = np.linspace(-np.pi / 2, 1.5 * np.pi, len(FACE_OVAL), endpoint=False)
     for index, angle in zip(FACE_OVAL, angles):
-        points[index] = (cx + fa * np.cos(angle), cy + fb * np.sin(angle))
+        lower = fb + character.chin_drop if np.sin(angle) > 0 else fb
+        points[index] = (cx + fa * np.cos(angle), cy + lower * np.sin(angle))
+    cx = cx + character.feature_shift  # the features (not the outline) move with a head turn
     mx, my = character.mouth_centre
     half_width, half_height = character.mouth_shape(opening, width)
     lip = 2.4 * character.face_axes[0] / 32
@@ -269,12 +330,15 @@ def landmarks(character: Character, opening: float, width: float) -> np.ndarray:
         points[index] = (cx, cy + height * fb)
     points[98], points[327], points[2] = (cx - 0.12 * fa, cy + 0.22 * fb), (cx + 0.12 * fa, cy + 0.22 * fb), (
         cx, cy + 0.24 * fb)
-    for (ex, ey), ring, iris in zip(character.eye_centres(), (EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT), (468, 473)):
-        size = character.eye_size * character.face_axes[0] / 32
+    eye_scale = 1.25 if character.style == "anime" else 1.0
+    for (ex, ey), squash, ring, iris in zip(character.eye_centres(), character.eye_scales(),
+                                            (EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT), (468, 473)):
+        size = character.eye_size * character.face_axes[0] / 32 * eye_scale
         ring_angles = np.linspace(np.pi, -np.pi, len(ring), endpoint=False)
         for index, angle in zip(ring, ring_angles):
-            points[index] = (ex + 7 * size * np.cos(angle), ey + 4.5 * size * np.sin(angle))
+            points[index] = (ex + 7 * size * squash * np.cos(angle), ey + 4.5 * size * np.sin(angle))
         points[iris] = (ex, ey)
         for k in range(4):
-            points[iris + 1 + k] = (ex + 3.4 * size * np.cos(k * np.pi / 2), ey + 3.4 * size * np.sin(k * np.pi / 2))
+            points[iris + 1 + k] = (ex + 3.4 * size * squash * np.cos(k * np.pi / 2),
+                                    ey + 3.4 * size * np.sin(k * np.pi / 2))
     return points

@@ -1,18 +1,25 @@
 """Evaluation of a toy model on held-out identities and sentences, measured from pixels (ours).
 
-For each held-out clip the pipeline regenerates the masked region twice: with the clip's own speech
-and with another clip's speech (the shuffled-audio control). The pixel ruler (``measure.py``) reads
-the mouth opening of the results; figures:
+Every held-out clip is a talking source (its mouth and jaw move with its own speech). The pipeline
+regenerates the masked region with: the clip's own speech; another clip's speech (cross-dubbing, a
+new sentence); silence (LipLeak: whatever the source mouth does, the output must stay closed); and
+its own speech with the ID-Guider's reference removed. The pixel ruler (``measure.py``) reads the
+mouth opening of the results. The figures (``dubbing_figures``, shared with the user's-path proof
+in ``proof.py``):
 
-- ``correlation``: Pearson r of measured vs ground-truth opening, own speech (target >= 0.8);
-- ``shuffled_correlation``: the same with the audio shuffled across clips (must stay near 0: the
-  mouth follows the audio, not the masked video); ``shuffled_floor`` is what a perfect lip-syncer
-  would score there (the clips' silences partly line up), ``shuffled_follows_its_audio`` the
-  correlation of the shuffled result with the shuffled speech's own ground truth;
-- ``silent_closed``: share of silent frames whose measured opening is below ``CLOSED_THRESHOLD``;
-- ``outside_identical``: share of pixels outside the mask that are bit-identical to the input;
-- ``inside_mae`` / ``inside_skin_error``: mean absolute colour error (0..255) inside the mask, and
-  the error of the mean skin colour there (the mouth box excluded), own speech vs ground truth.
+- ``speech_correlation``: Pearson r of measured vs true opening on speech frames only (a
+  speech/silence detector scores little there), ``correlation`` pooled over all frames,
+  ``best_lag`` (frames; > 0: the mouth comes late) and per-clip spread;
+- ``dub_vs_new_audio`` / ``dub_vs_source_mouth``: the cross-dubbed mouth against the new speech's
+  truth (must follow it) and against the source clip's own mouth (must not), speech frames of the
+  new audio; ``dub_source_floor`` is what a perfect lip-syncer scores against the source there;
+- ``lipleak_open``: share of frames dubbed with silence whose mouth is open (>= CLOSED_THRESHOLD);
+  ``source_open`` the same share in the source clips;
+- ``identity_error`` / ``vae_error`` / ``identity_ratio``: mean absolute colour error (0..255) on the
+  skin inside the mask (mouth box excluded) of the output, of the VAE's own reconstruction of the same
+  frames (the floor any output of this VAE has) and their ratio; ``no_reference_ratio`` the same
+  with the reference removed (zero ID-Guider features);
+- ``outside_identical``: share of pixels outside the mask bit-identical to the input.
 """
 
 from __future__ import annotations
@@ -25,30 +32,102 @@ import torch
 from .measure import measure_opening, pearson
 
 CLOSED_THRESHOLD = 0.15
+MAX_LAG = 4
 
 
 def _to_uint8(video: torch.Tensor) -> np.ndarray:
     return ((video.float() + 1.0) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
-def _mouth_box_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
-    boxes = np.zeros((len(landmarks), size, size), bool)
+def _mouth_box_mask(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    height, width = size
+    boxes = np.zeros((len(landmarks), height, width), bool)
     for i, points in enumerate(landmarks):
         corners = points[[61, 291]]
         cx, cy = corners.mean(0)
         half_w = 0.5 * np.linalg.norm(corners[1] - corners[0]) + 2
         half_face = 0.5 * np.linalg.norm(points[454] - points[234])
         half_h = 0.25 * half_face + 2
-        y0, y1 = int(max(cy - half_h, 0)), int(min(cy + half_h + 1, size))
-        x0, x1 = int(max(cx - half_w, 0)), int(min(cx + half_w + 1, size))
+        y0, y1 = int(max(cy - half_h, 0)), int(min(cy + half_h + 1, height))
+        x0, x1 = int(max(cx - half_w, 0)), int(min(cx + half_w + 1, width))
         boxes[i, y0:y1, x0:x1] = True
     return boxes
 
 
+def skin_region(mask: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Pixels inside the editing mask (0..1 [T, H, W]) but off the mouth: where the identity (skin colour) shows."""
+    return (mask > 0.5) & ~_mouth_box_mask(landmarks, mask.shape[1:])
+
+
+def colour_error(pixels: np.ndarray, source: np.ndarray, region: np.ndarray) -> float:
+    return float(np.abs(pixels.astype(np.float32) - source.astype(np.float32))[region].mean())
+
+
+def lagged_correlation(measured: list[np.ndarray], truth: list[np.ndarray], keep: list[np.ndarray], lag: int) -> float:
+    """r of measured[t + lag] vs truth[t] over the kept frames of every clip."""
+    a, b = [], []
+    for m, t, k in zip(measured, truth, keep):
+        n = len(t)
+        index = np.arange(max(0, -lag), min(n, n - lag))
+        index = index[k[index]]
+        a.append(m[index + lag])
+        b.append(t[index])
+    return pearson(np.concatenate(a), np.concatenate(b))
+
+
+def opening_figures(measured: list[np.ndarray], truth: list[np.ndarray], silent: list[np.ndarray]) -> dict:
+    """Speech-only and pooled r, best lag and per-clip spread of measured vs true openings (lists per clip)."""
+    speech = [~s for s in silent]
+    lags = {lag: lagged_correlation(measured, truth, speech, lag) for lag in range(-MAX_LAG, MAX_LAG + 1)}
+    per_clip = [pearson(m[k], t[k]) for m, t, k in zip(measured, truth, speech) if k.sum() > 2]
+    return {
+        "speech_correlation": lags[0],
+        "correlation": pearson(np.concatenate(measured), np.concatenate(truth)),
+        "best_lag": int(max(lags, key=lags.get)),
+        "lag_correlation": {str(k): round(v, 4) for k, v in lags.items()},
+        "per_clip_speech_correlation": [round(v, 4) for v in per_clip],
+        "clip_speech_correlation_min": float(np.min(per_clip)) if per_clip else float("nan"),
+        "clip_speech_correlation_median": float(np.median(per_clip)) if per_clip else float("nan"),
+        "speech_frames": int(sum(k.sum() for k in speech)),
+    }
+
+
+def dubbing_figures(own: list, own_truth: list, own_silent: list, dub: list, new_truth: list, new_silent: list,
+                    silent_dub: list) -> dict:
+    """Every lip-sync figure of an evaluation (per-clip lists of measured / true openings and silence flags).
+
+    own: measured on clips dubbed with their own speech; dub: dubbed with another clip's speech
+    (``new_truth``, ``new_silent``), the source clip's own truth is ``own_truth``; silent_dub: dubbed
+    with silence.
+    """
+    figures = opening_figures(own, own_truth, own_silent)
+    new_speech = np.concatenate([~s for s in new_silent])
+    dub_all, new_all, source_all = (np.concatenate(x) for x in (dub, new_truth, own_truth))
+    figures.update({
+        "dub_vs_new_audio": pearson(dub_all[new_speech], new_all[new_speech]),
+        "dub_vs_source_mouth": pearson(dub_all[new_speech], source_all[new_speech]),
+        "dub_source_floor": pearson(new_all[new_speech], source_all[new_speech]),
+        "dub_best_lag": opening_figures(dub, new_truth, new_silent)["best_lag"],
+        "silent_closed": float(np.mean(np.concatenate(own)[np.concatenate(own_silent)] < CLOSED_THRESHOLD)),
+        "silent_frames": int(np.concatenate(own_silent).sum()),
+    })
+    if silent_dub:
+        leak = np.concatenate(silent_dub)
+        source = np.concatenate(own_truth[: len(silent_dub)])
+        figures.update({"lipleak_open": float(np.mean(leak >= CLOSED_THRESHOLD)),
+                        "source_open": float(np.mean(source >= CLOSED_THRESHOLD)), "lipleak_frames": int(len(leak))})
+    return figures
+
+
 @torch.no_grad()
-def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | None = None, scheduler=None) -> dict:
-    """Figures on the eval shards; writes ``opening.png`` and ``strip.png`` into ``output`` if given."""
-    from ..pipeline import SayAnythingPipeline
+def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | None = None, scheduler=None,
+             silence_features: torch.Tensor | None = None) -> dict:
+    """Figures on the eval shards; writes ``opening.png`` and ``strip.png`` into ``output`` if given.
+
+    ``silence_features``: per-frame Whisper features of silence ``[>= eval_frames, ...]`` for the
+    LipLeak run (skipped without them). The silence and no-reference runs use the first half of the clips.
+    """
+    from ..pipeline import SayAnythingPipeline, decode_latents, encode_latents
     from ..training.shards import ShardIndex, read_clip
 
     index = ShardIndex.scan(eval_folder)
@@ -56,74 +135,81 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
     clips = [read_clip(path, clip) for path, clip, _, _ in entries]
     count = min([config.eval_frames] + [len(c["frames"]) for c in clips])
     pipeline = SayAnythingPipeline(model, vae, scheduler)
-    measured = {"own": [], "shuffled": []}
-    truth, other_truth, silent, outside, inside_mae, skin_error, strips = [], [], [], [], [], [], []
+    measured = {"own": [], "dub": [], "silence": []}
+    truth, silent, new_truth, new_silent, outside, strips = [], [], [], [], [], []
+    errors = {"identity": [], "vae": [], "no_reference": []}
     # Each clip is evaluated on a window at its own seeded offset, so clips' leading silences do not
-    # line up between a clip and the shuffled speech (that alone would correlate them).
+    # line up between a clip and the dubbed speech (that alone would correlate them).
     offsets = [int(np.random.default_rng([config.seed, number]).integers(0, len(c["frames"]) - count + 1))
                for number, c in enumerate(clips)]
+    half = max(1, (len(clips) + 1) // 2)
     for number, clip in enumerate(clips):
         partner = (number + 1) % len(clips)
         other, other_start = clips[partner], offsets[partner]
         start = offsets[number]
         window = slice(start, start + count)
+        other_window = slice(other_start, other_start + count)
         frames = clip["frames"][window].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         mask = clip["mask"][window].float()[:, None] / 255.0
         # Reference: the clip's first or last frame, whichever is farther from the evaluated window.
         far = 0 if start > len(clip["frames"]) - (start + count) else len(clip["frames"]) - 1
         reference = clip["frames"][far].permute(2, 0, 1).float() / 127.5 - 1.0
+        id_features = model.encode_reference(reference[None].to(model.device))
         landmarks = clip["landmarks"][window].numpy()
         source = clip["frames"][window].numpy()
-        other_window = slice(other_start, other_start + count)
-        for name, features in (("own", clip["whisper"][window]), ("shuffled", other["whisper"][other_window])):
+        skin = skin_region(clip["mask"][window].numpy() / 255.0, landmarks)
+        runs = [("own", clip["whisper"][window], id_features), ("dub", other["whisper"][other_window], id_features)]
+        if number < half:
+            if silence_features is not None:
+                runs.append(("silence", silence_features[:count], id_features))
+            runs.append(("no_reference", clip["whisper"][window], model.zero_id_features(id_features)))
+        for name, features, ids in runs:
             result = pipeline(
-                frames, mask, features.float(), reference=reference,
+                frames, mask, features.float(), id_features=ids,
                 num_inference_steps=config.sample_steps, reference_guidance_scale=config.reference_guidance,
                 audio_guidance_scale=config.audio_guidance, window_length=config.num_frames,
                 window_overlap=config.num_frames // 4, noise_aug_strength=0.0, seed=config.seed + number)
             pixels = _to_uint8(result)
+            if name == "no_reference":
+                errors["no_reference"].append(colour_error(pixels, source, skin))
+                continue
             measured[name].append(measure_opening(pixels, landmarks))
             if name == "own":
                 keep = clip["mask"][window].numpy() == 0
                 outside.append(float((pixels == source)[keep].all(axis=-1).mean()))
-                inside = ~keep
-                inside_mae.append(float(np.abs(pixels.astype(np.float32) - source)[inside].mean()))
-                skin = inside & ~_mouth_box_mask(landmarks, source.shape[1])
-                skin_error.append(float(np.abs(pixels[skin].mean(0) - source[skin].mean(0).astype(np.float32)).mean()))
+                errors["identity"].append(colour_error(pixels, source, skin))
+                recon = _to_uint8(decode_latents(vae, encode_latents(vae, frames), chunk_size=config.num_frames))
+                errors["vae"].append(colour_error(recon, source, skin))
                 if number < 4:
                     strips.append((source, pixels))
         truth.append(clip["opening"][window].numpy())
-        other_truth.append(other["opening"][other_window].numpy())
         silent.append(clip["silent"][window].numpy().astype(bool))
-    own, shuffled = np.concatenate(measured["own"]), np.concatenate(measured["shuffled"])
-    truth_all, silent_all = np.concatenate(truth), np.concatenate(silent)
-    ruler = pearson(
-        np.concatenate(
-            [
-                measure_opening(c["frames"][o : o + count].numpy(), c["landmarks"][o : o + count].numpy())
-                for c, o in zip(clips, offsets)
-            ]
-        ),
-        truth_all,
-    )
-    results = {
-        "correlation": pearson(own, truth_all),
-        "shuffled_correlation": pearson(shuffled, truth_all),
-        # What a perfect lip-syncer scores in the control: the shuffled speech's own ground truth
-        # against this clip's (clips share leading/trailing silences, so it is not exactly 0).
-        "shuffled_floor": pearson(np.concatenate(other_truth), truth_all),
-        "shuffled_follows_its_audio": pearson(shuffled, np.concatenate(other_truth)),
-        "silent_closed": float((own[silent_all] < CLOSED_THRESHOLD).mean()) if silent_all.any() else float("nan"),
-        "silent_frames": int(silent_all.sum()),
+        new_truth.append(other["opening"][other_window].numpy())
+        new_silent.append(other["silent"][other_window].numpy().astype(bool))
+    results = dubbing_figures(measured["own"], truth, silent, measured["dub"], new_truth, new_silent,
+                              measured["silence"])
+    ruler = pearson(np.concatenate([measure_opening(c["frames"][o:o + count].numpy(),
+                                                    c["landmarks"][o:o + count].numpy())
+                                    for c, o in zip(clips, offsets)]), np.concatenate(truth))
+    identity, vae_error = float(np.mean(errors["identity"])), float(np.mean(errors["vae"]))
+    # The no-reference runs cover the first clips only: compare them with those clips' figures.
+    ran = len(errors["no_reference"])
+    no_reference = float(np.mean(errors["no_reference"]))
+    results.update({
         "outside_identical": float(np.mean(outside)),
-        "inside_mae": float(np.mean(inside_mae)),
-        "inside_skin_error": float(np.mean(skin_error)),
+        "identity_error": identity,
+        "vae_error": vae_error,
+        "identity_ratio": identity / vae_error,
+        "no_reference_error": no_reference,
+        "no_reference_ratio": no_reference / float(np.mean(errors["vae"][:ran])),
+        "reference_ratio_same_clips": float(np.mean(errors["identity"][:ran])) / float(np.mean(errors["vae"][:ran])),
         "ruler_on_ground_truth": ruler,
         "eval_clips": len(clips),
-        "eval_frames": int(len(own)),
-    }
+        "eval_frames": int(sum(len(t) for t in truth)),
+    })
     if output is not None:
-        _write_figures(Path(output), own, shuffled, truth_all, strips, measured["own"][0], truth[0], results)
+        _write_figures(Path(output), np.concatenate(measured["own"]), np.concatenate(measured["dub"]),
+                       np.concatenate(truth), strips, measured["own"][0], truth[0], results)
     return results
 
 
@@ -155,8 +241,9 @@ def _write_figures(output: Path, own, shuffled, truth, strips, first_own, first_
     axes[0].set_title("one held-out clip")
     axes[0].legend(fontsize=8)
     axes[1].scatter(truth, own, s=4, alpha=0.4, label=f"own audio r={results['correlation']:.2f}")
-    axes[1].scatter(truth, shuffled, s=4, alpha=0.4, label=f"shuffled audio r={results['shuffled_correlation']:.2f}")
-    axes[1].set_xlabel("ground-truth opening")
+    axes[1].scatter(truth, shuffled, s=4, alpha=0.4,
+                    label=f"dubbed with another clip's speech r={results['dub_vs_source_mouth']:.2f}")
+    axes[1].set_xlabel("ground-truth opening (the source clip's own mouth)")
     axes[1].set_ylabel("measured opening")
     axes[1].set_title("all held-out frames")
     axes[1].legend(fontsize=8)

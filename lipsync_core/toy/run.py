@@ -44,7 +44,9 @@ def toy_model_config(num_frames: int = 8) -> SayAnythingConfig:
 class ToyRunConfig:
     world: WorldConfig = field(default_factory=lambda: WorldConfig(train_identities=32, eval_identities=6))
     num_frames: int = 8
-    vae_steps: int = 200
+    # The VAE trains on chunks as long as the pipeline decodes (SamplerOptions.decode_chunk = the
+    # window): its temporal decoder's colour drifts over frames it never saw in a chunk.
+    vae_steps: int = 400
     train_steps: int = 1200
     batch_size: int = 4
     learning_rate: float = 1e-3
@@ -64,15 +66,12 @@ class ToyRunConfig:
     def quick(cls) -> ToyRunConfig:
         """CI-sized: a small world and a short run that still shows learning."""
         return cls(world=WorldConfig(train_identities=16, eval_identities=2, clips_per_identity=2),
-                   vae_steps=120, train_steps=600, eval_clips=4, eval_frames=48, sample_steps=8)
+                   vae_steps=160, train_steps=600, eval_clips=4, eval_frames=48, sample_steps=8)
 
-
-def world_masks(landmarks: np.ndarray, crop_size: int) -> np.ndarray:
-    """Editing masks uint8 [T, S, S] (255 = regenerate): the team's adaptive mask on the synthetic landmarks."""
-    from ..face import FaceTrack, face_masks
-
-    track = FaceTrack(landmarks, np.ones(len(landmarks), bool), (crop_size, crop_size))
-    return np.round(face_masks(track) * 255).astype(np.uint8)
+    def inference_defaults(self) -> dict:
+        """The sampler settings the evaluation uses: stamped into the model file's ``defaults``."""
+        return {"steps": self.sample_steps, "reference_guidance": self.reference_guidance,
+                "audio_guidance": self.audio_guidance}
 
 
 def packed_frame_features(whisper, waveforms: list[np.ndarray], num_frames: list[int], fps: float = 25.0,
@@ -110,11 +109,20 @@ def packed_frame_features(whisper, waveforms: list[np.ndarray], num_frames: list
     return features
 
 
-def write_world_shards(clips: list[ToyClip], folder: Path, whisper, vae, packed_audio: bool,
+def silence_features(whisper, num_frames: int, fps: float = 25.0) -> torch.Tensor:
+    """Per-frame Whisper features of silence (the LipLeak run's audio), float16."""
+    from ..audio import Audio
+
+    silence = Audio(torch.zeros(int(np.ceil((num_frames / fps + 1.0) * 16000))), 16000)
+    return whisper.frame_features(silence, fps, num_frames=num_frames).half().contiguous()
+
+
+def write_world_shards(clips: list[ToyClip], folder: Path, whisper, vae, packed_audio: bool, world: WorldConfig,
                        clips_per_shard: int = 16, report: Report = print) -> None:
     """Shards for one split: frames, masks, landmarks, Whisper features, cached latents, ground truth."""
     from ..audio import Audio
     from ..pipeline import build_masked_video_conditioning, encode_latents
+    from ..training.prep import mask_info
     from ..training.shards import write_shard
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,7 +135,7 @@ def write_world_shards(clips: list[ToyClip], folder: Path, whisper, vae, packed_
             features = all_features[number]
         else:
             features = whisper.frame_features(Audio(torch.from_numpy(clip.waveform), 16000), 25, num_frames=count)
-        mask = world_masks(clip.landmarks, clip.frames.shape[1])
+        mask = clip.mask
         frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         mask_t = torch.from_numpy(mask).float()[:, None] / 255.0
         latents = encode_latents(vae, frames, chunk_size=32)
@@ -140,7 +148,8 @@ def write_world_shards(clips: list[ToyClip], folder: Path, whisper, vae, packed_
         })
         infos.append({"source": f"toy-{clip.identity}-{number}", "start_frame": 0, "fps": 25.0,
                       "num_frames": count, "split": clip.split, "identity": clip.identity,
-                      "sentences": clip.sentences, "voice": clip.voice, "speed": clip.speed, "style": clip.style})
+                      "sentences": clip.sentences, "voice": clip.voice, "speed": clip.speed, "style": clip.style,
+                      **mask_info(clip.frames.shape[1], "nose", world.mask_hold)})
         if len(batch) == clips_per_shard or number == len(clips) - 1:
             write_shard(folder / f"shard-{number // clips_per_shard:05d}.safetensors", batch, infos)
             batch, infos = [], []
@@ -150,6 +159,8 @@ def write_world_shards(clips: list[ToyClip], folder: Path, whisper, vae, packed_
 def run_toy(output: str | Path, whisper_dir: str | Path, config: ToyRunConfig | None = None,
             report: Report = print, threads: int | None = None) -> dict:
     """The one-command proof. Returns (and writes to ``<output>/results.json``) the evaluation figures."""
+    from safetensors.torch import load_file, save_file
+
     from ..audio import load_whisper_encoder
     from ..training.train import TrainConfig, train
     from .evaluate import evaluate
@@ -166,8 +177,10 @@ def run_toy(output: str | Path, whisper_dir: str | Path, config: ToyRunConfig | 
     # 1-3. World, toy VAE, shards (Whisper features + cached latents); reused when already built
     # for the same world / VAE settings, so training settings can be explored without redoing them.
     data_key = json.dumps({"world": dataclasses.asdict(config.world), "vae_steps": config.vae_steps,
+                           "vae_frames": config.num_frames, "eval_frames": config.eval_frames,
                            "seed": config.seed, "whisper": str(whisper_dir)}, sort_keys=True)
     stamp, vae_path = output / "shards" / "complete.json", output / "toy_vae.safetensors"
+    silence_path = output / "shards" / "silence_features.safetensors"
     if stamp.is_file() and stamp.read_text() == data_key and vae_path.is_file():
         vae = load_toy_vae(vae_path)
         report(f"reusing the world, VAE and shards in {output}")
@@ -180,14 +193,19 @@ def run_toy(output: str | Path, whisper_dir: str | Path, config: ToyRunConfig | 
                f"{sum(len(c.frames) for c in clips)} frames ({timings['world_s']:.0f} s)")
         mark = time.time()
         focus = [c.landmarks[:, [61, 291]].mean(1) for c in train_clips]
-        vae = train_toy_vae([c.frames for c in train_clips], config.vae_steps, seed=config.seed, focus=focus)
+        vae = train_toy_vae([c.frames for c in train_clips], config.vae_steps, seed=config.seed, focus=focus,
+                            frames_per_clip=config.num_frames,
+                            progress=lambda step, loss: report(
+                                f"VAE step {step + 1}/{config.vae_steps} loss {loss:.4f} ({time.time() - mark:.0f} s)")
+                            if (step + 1) % 100 == 0 else None)
         save_toy_vae(vae, vae_path)
         timings["vae_s"] = time.time() - mark
         report(f"VAE: {config.vae_steps} steps ({timings['vae_s']:.0f} s)")
         mark = time.time()
         whisper = load_whisper_encoder(whisper_dir)
-        write_world_shards(train_clips, output / "shards" / "train", whisper, vae, True, report=report)
-        write_world_shards(eval_clips, output / "shards" / "eval", whisper, vae, False, report=report)
+        write_world_shards(train_clips, output / "shards" / "train", whisper, vae, True, config.world, report=report)
+        write_world_shards(eval_clips, output / "shards" / "eval", whisper, vae, False, config.world, report=report)
+        save_file({"features": silence_features(whisper, config.eval_frames, config.world.fps)}, str(silence_path))
         del whisper, clips
         stamp.write_text(data_key)
         timings["shards_s"] = time.time() - mark
@@ -204,7 +222,7 @@ def run_toy(output: str | Path, whisper_dir: str | Path, config: ToyRunConfig | 
         lr_warmup_steps=min(100, config.train_steps // 10), p_mean=config.p_mean, p_std=config.p_std,
         audio_dropout=config.audio_dropout, reference_dropout=config.reference_dropout,
         noise_aug_strength=0.0, embed_vae=True, seed=config.seed, log_every=25,
-        checkpoint_every=config.checkpoint_every, weight_decay=0.0)
+        checkpoint_every=config.checkpoint_every, weight_decay=0.0, inference_defaults=config.inference_defaults())
 
     def on_step(step: int, total: int, loss: float) -> None:
         if step % 100 == 0 or step == total:
@@ -216,7 +234,8 @@ def run_toy(output: str | Path, whisper_dir: str | Path, config: ToyRunConfig | 
 
     # 5. Evaluation on held-out identities and sentences
     mark = time.time()
-    results = evaluate(model.eval(), vae, output / "shards" / "eval", config, output)
+    results = evaluate(model.eval(), vae, output / "shards" / "eval", config, output,
+                       silence_features=load_file(str(silence_path))["features"])
     timings["eval_s"] = time.time() - mark
     timings["total_s"] = time.time() - started
     results.update({"timings": {k: round(v, 1) for k, v in timings.items()}, "model": str(model_path),

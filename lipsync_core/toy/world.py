@@ -1,4 +1,10 @@
-"""The toy world: talking characters with real speech, held-out identities and sentences (ours)."""
+"""The toy world: talking characters with real speech, held-out identities and sentences (ours).
+
+Each clip is a small "video" (the character talking, its head moving, turning and changing scale,
+the jaw dropping as the mouth opens) plus what the pipeline makes of it: the aligned face crops and
+the held adaptive mask of ``face.prepare_face_crops``, the very call inference runs, fed the
+character's known landmarks (mediapipe does not see drawn faces).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,9 @@ from .speech import HELD_OUT_SENTENCES, SENTENCES, SPEEDS, VOICES, compose, spea
 @dataclass
 class WorldConfig:
     crop_size: int = 64
+    video_size: int = 80  # the rendered video is a little larger than the crop, as real video is
     fps: float = 25.0
+    mask_hold: float = 0.5  # seconds; prepare_face_crops' (and ModelDefaults') default
     train_identities: int = 48
     eval_identities: int = 12
     clips_per_identity: int = 2
@@ -30,20 +38,23 @@ class ToyClip:
     voice: str
     speed: int
     waveform: np.ndarray  # float32 [N] at 16 kHz
-    frames: np.ndarray  # uint8 [T, S, S, 3], already aligned crops
+    frames: np.ndarray  # uint8 [T, S, S, 3]: aligned face crops (prepare_face_crops)
     landmarks: np.ndarray  # float32 [T, 478, 2] in crop pixels
+    mask: np.ndarray  # uint8 [T, S, S]: the held adaptive mask in crop space (255 = regenerate)
     opening: np.ndarray  # float32 [T] ground truth in 0..1
     width: np.ndarray  # float32 [T]
     silent: np.ndarray  # bool [T]
     style: str = "photo"
+    video: np.ndarray | None = None  # uint8 [T, V, V, 3] the rendered video (held-out clips only)
+    video_landmarks: np.ndarray | None = None  # float32 [T, 478, 2] in video pixels (held-out clips only)
     meta: dict = field(default_factory=dict)
 
 
 def head_motion(rng: np.random.Generator, num_frames: int, fps: float) -> np.ndarray:
-    """Small smooth head motion: [T, 4] = dx, dy (canvas fraction), rotation (degrees), scale."""
+    """Smooth head motion ``[T, 5]``: dx, dy (canvas fraction), roll (degrees), scale, turn (-1..1)."""
     t = np.arange(num_frames) / fps
-    motion = np.zeros((num_frames, 4), np.float32)
-    amplitudes = (0.018, 0.014, 3.0, 0.02)
+    motion = np.zeros((num_frames, 5), np.float32)
+    amplitudes = (0.03, 0.02, 6.0, 0.10, 0.7)
     for k, amplitude in enumerate(amplitudes):
         for _ in range(2):
             freq, phase = rng.uniform(0.08, 0.45), rng.uniform(0, 2 * np.pi)
@@ -52,33 +63,42 @@ def head_motion(rng: np.random.Generator, num_frames: int, fps: float) -> np.nda
     return motion
 
 
-def render_clip(character: Character, opening: np.ndarray, width: np.ndarray, crop_size: int,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Frames uint8 [T, S, S, 3] and landmarks [T, 478, 2] for per-frame mouth targets."""
-    canvas = 2 * crop_size
+def render_clip(character: Character, opening: np.ndarray, width: np.ndarray, size: int,
+                rng: np.random.Generator, fps: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
+    """Video frames uint8 [T, size, size, 3] and landmarks [T, 478, 2] for per-frame mouth targets."""
+    canvas = 2 * size
     background = draw_background(character, canvas, rng)
-    layer, alpha = draw_character(character, canvas)
-    motion = head_motion(rng, len(opening), 25.0)
-    frames = np.empty((len(opening), crop_size, crop_size, 3), np.uint8)
+    motion = head_motion(rng, len(opening), fps)
+    frames = np.empty((len(opening), size, size, 3), np.uint8)
     points = np.empty((len(opening), 478, 2), np.float32)
     for i, (open_i, width_i) in enumerate(zip(opening, width)):
-        image = layer.copy()
-        draw_mouth(image, character, float(open_i), float(width_i))
-        dx, dy, angle, scale = motion[i]
+        dx, dy, angle, scale, turn = motion[i]
+        posed = character.posed(turn, float(open_i))
+        image, alpha = draw_character(posed, canvas)
+        draw_mouth(image, posed, float(open_i), float(width_i))
         matrix = cv2.getRotationMatrix2D(character.centre, float(angle), float(scale))
         matrix[:, 2] += (dx * canvas, dy * canvas)
         warped = cv2.warpAffine(image, matrix, (canvas, canvas), flags=cv2.INTER_LINEAR)
         warped_alpha = cv2.warpAffine(alpha, matrix, (canvas, canvas), flags=cv2.INTER_LINEAR)[..., None]
         composite = warped * warped_alpha + background * (1 - warped_alpha)
-        if character.style == "photo":
+        if character.style in ("photo", "painted"):
             composite = cv2.GaussianBlur(composite, (0, 0), 0.6)
-        small = cv2.resize(composite, (crop_size, crop_size), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(composite, (size, size), interpolation=cv2.INTER_AREA)
         frames[i] = np.clip(np.round(small), 0, 255).astype(np.uint8)
-        canvas_points = landmarks(character, float(open_i), float(width_i))
-        moved = canvas_points @ matrix[:, :2].T + matrix[:, 2]
-        # Pixel centres: canvas pixel c covers crop pixel (c + 0.5) / 2 - 0.5.
+        moved = landmarks(posed, float(open_i), float(width_i)) @ matrix[:, :2].T + matrix[:, 2]
+        # Pixel centres: canvas pixel c covers frame pixel (c + 0.5) / 2 - 0.5.
         points[i] = (moved + 0.5) / 2.0 - 0.5
     return frames, points
+
+
+def crop_clip(video: np.ndarray, points: np.ndarray, config: WorldConfig):
+    """Aligned crops, crop-space landmarks and held masks (uint8) of a rendered clip: inference's own preprocessing."""
+    from ..face import FaceTrack, prepare_face_crops, transform_points
+
+    track = FaceTrack(points, np.ones(len(points), bool), video.shape[1:3])
+    crops = prepare_face_crops(video, fps=config.fps, size=config.crop_size, track=track, mask_hold=config.mask_hold)
+    landmarks = transform_points(points, crops.transforms).astype(np.float32)
+    return crops.crops, landmarks, np.round(crops.masks * 255).astype(np.uint8)
 
 
 def sentence_split(split: str) -> list[int]:
@@ -95,7 +115,7 @@ def generate_world(config: WorldConfig, progress=None) -> list[ToyClip]:
     identities = [("train", i) for i in range(config.train_identities)] + [
         ("eval", config.train_identities + i) for i in range(config.eval_identities)]
     for split, identity in identities:
-        character = Character.random(np.random.default_rng([config.seed, identity]), 2 * config.crop_size)
+        character = Character.random(np.random.default_rng([config.seed, identity]), 2 * config.video_size)
         for _ in range(config.clips_per_identity):
             sentences = [int(s) for s in rng.choice(sentence_split(split), config.sentences_per_clip, replace=False)]
             voice, speed = VOICES[rng.integers(len(VOICES))], int(SPEEDS[rng.integers(len(SPEEDS))])
@@ -107,9 +127,13 @@ def generate_world(config: WorldConfig, progress=None) -> list[ToyClip]:
                 segments.append(speech_cache[key])
             pauses = [rng.uniform(0.3, 0.8)] + [rng.uniform(0.4, 0.9) for _ in segments[1:]] + [rng.uniform(0.3, 0.6)]
             utterance = compose(segments, pauses, config.fps)
-            frames, points = render_clip(character, utterance.opening, utterance.width, config.crop_size, rng)
-            clips.append(ToyClip(identity, split, sentences, voice, speed, utterance.waveform, frames, points,
-                                 utterance.opening, utterance.width, utterance.silent, character.style))
+            video, points = render_clip(character, utterance.opening, utterance.width, config.video_size, rng,
+                                        config.fps)
+            crops, crop_points, masks = crop_clip(video, points, config)
+            held_out = split == "eval"
+            clips.append(ToyClip(identity, split, sentences, voice, speed, utterance.waveform, crops, crop_points,
+                                 masks, utterance.opening, utterance.width, utterance.silent, character.style,
+                                 video if held_out else None, points if held_out else None))
             if progress is not None:
                 progress(len(clips), len(identities) * config.clips_per_identity)
     return clips

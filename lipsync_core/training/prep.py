@@ -32,6 +32,7 @@ class PrepConfig:
     clip_stride: int | None = None  # default: clip_frames (no overlap)
     vae: str | None = None  # SayAnything checkpoint with a VAE or a single-file SVD: cache latents
     upper_edge: str = "nose"
+    mask_hold: float = 0.5  # seconds the crop-space mask holds the jaw's outline (face_masks' hold)
     workers: int = 1
     backend: str = "auto"  # mediapipe backend for landmarks
 
@@ -70,6 +71,13 @@ def read_video(path: str | os.PathLike, fps: float) -> np.ndarray:
     wanted = (np.arange(count) + 0.5) / fps
     picks = np.clip(np.searchsorted(times, wanted, side="right") - 1, 0, len(frames) - 1)
     return np.stack([frames[i] for i in picks])
+
+
+def mask_info(crop_size: int, upper_edge: str, mask_hold: float) -> dict:
+    """How a clip's crops and mask were made, for each shard clip's info (training writes it into the
+    model's ``defaults``); expand and feather are prepare_face_crops' defaults."""
+    return {"crop_size": int(crop_size), "upper_edge": upper_edge, "mask_expand": 0.08, "mask_feather": 0.06,
+            "mask_hold": float(mask_hold)}
 
 
 def clip_starts(usable: np.ndarray, clip_frames: int, stride: int) -> list[int]:
@@ -116,6 +124,7 @@ class _Worker:
         except ValueError as error:
             raise ValueError("no audio" if "no audio stream" in str(error) else str(error)) from error
         crops = prepare_face_crops(frames, fps=config.fps, size=config.crop_size, upper_edge=config.upper_edge,
+                                   mask_hold=config.mask_hold,
                                    backend=config.backend)
         found = crops.track.found
         if found.mean() < 0.5:
@@ -139,7 +148,8 @@ class _Worker:
                 clip["masked_latents"] = build_masked_video_conditioning(self.vae, pixels, mask)[0].half().numpy()
             clips.append(clip)
             infos.append({"source": video.name, "start_frame": start, "fps": config.fps,
-                          "num_frames": config.clip_frames, "crop_size": config.crop_size})
+                          "num_frames": config.clip_frames, **mask_info(config.crop_size, config.upper_edge,
+                                                                         config.mask_hold)})
         write_shard(target, clips, infos)
         return {"video": video.name, "clips": len(clips), "frames": len(frames)}
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..configs import SayAnythingConfig
+from ..configs import PRESETS, ModelDefaults, SayAnythingConfig
 from ..models import Conditioning, SayAnythingModel, make_added_time_ids
 from ..pipeline import build_masked_video_conditioning, downsample_mask, encode_latents
 from .dataset import LipSyncWindows
@@ -74,6 +74,9 @@ class TrainConfig:
     sample_every: int = 0  # 0 = no sample videos
     sample_steps: int = 10
     keep_checkpoints: int = 2
+    # Inference settings this run found best (e.g. the toy run's steps and guidance), written into the
+    # model files' ``defaults`` over what the data and the settings above imply (see trained_defaults).
+    inference_defaults: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.trainable not in TRAINABLE:
@@ -131,6 +134,29 @@ def load_vae(path: str | os.PathLike):
     from ..svd_import import load_svd_vae
 
     return load_svd_vae(path)
+
+
+# The mask settings prep (and the toy world) record per clip, as ModelDefaults names them.
+MASK_SETTINGS = ("upper_edge", "mask_expand", "mask_feather", "mask_hold")
+
+
+def trained_defaults(config: TrainConfig, model: SayAnythingModel, dataset: LipSyncWindows) -> ModelDefaults:
+    """The ``defaults`` the model files carry: what this run trained with, so inference matches it.
+
+    Starts from the model's own defaults (a fine-tuned checkpoint's) or the preset's, then the data's
+    crop size and mask settings, the window, canvas noise, fps and motion bucket of this run, then
+    ``config.inference_defaults``.
+    """
+    base = getattr(model, "defaults", None) or (
+        ModelDefaults.for_preset(config.model) if config.model in PRESETS else ModelDefaults())
+    info = dataset.index.entries[0][3]
+    crop_size = int(dataset[0]["frames"].shape[-1])
+    window = dataset.num_frames
+    return base.replace(
+        crop_size=crop_size, window=window, overlap=window // 4, noise_aug_strength=config.noise_aug_strength,
+        fps=config.fps, motion_bucket_id=config.motion_bucket_id,
+        **{name: info.get(name) for name in MASK_SETTINGS},
+    ).replace(**config.inference_defaults)
 
 
 def select_trainable(model: SayAnythingModel, trainable: str) -> list[nn.Parameter]:
@@ -300,6 +326,7 @@ def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
     if vae is None:
         raise ValueError("training needs a VAE (for the canvas and samples): give --vae or --init with one")
     vae.requires_grad_(False).eval()
+    defaults = trained_defaults(config, model, dataset)
     sampler = EpochSampler(len(dataset), config.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
                                          num_workers=config.num_workers)
@@ -358,15 +385,8 @@ def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
             stopping = config.stop_at_step is not None and state.step >= config.stop_at_step
             if (config.checkpoint_every and state.step % config.checkpoint_every == 0) or stopping:
                 _save_state(accelerator, output, state.step, config.keep_checkpoints)
-                _save_model(
-                    accelerator,
-                    objective,
-                    ema,
-                    parameters,
-                    vae,
-                    config,
-                    output / f"model-{state.step:07d}.safetensors",
-                )
+                _save_model(accelerator, objective, ema, parameters, vae, config, defaults,
+                            output / f"model-{state.step:07d}.safetensors")
             if stopping:
                 accelerator.print(f"stopped at step {state.step}; run again to resume")
                 accelerator.end_training()
@@ -381,7 +401,7 @@ def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
 
     accelerator.wait_for_everyone()
     final = output / "model.safetensors"
-    _save_model(accelerator, objective, ema, parameters, vae, config, final)
+    _save_model(accelerator, objective, ema, parameters, vae, config, defaults, final)
     accelerator.end_training()
     return final
 
@@ -422,7 +442,8 @@ def _save_state(accelerator, output: Path, step: int, keep: int) -> None:
     accelerator.wait_for_everyone()
 
 
-def _save_model(accelerator, objective, ema: EMA | None, parameters, vae, config: TrainConfig, path: Path) -> None:
+def _save_model(accelerator, objective, ema: EMA | None, parameters, vae, config: TrainConfig,
+                defaults: ModelDefaults, path: Path) -> None:
     """A checkpoint the nodes and `run` load as it is (EMA weights when EMA is on)."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -430,7 +451,7 @@ def _save_model(accelerator, objective, ema: EMA | None, parameters, vae, config
         if ema is not None:
             live = [p.detach().clone() for p in parameters]
             ema.copy_to(parameters)
-        save_checkpoint(path, model, vae=vae if config.embed_vae else None, overwrite=True)
+        save_checkpoint(path, model, vae=vae if config.embed_vae else None, overwrite=True, defaults=defaults)
         if ema is not None:
             with torch.no_grad():
                 for parameter, value in zip(parameters, live):

@@ -26,6 +26,8 @@ PACK_NODES = {
                                    ["whisper", "audio", "fps", "frame_count", "window"]),
     "SayAnythingFaceMask": (["MASK", "SAYANYTHING_FACE_TRACK", "IMAGE"],
                             ["images", "fps", "face", "face_index", "upper_edge", "expand", "feather"]),
+    "SayAnythingLoadFaceTrack": (["MASK", "SAYANYTHING_FACE_TRACK", "IMAGE"],
+                                 ["images", "track_file", "fps", "upper_edge", "expand", "feather"]),
     "SayAnythingFaceCrop": (["IMAGE", "MASK", "SAYANYTHING_FACE_CROP"], ["images", "mask", "face_track", "crop_size"]),
     "SayAnythingFacePaste": (["IMAGE"], ["images", "crops", "crop_mask", "face_crop"]),
     "SayAnythingModelLoader": (["SAYANYTHING_MODEL"], ["model", "svd_checkpoint", "precision"]),

@@ -1,4 +1,5 @@
-"""The shipped toy model makes a generated character talk (the README demo's model and command)."""
+"""The shipped toy model dubs a generated talking character with a new sentence (the README demo's
+model and command)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,26 @@ from pathlib import Path
 
 import av
 
+from lipsync_core.checkpoint import read_model_defaults
 from lipsync_core.toy.demo import DEMO_MODEL, demo_lipsync
 from lipsync_core.toy.measure import measure_opening, pearson
-from lipsync_core.toy.speech import mouth_targets
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_model_lip_syncs_a_new_character(whisper_tiny_dir):
     assert DEMO_MODEL.is_file() and DEMO_MODEL.stat().st_size < 20 * 2**20
-    # Through inference.lipsync, as `toy --demo` and the nodes run it, with the character's known track.
-    frames, track, audio = demo_lipsync(whisper_tiny_dir)
-    generated = (frames * 255).round().byte().numpy()
-    measured = measure_opening(generated, track.landmarks)
-    target, _ = mouth_targets(audio.waveform.numpy(), len(frames), 25.0)
-    assert pearson(measured, target) > 0.6
-    assert measured[target > 0.5].mean() > 3 * max(measured[target == 0].mean(), 0.02)  # opens with speech
+    # The file says how to run it: what the toy run trained and evaluated it with.
+    defaults = read_model_defaults(DEMO_MODEL)
+    assert (defaults.crop_size, defaults.window, defaults.noise_aug_strength, defaults.mask_hold) == (64, 8, 0.0, 0.5)
+    # Through inference.lipsync at those defaults, with the character's known track.
+    frames, case = demo_lipsync(whisper_tiny_dir)
+    measured = measure_opening((frames * 255).round().byte().numpy(), case.landmarks)
+    speech = ~case.silent
+    assert pearson(measured[speech], case.opening[speech]) > 0.6  # follows the new sentence
+    assert pearson(measured[speech], case.source_opening[speech]) < 0.3  # not the source's own mouth
+    assert (case.source_opening[case.silent] >= 0.15).mean() > 0.3  # the source talks in the new silences
+    assert (measured[case.silent] >= 0.15).mean() < 0.1  # the output does not
 
 
 def test_toy_demo_command_writes_a_talking_video(tmp_path, whisper_tiny_dir):
@@ -34,7 +39,7 @@ def test_toy_demo_command_writes_a_talking_video(tmp_path, whisper_tiny_dir):
     assert path == tmp_path / "demo.mp4"
     with av.open(str(path)) as container:
         video = container.streams.video[0]
-        assert (video.codec_context.width, video.codec_context.height) == (256, 256)
+        assert (video.codec_context.width, video.codec_context.height) == (640, 320)  # source | dubbed
         frames = sum(1 for _ in container.decode(video))
         audio_seconds = float(container.streams.audio[0].duration * container.streams.audio[0].time_base)
     assert abs(audio_seconds - frames / 25) < 0.08

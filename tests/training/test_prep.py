@@ -77,6 +77,9 @@ def test_prep_writes_shards_and_reports_bad_videos(video_folder, whisper_tiny_di
     assert len(index.entries) == frames_25 // 16 and all(entry[2] == 16 for entry in index.entries)
     clip = read_clip(*index.entries[0][:2])
     assert clip["frames"].shape == (16, 64, 64, 3) and clip["whisper"].shape == (16, 5, 10, 384)
+    # How the crops and masks were made travels with each clip (training writes it into the model).
+    info = index.entries[0][3]
+    assert (info["crop_size"], info["upper_edge"], info["mask_hold"]) == (64, "nose", 0.5)
     mask = clip["mask"].float() / 255
     assert 0.05 < mask.mean() < 0.6  # the lower face, not the whole crop
     lips = clip["landmarks"][:, 13].numpy()  # upper inner lip inside the mask, in crop pixels

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lipsync_core.face import FaceTrack, face_masks
+from lipsync_core.toy.characters import STYLES
 from lipsync_core.toy.measure import measure_opening, pearson
-from lipsync_core.toy.run import world_masks
 from lipsync_core.toy.speech import HELD_OUT_SENTENCES, SENTENCES
 from lipsync_core.toy.world import WorldConfig, generate_world
 
@@ -26,9 +27,12 @@ def test_world_is_deterministic_with_held_out_identities_and_sentences(world):
     held_out = set(range(len(SENTENCES) - HELD_OUT_SENTENCES, len(SENTENCES)))
     assert all(set(c.sentences) <= held_out for c in held)
     assert all(not set(c.sentences) & held_out for c in train)
-    assert {c.style for c in world} == {"photo", "cartoon"}
+    assert {c.style for c in world} <= set(STYLES) and len({c.style for c in world}) >= 3
     for clip in world:
         assert clip.frames.shape[1:] == (64, 64, 3) and clip.landmarks.shape == (len(clip.frames), 478, 2)
+        assert clip.mask.shape == (len(clip.frames), 64, 64) and clip.mask.dtype == np.uint8
+        # Held-out clips keep the rendered video and its landmarks (the user's-path proof dubs those).
+        assert (clip.video is not None) == (clip.split == "eval")
         assert abs(len(clip.waveform) / 16000 * 25 - len(clip.frames)) < 1
         # Speech opens the mouth; silence (start, gap, end) keeps it exactly closed.
         assert clip.silent[0] and clip.silent[-1] and 0.1 < clip.silent.mean() < 0.6
@@ -53,8 +57,7 @@ def test_ruler_reads_the_opening_from_pixels(world):
 
 def test_masks_come_from_the_team_mask_and_ignore_the_mouth(world):
     clip = max(world, key=lambda c: c.opening.max())
-    masks = world_masks(clip.landmarks, 64)
-    assert masks.dtype == np.uint8 and masks.shape == (len(clip.frames), 64, 64)
+    masks = clip.mask
     # Mouth and chin inside, eyes outside.
     for t in (0, int(np.argmax(clip.opening))):
         points = clip.landmarks[t]
@@ -64,3 +67,26 @@ def test_masks_come_from_the_team_mask_and_ignore_the_mouth(world):
         for index in (468, 473):
             x, y = points[index].round().astype(int)
             assert masks[t, y, x] < 13  # at most a faint feather tail at the eyes
+
+
+def test_talking_source_moves_the_jaw_but_not_the_held_mask(world):
+    """The source jaw drops as the mouth opens; a mask drawn per frame would follow it (and tell the
+    model the source mouth), the world's held mask (the pipeline's) does not."""
+    for clip in (c for c in world if c.opening.max() > 0.8):
+        chin = clip.landmarks[:, 152, 1] - clip.landmarks[:, [33, 263], 1].mean(1)  # chin below the eyes
+        assert pearson(chin, clip.opening) > 0.6
+        # Frame-to-frame changes of the mask area against those of the opening (head motion and scale
+        # change the area slowly; the jaw quickly).
+        per_frame = face_masks(FaceTrack(clip.landmarks, np.ones(len(clip.frames), bool), (64, 64)))
+        opening_change = np.diff(clip.opening)
+        assert pearson(np.diff(per_frame.sum((1, 2))), opening_change) > 0.5
+        assert abs(pearson(np.diff(clip.mask.astype(np.float32).sum((1, 2))), opening_change)) < 0.25
+
+
+def test_head_turns_and_scale_changes(world):
+    clip = next(c for c in world if c.split == "eval")
+    points = clip.video_landmarks
+    nose_offset = (points[:, 1, 0] - points[:, [234, 454], 0].mean(1)) / np.ptp(points[:, [234, 454], 0], axis=1)
+    face_width = np.linalg.norm(points[:, 454] - points[:, 234], axis=1)
+    assert np.ptp(nose_offset) > 0.05  # the nose moves across the face: the head turns
+    assert face_width.max() / face_width.min() > 1.04  # the head comes closer and goes back

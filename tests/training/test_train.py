@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lipsync_core.checkpoint import load_checkpoint, save_checkpoint
+from lipsync_core.checkpoint import load_checkpoint, read_model_defaults, save_checkpoint
 from lipsync_core.configs import SayAnythingConfig, build_vae
 from lipsync_core.models import SayAnythingModel
 from lipsync_core.training.train import TrainConfig, select_trainable
@@ -66,6 +66,11 @@ def test_two_processes_checkpoint_and_exact_resume(shard_folder, init_checkpoint
     assert first.keys() == second.keys()
     for key in first:
         torch.testing.assert_close(first[key], second[key], rtol=1e-5, atol=1e-6)
+    # The files carry what the run trained with: the data's crop size and mask hold, the window,
+    # canvas noise; settings the run did not touch stay the init model's.
+    defaults = read_model_defaults(straight / "model.safetensors")
+    assert (defaults.crop_size, defaults.window, defaults.overlap, defaults.mask_hold) == (64, 4, 1, 0.3)
+    assert defaults.noise_aug_strength == 0.02 and defaults.steps == read_model_defaults(init_checkpoint).steps
     start = load_file(str(init_checkpoint))
     assert any(not torch.equal(start[key], first[key]) for key in first if key.startswith("audio_projection."))
 
