@@ -117,11 +117,13 @@ def lipsync_file(
     settings: StreamSettings | None = None,
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
+    track=None,
 ) -> str:
     """Lip-sync ``video`` (a file, or an image held as a still) to ``speech`` (mono ``Audio``) into ``output``.
 
     ``mux_audio``: ``(samples float32 [channels, n], sample_rate)`` put in the output as it is (cut or
-    padded to the video); default: ``speech``. The output keeps the source's size, fps, pixel format
+    padded to the video); default: ``speech``. ``track``: a ``FaceTrack`` of the source frames instead of
+    mediapipe's. The output keeps the source's size, fps, pixel format
     and rotation. It appears under its name only when complete. Returns the output path.
     """
     from . import inference
@@ -143,15 +145,26 @@ def lipsync_file(
     chunk = settings.chunk or options.decode_chunk
     size = face_options.crop_size
 
-    # 1. Track (the first decode): landmarks only.
-    track = track_faces(
-        iter(reader),
-        fps=float(fps),
-        select=face_options.face,
-        face_index=face_options.face_index,
-        model_folders=face_options.model_folders,
-        progress=lambda done: report("tracking", done, 0),
-    )
+    # 1. Track (the first decode): landmarks only. A given track (another tracker's, a drawn
+    # character's known landmarks) replaces mediapipe; the pass still counts the frames.
+    if track is None:
+        track = track_faces(
+            iter(reader),
+            fps=float(fps),
+            select=face_options.face,
+            face_index=face_options.face_index,
+            model_folders=face_options.model_folders,
+            progress=lambda done: report("tracking", done, 0),
+        )
+    else:
+        for done, _frame in enumerate(reader, 1):
+            report("tracking", done, 0)
+        frame_size = (reader.info.height, reader.info.width)
+        if len(track.found) != reader.num_frames or tuple(track.frame_size) != frame_size:
+            raise ValueError(
+                f"the face track has {len(track.found)} frames of {tuple(track.frame_size)} but {video} has "
+                f"{reader.num_frames} frames of {frame_size}; give the track of this video"
+            )
     # 2. Lengths, audio features
     fitted = fit_audio_video(speech, reader.num_frames, fps, fit_mode)
     indices, num_frames = fitted.frame_indices, fitted.num_frames

@@ -17,7 +17,7 @@ from comfy_api.latest import InputImpl, io
 
 from ..lipsync_core.audio import FIT_MODES
 from . import model_folders
-from .types import SayAnythingModel, WhisperModel, auto, node_schema
+from .types import FaceTrack, SayAnythingModel, WhisperModel, auto, node_schema
 
 AUTO_EDGE = "auto"
 STAGES = ["tracking", "audio features", "canvas", "denoising", "writing"]
@@ -104,6 +104,12 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     tooltip="x264 quality of the streamed file (lower is better; 16 is close to "
                     "lossless). Save Video may encode again.",
                 ),
+                FaceTrack.Input(
+                    "face_track",
+                    optional=True,
+                    tooltip="Optional: the face track of this video's frames (SayAnything Load Face Track) instead "
+                    "of mediapipe's, for faces mediapipe does not find.",
+                ),
             ],
             outputs=[io.Video.Output(display_name="video")],
         )
@@ -124,6 +130,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
         upper_edge: str,
         reference_frame: int,
         crf: float,
+        face_track=None,
     ) -> io.NodeOutput:
         from ..lipsync_core.audio import audio_from_comfy
         from ..lipsync_core.inference import FaceOptions, SamplerOptions
@@ -175,6 +182,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     settings=StreamSettings(crf=crf, spill_dir=temp),
                     device=model.load_device,
                     progress=progress,
+                    track=face_track,
                 )
         finally:
             mm.soft_empty_cache()

@@ -151,6 +151,26 @@ def test_long_clip_keeps_exact_length_rate_size_and_audio(
             np.testing.assert_array_equal(captured[index], looped[index])
 
 
+def test_a_given_track_replaces_mediapipe_and_must_fit_the_video(tmp_path, astronaut, speech_wav, whisper_encoder,
+                                                                  toy, captured):
+    from lipsync_core.face import track_faces
+
+    clip = _clip(astronaut, tmp_path / "clip.mp4", 12, Fraction(25))
+    speech = inference.load_audio(speech_wav)
+    options = inference.SamplerOptions(steps=1)
+    lipsync_file(clip, speech, tmp_path / "a.mp4", toy, whisper_encoder, options, fit_mode="cut")
+    tracked = [frame.copy() for frame in captured]
+    captured.clear()
+    track = track_faces(VideoReader(clip), fps=25.0)
+    track.found[4] = False  # another tracker's verdict: that frame is left alone
+    lipsync_file(clip, speech, tmp_path / "b.mp4", toy, whisper_encoder, options, fit_mode="cut", track=track)
+    source = list(VideoReader(clip))
+    np.testing.assert_array_equal(captured[4], source[4])
+    assert not np.array_equal(tracked[4], source[4])
+    with pytest.raises(ValueError, match="face track has 11 frames"):
+        lipsync_file(clip, speech, tmp_path / "c.mp4", toy, whisper_encoder, options, track=track.select(range(11)))
+
+
 def test_output_keeps_the_source_pixel_format_and_rotation(tmp_path, astronaut, speech_wav, whisper_encoder, toy):
     clip = _clip(astronaut, tmp_path / "clip.mp4", 12, Fraction(25), size=(320, 256), pix_fmt="yuv444p", rotation=90)
     out = lipsync_file(
