@@ -6,7 +6,7 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
-from .types import IdFeatures, SayAnythingModel, WhisperFeatures, auto, check_frames, node_schema
+from .types import IdFeatures, SayAnythingModel, WhisperFeatures, auto, check_frames, node_schema, sampling_inputs
 
 
 class SayAnythingSampler(io.ComfyNode):
@@ -33,38 +33,7 @@ class SayAnythingSampler(io.ComfyNode):
                     step=0.001,
                     tooltip="Frame rate of the video (SVD's fps micro-conditioning).",
                 ),
-                io.Int.Input(
-                    "steps",
-                    default=0,
-                    min=0,
-                    max=200,
-                    tooltip="Denoising steps; 0 = the model's default (10 for SVD-sized models).",
-                ),
-                io.Int.Input(
-                    "seed",
-                    default=0,
-                    min=0,
-                    max=0xFFFFFFFFFFFFFFFF,
-                    control_after_generate=True,
-                    tooltip="Noise seed; the same seed and inputs give the same video.",
-                ),
-                io.Float.Input(
-                    "reference_guidance",
-                    default=-1.0,
-                    min=-1.0,
-                    max=20.0,
-                    step=0.05,
-                    tooltip="How strongly the output follows the reference identity (1 = no extra "
-                    "push); -1 = the model's default.",
-                ),
-                io.Float.Input(
-                    "audio_guidance",
-                    default=-1.0,
-                    min=-1.0,
-                    max=20.0,
-                    step=0.05,
-                    tooltip="How strongly the lips follow the audio (1 = no extra push); -1 = the model's default.",
-                ),
+                *sampling_inputs(),
                 io.Int.Input(
                     "window",
                     default=0,

@@ -33,6 +33,44 @@ def node_schema(**fields) -> io.Schema:
     return io.Schema(category=CATEGORY, **fields)
 
 
+def sampling_inputs() -> list:
+    """The sampler's widgets shared by SayAnything Sampler and Lip Sync Video (0 / -1 = the model's own)."""
+    return [
+        io.Int.Input(
+            "steps",
+            default=0,
+            min=0,
+            max=200,
+            tooltip="Denoising steps; 0 = the model's default (10 for SVD-sized models).",
+        ),
+        io.Int.Input(
+            "seed",
+            default=0,
+            min=0,
+            max=0xFFFFFFFFFFFFFFFF,
+            control_after_generate=True,
+            tooltip="Noise seed; the same seed and inputs give the same video.",
+        ),
+        io.Float.Input(
+            "reference_guidance",
+            default=-1.0,
+            min=-1.0,
+            max=20.0,
+            step=0.05,
+            tooltip="How strongly the output follows the reference identity (1 = no extra push); -1 = the "
+            "model's default.",
+        ),
+        io.Float.Input(
+            "audio_guidance",
+            default=-1.0,
+            min=-1.0,
+            max=20.0,
+            step=0.05,
+            tooltip="How strongly the lips follow the audio (1 = no extra push); -1 = the model's default.",
+        ),
+    ]
+
+
 def auto(value, unset):
     """A widget's ``auto`` sentinel (0 or -1) -> None, which lipsync_core fills from the model file."""
     return None if value == unset else value

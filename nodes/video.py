@@ -17,7 +17,7 @@ from comfy_api.latest import InputImpl, io
 
 from ..lipsync_core.audio import FIT_MODES
 from . import model_folders
-from .types import FaceTrack, SayAnythingModel, WhisperModel, auto, node_schema
+from .types import FaceTrack, SayAnythingModel, WhisperModel, auto, node_schema, sampling_inputs
 
 AUTO_EDGE = "auto"
 STAGES = ["tracking", "audio features", "canvas", "denoising", "writing"]
@@ -48,31 +48,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     tooltip="When lengths differ: loop or pingpong the video to the audio, pad the audio "
                     "with silence to the video, or cut both to the shorter.",
                 ),
-                io.Int.Input(
-                    "seed",
-                    default=0,
-                    min=0,
-                    max=0xFFFFFFFFFFFFFFFF,
-                    control_after_generate=True,
-                    tooltip="Noise seed; the same seed and inputs give the same video.",
-                ),
-                io.Int.Input("steps", default=0, min=0, max=200, tooltip="Denoising steps; 0 = the model's default."),
-                io.Float.Input(
-                    "reference_guidance",
-                    default=-1.0,
-                    min=-1.0,
-                    max=20.0,
-                    step=0.05,
-                    tooltip="How strongly the output follows the reference identity; -1 = the model's default.",
-                ),
-                io.Float.Input(
-                    "audio_guidance",
-                    default=-1.0,
-                    min=-1.0,
-                    max=20.0,
-                    step=0.05,
-                    tooltip="How strongly the lips follow the audio; -1 = the model's default.",
-                ),
+                *sampling_inputs(),
                 io.Int.Input(
                     "crop_size",
                     default=0,
@@ -122,8 +98,8 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
         video,
         audio: dict,
         fit: str,
-        seed: int,
         steps: int,
+        seed: int,
         reference_guidance: float,
         audio_guidance: float,
         crop_size: int,

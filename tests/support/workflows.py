@@ -35,7 +35,7 @@ PACK_NODES = {
     "SayAnythingSampler": (["IMAGE"], ["model", "crops", "crop_mask", "audio_features", "id_features", "fps", "steps",
                                        "seed", "reference_guidance", "audio_guidance", "window", "overlap",
                                        "decode_chunk"]),
-    "SayAnythingLipSyncVideo": (["VIDEO"], ["model", "whisper", "video", "audio", "fit", "seed", "steps",
+    "SayAnythingLipSyncVideo": (["VIDEO"], ["model", "whisper", "video", "audio", "fit", "steps", "seed",
                                             "reference_guidance", "audio_guidance", "crop_size", "upper_edge",
                                             "reference_frame", "crf"]),
 }
