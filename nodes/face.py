@@ -17,6 +17,46 @@ UPPER_EDGES = ["mouth", "nose", "eyes"]
 USER_MASK_MODES = ["replace", "intersect", "union"]
 
 
+def mask_inputs() -> list:
+    """The adaptive mask's widgets (Face Mask, Load Face Track): upper edge, expand, feather, hold."""
+    return [
+        io.Combo.Input(
+            "upper_edge",
+            options=UPPER_EDGES,
+            default="nose",
+            tooltip="Top of the mask. Higher edges hide more of the source lips and reduce "
+            "lip-motion leakage (KeySync: eye level); lower edges keep more of the face.",
+        ),
+        io.Float.Input(
+            "expand",
+            default=0.08,
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            tooltip="Grow the mask by this fraction of the face size.",
+        ),
+        io.Float.Input(
+            "feather",
+            default=0.06,
+            min=0.0,
+            max=0.5,
+            step=0.01,
+            tooltip="Soft edge width as a fraction of the face size.",
+        ),
+        io.Float.Input(
+            "mask_hold",
+            default=0.5,
+            min=0.0,
+            max=5.0,
+            step=0.05,
+            optional=True,
+            tooltip="Seconds before and after each frame whose mouth outlines the mask covers "
+            "(taken in the aligned face), so the mask does not open and close with the source "
+            "jaw and cannot tell the model how the source lips moved (ours: 0.5 s).",
+        ),
+    ]
+
+
 class SayAnythingFaceMask(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -49,40 +89,7 @@ class SayAnythingFaceMask(io.ComfyNode):
                     max=16,
                     tooltip="Face number from the left, used when face is 'index'.",
                 ),
-                io.Combo.Input(
-                    "upper_edge",
-                    options=UPPER_EDGES,
-                    default="nose",
-                    tooltip="Top of the mask. Higher edges hide more of the source lips and reduce "
-                    "lip-motion leakage (KeySync: eye level); lower edges keep more of the face.",
-                ),
-                io.Float.Input(
-                    "expand",
-                    default=0.08,
-                    min=0.0,
-                    max=1.0,
-                    step=0.01,
-                    tooltip="Grow the mask by this fraction of the face size.",
-                ),
-                io.Float.Input(
-                    "feather",
-                    default=0.06,
-                    min=0.0,
-                    max=0.5,
-                    step=0.01,
-                    tooltip="Soft edge width as a fraction of the face size.",
-                ),
-                io.Float.Input(
-                    "mask_hold",
-                    default=0.5,
-                    min=0.0,
-                    max=5.0,
-                    step=0.05,
-                    optional=True,
-                    tooltip="Seconds before and after each frame whose mouth outlines the mask covers "
-                    "(taken in the aligned face), so the mask does not open and close with the source "
-                    "jaw and cannot tell the model how the source lips moved (ours: 0.5 s).",
-                ),
+                *mask_inputs(),
                 io.Mask.Input(
                     "user_mask",
                     optional=True,

@@ -9,7 +9,7 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from .face import UPPER_EDGES
+from .face import mask_inputs
 from .types import CATEGORY, FaceTrack, check_frames
 
 TRACK_SUFFIX = ".npz"
@@ -39,15 +39,7 @@ class SayAnythingLoadFaceTrack(io.ComfyNode):
                                tooltip="A FaceTrack .npz in ComfyUI's input folder."),
                 io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
                                tooltip="Frame rate of the frames (the mask hold is in seconds)."),
-                io.Combo.Input("upper_edge", options=UPPER_EDGES, default="nose",
-                               tooltip="Top of the mask (see SayAnything Face Mask)."),
-                io.Float.Input("expand", default=0.08, min=0.0, max=1.0, step=0.01,
-                               tooltip="Grow the mask by this fraction of the face size."),
-                io.Float.Input("feather", default=0.06, min=0.0, max=0.5, step=0.01,
-                               tooltip="Soft edge width as a fraction of the face size."),
-                io.Float.Input("mask_hold", default=0.5, min=0.0, max=5.0, step=0.05, optional=True,
-                               tooltip="Seconds the mask holds the jaw's outline (see SayAnything Face Mask): a "
-                               "mask that follows the source jaw leaks the source mouth."),
+                *mask_inputs(),
             ],
             outputs=[
                 io.Mask.Output(display_name="mask"),
