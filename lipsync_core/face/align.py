@@ -28,6 +28,9 @@ _FIVE_POINTS_112 = np.array(
 )
 
 
+STABLE_POINTS = 3  # of the five: both eyes and the nose tip
+
+
 def crop_template(size: int = DEFAULT_CROP_SIZE, zoom: float = 0.75, centre_y: float = 0.43) -> np.ndarray:
     """Where the five reference points go in the crop ``[5, 2]``; ``zoom`` is the face scale in the crop."""
     relative = (_FIVE_POINTS_112 / 112.0 - 0.5) * zoom + np.array([0.5, centre_y])
@@ -95,18 +98,20 @@ def align_transforms(
 ) -> np.ndarray:
     """Transforms frame -> crop ``float32 [T, 2, 3]`` from the track's landmarks.
 
-    Each frame's five reference points (from the track's One-Euro-smoothed landmarks) are fitted to
-    :func:`crop_template`. ``temporal_sigma`` > 0 adds a Gaussian smoothing (in frames) of the crop
+    Each frame's eyes and nose tip (from the track's One-Euro-smoothed landmarks) are fitted to their
+    places in :func:`crop_template`. ``temporal_sigma`` > 0 adds a Gaussian smoothing (in frames) of the crop
     centre, scale and angle within runs of found frames; off by default because the adaptive One-Euro
     smoothing already steadies still faces without lagging behind fast ones.
     Frames without a face get a transform interpolated from their neighbours so a crop is always
     defined (they are never pasted back). Raises one clear error when no frame has a face.
     """
     track.require_face()
-    template = crop_template(size, zoom, centre_y)
+    # Fitted on the eyes and the nose tip only: the mouth corners move with speech, and a crop that
+    # followed them would carry the source mouth's motion into everything the model sees (leakage).
+    template = crop_template(size, zoom, centre_y)[:STABLE_POINTS]
     found = np.flatnonzero(track.found)
     params = np.zeros((track.num_frames, 4))
-    points = five_points(track.landmarks)
+    points = five_points(track.landmarks)[..., :STABLE_POINTS, :]
     for t in found:
         params[t] = _to_params(similarity_transform(points[t], template), size)
     params[found, 3] = np.unwrap(params[found, 3])
