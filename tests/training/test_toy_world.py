@@ -90,3 +90,25 @@ def test_head_turns_and_scale_changes(world):
     face_width = np.linalg.norm(points[:, 454] - points[:, 234], axis=1)
     assert np.ptp(nose_offset) > 0.05  # the nose moves across the face: the head turns
     assert face_width.max() / face_width.min() > 1.04  # the head comes closer and goes back
+
+
+def test_outside_the_mask_a_talking_source_looks_like_a_silent_one():
+    """What the model sees of the source (the crop outside the held mask) must not tell how the
+    source mouth moves: the same character and head motion, talking or with the mouth shut."""
+    from lipsync_core.toy.characters import Character
+    from lipsync_core.toy.world import crop_clip, render_clip
+
+    config = WorldConfig()
+    frames = 40
+    talking = (0.5 + 0.5 * np.sin(2 * np.pi * 3 * np.arange(frames) / config.fps)).astype(np.float32)
+    character = Character.random(np.random.default_rng([3, 1]), 2 * config.video_size)
+    crops = {}
+    for name, opening in (("talking", talking), ("shut", np.zeros(frames, np.float32))):
+        video, points = render_clip(character, opening, np.full(frames, 0.5, np.float32), config.video_size,
+                                    np.random.default_rng(7), config.fps)
+        crops[name], _, masks = crop_clip(video, points, config)
+        if name == "talking":
+            outside = masks == 0
+    difference = np.abs(crops["talking"].astype(np.int16) - crops["shut"]).max(-1)
+    assert outside.mean() > 0.4
+    assert np.mean(difference[outside]) < 0.05
