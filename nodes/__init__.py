@@ -10,6 +10,7 @@ from .face import SayAnythingFaceCrop, SayAnythingFaceMask, SayAnythingFacePaste
 from .face_track_file import SayAnythingLoadFaceTrack
 from .model import SayAnythingModelLoader, SayAnythingReferenceEncode
 from .model_folders import register_model_folders
+from .motion import SayAnythingMouthMotionEdit, SayAnythingMouthMotionFromVideo, SayAnythingMouthMotionPreview
 from .sampler import SayAnythingSampler
 from .video import SayAnythingLipSyncVideo
 from .whisper import SayAnythingWhisperFeatures, SayAnythingWhisperLoader
@@ -27,6 +28,9 @@ NODES: list[type[io.ComfyNode]] = [
     SayAnythingReferenceEncode,
     SayAnythingSampler,
     SayAnythingLipSyncVideo,
+    SayAnythingMouthMotionFromVideo,
+    SayAnythingMouthMotionEdit,
+    SayAnythingMouthMotionPreview,
 ]
 
 

@@ -19,6 +19,7 @@ WhisperFeatures = io.Custom("SAYANYTHING_WHISPER_FEATURES")
 FaceTrack = io.Custom("SAYANYTHING_FACE_TRACK")
 FaceCrop = io.Custom("SAYANYTHING_FACE_CROP")
 IdFeatures = io.Custom("SAYANYTHING_ID_FEATURES")
+MouthMotion = io.Custom("SAYANYTHING_MOUTH_MOTION")  # lipsync_core.motion.MouthMotion
 
 CATEGORY = "SayAnything"
 PRECISIONS = ["auto", "bf16", "fp16", "fp32"]

@@ -38,6 +38,11 @@ PACK_NODES = {
     "SayAnythingLipSyncVideo": (["VIDEO"], ["model", "whisper", "video", "audio", "fit", "steps", "seed",
                                             "reference_guidance", "audio_guidance", "crop_size", "upper_edge",
                                             "reference_frame", "crf"]),
+    "SayAnythingMouthMotionFromVideo": (["SAYANYTHING_MOUTH_MOTION", "IMAGE"],
+                                        ["images", "fps", "face", "face_index"]),
+    "SayAnythingMouthMotionEdit": (["SAYANYTHING_MOUTH_MOTION", "IMAGE"],
+                                   ["motion", "gain", "smoothing", "width_bias", "shift"]),
+    "SayAnythingMouthMotionPreview": (["IMAGE"], ["motion"]),
 }
 
 # Small but real: 64 px crops (16x16 latents with the tiny VAE), 2 steps, windows of 4.

@@ -1,0 +1,54 @@
+"""The mouth-motion nodes in a real ComfyUI: driving video -> motion (retargeted) -> edit -> preview."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.support.workflows import run_ok
+from tools.demo_assets import PORTRAIT_FILE, VIDEO_FILE
+
+pytestmark = pytest.mark.comfy
+
+FACE_MASK = {"fps": 25.0, "face": "largest", "face_index": 0, "upper_edge": "nose", "expand": 0.08,
+             "feather": 0.06}
+
+
+def _prompt(other: str) -> dict:
+    return {
+        "video": {"class_type": "LoadVideo", "inputs": {"file": VIDEO_FILE}},
+        "parts": {"class_type": "GetVideoComponents", "inputs": {"video": ["video", 0]}},
+        "portrait": {"class_type": "LoadImage", "inputs": {"image": PORTRAIT_FILE}},
+        "target": {"class_type": "SayAnythingFaceMask", "inputs": {"images": ["portrait", 0], **FACE_MASK}},
+        "driving": {"class_type": "SayAnythingMouthMotionFromVideo",
+                    "inputs": {"images": ["parts", 0], "fps": ["parts", 2], "face": "largest", "face_index": 0,
+                               "target_track": ["target", 1]}},
+        "still": {"class_type": "SayAnythingMouthMotionFromVideo",
+                  "inputs": {"images": ["portrait", 0], "fps": 25.0, "face": "largest", "face_index": 0}},
+        "edit": {"class_type": "SayAnythingMouthMotionEdit",
+                 "inputs": {"motion": ["driving", 0], "gain": 1.5, "smoothing": 1.0, "width_bias": 0.1, "shift": 2.0,
+                            "other": [other, 0], "blend": 0.5}},
+        "plot": {"class_type": "SayAnythingMouthMotionPreview",
+                 "inputs": {"motion": ["edit", 0], "compare": ["driving", 0]}},
+        "save_plot": {"class_type": "SaveImage", "inputs": {"images": ["plot", 0], "filename_prefix": "motion_plot"}},
+        "save_edit": {"class_type": "SaveImage", "inputs": {"images": ["edit", 1], "filename_prefix": "motion_edit"}},
+    }
+
+
+def test_motion_nodes_run_and_plot(comfy, comfy_base, comfy_inputs, object_info):
+    result = run_ok(comfy, _prompt(other="driving"))
+    files = comfy.output_files(result.prompt_id, comfy_base)
+    assert len(files) == 2
+    for path in files:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        assert image.shape == (320, 768, 3)
+        assert (image.std(axis=2) > 40).sum() > 300  # coloured curves drawn on the grey plot
+
+
+def test_blending_motions_of_different_lengths_is_a_clear_error(comfy, comfy_inputs, object_info):
+    # the still portrait gives a 1-frame motion; the driving clip has 10 frames at 5 fps
+    result = comfy.run(_prompt(other="still"))
+    assert result.status == "error"
+    assert result.error["node_type"] == "SayAnythingMouthMotionEdit"
+    assert "different lengths: 10 frames and 1 frames" in result.error["exception_message"]
