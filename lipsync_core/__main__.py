@@ -8,7 +8,11 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("init", "bench", "run", "prep", "train", "toy")
+COMMANDS = ("init", "bench", "run", "prep", "train", "train-motion", "toy")
+
+
+def _module_name(command: str) -> str:
+    return f"{__package__}.commands.{command.replace('-', '_')}"  # train-motion -> commands/train_motion.py
 
 
 def main(argv=None) -> int:
@@ -21,14 +25,14 @@ def main(argv=None) -> int:
             subparsers.add_parser(name)
             continue
         try:
-            module = importlib.import_module(f"{__package__}.commands.{name}")
+            module = importlib.import_module(_module_name(name))
         except ModuleNotFoundError as error:
-            if error.name != f"{__package__}.commands.{name}":
+            if error.name != _module_name(name):
                 raise
             continue
         module.add_arguments(subparsers.add_parser(name, help=module.HELP, description=module.HELP))
     args = parser.parse_args(argv)
-    module = importlib.import_module(f"{__package__}.commands.{args.command}")
+    module = importlib.import_module(_module_name(args.command))
     return int(module.main(args) or 0)
 
 

@@ -267,3 +267,30 @@ def plot_motion(
         colour = _PLOT_COLOURS[k % len(_PLOT_COLOURS)]
         cv2.putText(image, label, (margin + 8 + 130 * k, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
     return image
+
+
+def mouth_motion_from_audio(
+    model,
+    whisper,
+    audio,
+    fps: float,
+    num_frames: int | None = None,
+    target: FaceTrack | None = None,
+    progress=None,
+) -> MouthMotion:
+    """Mouth motion predicted from speech by a ``models.mouth_motion.AudioToMouthMotion``.
+
+    The Whisper features are computed at the model's own fps (its temporal layers count frames), and
+    the motion is resampled to ``fps`` / ``num_frames`` (default: the audio's length). ``target``: the
+    face that will speak; its rest mouth replaces the model's average one.
+    """
+    from .audio.fit import frame_count
+
+    model_fps = model.config.fps
+    if num_frames is None:
+        num_frames = frame_count(audio.num_samples, audio.sample_rate, fps)
+    model_frames = max(1, int(np.ceil(num_frames / fps * model_fps)))
+    features = whisper.frame_features(audio, model_fps, num_frames=model_frames, window=model.config.window,
+                                      progress=progress)
+    rest = None if target is None else motion_from_track(target, fps).rest
+    return model.predict(features, model_fps, rest).resample(fps, num_frames)

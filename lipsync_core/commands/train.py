@@ -34,12 +34,17 @@ _HELP = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..training.train import TrainConfig
 
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
+    add_dataclass_arguments(parser, TrainConfig, _HELP)
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, config_class: type, helps: dict[str, str]) -> None:
+    """One ``--flag`` per field of a config dataclass (``train``, ``train-motion``)."""
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
         flag = "--" + field.name.replace("_", "-")
         kind = hints[field.name]
         required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        text = _HELP.get(field.name, field.name.replace("_", " "))
+        text = helps.get(field.name, field.name.replace("_", " "))
         if kind is dict:  # a JSON object, e.g. --inference-defaults '{"steps": 20}'
             parser.add_argument(flag, type=json.loads, default=field.default_factory(), help=text + " (JSON)")
             continue
