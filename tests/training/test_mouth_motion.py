@@ -1,0 +1,75 @@
+"""Mouth Motion from Audio: the model file, training on shards with real Whisper features, prediction."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lipsync_core.audio import Audio, load_audio
+from lipsync_core.checkpoint import CheckpointError
+from lipsync_core.models.mouth_motion import (
+    AudioToMouthMotion,
+    MouthMotionConfig,
+    load_mouth_motion_model,
+    save_mouth_motion_model,
+)
+from lipsync_core.motion import mouth_motion_from_audio, mouth_width
+from lipsync_core.training.motion import MotionTrainConfig, evaluate_mouth_motion, load_motion_clips, train_mouth_motion
+
+
+@pytest.fixture(scope="module")
+def trained(shard_folder, tmp_path_factory):
+    torch.set_num_threads(1)
+    output = tmp_path_factory.mktemp("motion_run")
+    config = MotionTrainConfig(data=str(shard_folder), output=str(output), eval_data=str(shard_folder),
+                               num_frames=24, batch_size=4, max_steps=60, hidden_dim=64, log_every=10)
+    return train_mouth_motion(config), output
+
+
+def test_training_learns_and_writes_a_loadable_file(trained, shard_folder):
+    path, output = trained
+    log = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+    model = load_mouth_motion_model(path)
+    assert model.config.hidden_dim == 64 and model.config.num_layers == 5 and model.config.feature_dim == 384
+    # the stored rest shape is the data's mean closed mouth
+    clips = load_motion_clips(shard_folder)
+    np.testing.assert_allclose(model.rest.numpy(), np.mean([c.rest for c in clips], axis=0), atol=1e-6)
+    results = json.loads((output / "results.json").read_text())
+    assert results["clips"] == len(clips) and -1 <= results["r_all_frames"] <= 1
+    assert evaluate_mouth_motion(model, shard_folder)["r_all_frames"] == pytest.approx(results["r_all_frames"])
+
+
+def test_model_file_round_trip_and_clear_errors(tmp_path, trained):
+    torch.manual_seed(0)
+    model = AudioToMouthMotion(MouthMotionConfig(hidden_dim=32, temporal_layers=2))
+    path = save_mouth_motion_model(tmp_path / "m.safetensors", model)
+    features = torch.randn(1, 12, 5, 10, 384)
+    torch.testing.assert_close(load_mouth_motion_model(path)(features), model.eval()(features))
+    with pytest.raises(ValueError, match=r"expects Whisper features \[B, T, 5, 10, 384\]"):
+        model(torch.randn(1, 12, 5, 8, 384))
+    with pytest.raises(CheckpointError, match="No mouth motion model at .*missing.safetensors"):
+        load_mouth_motion_model(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"), metadata={"format": "sayanything"})
+    with pytest.raises(CheckpointError, match="other.safetensors is not a SayAnything mouth motion model"):
+        load_mouth_motion_model(tmp_path / "other.safetensors")
+
+
+def test_motion_from_audio_at_any_fps_on_a_target_mouth(trained, whisper_encoder, speech_wav):
+    model = load_mouth_motion_model(trained[0])
+    audio = load_audio(speech_wav)
+    motion = mouth_motion_from_audio(model, whisper_encoder, audio, fps=30)
+    expected = int(audio.num_samples / audio.sample_rate * 30)
+    assert motion.fps == 30 and abs(motion.num_frames - expected) <= 1
+    np.testing.assert_allclose(motion.rest, model.rest.numpy())
+    # speech opens the mouth more than the silence around it does
+    silence = mouth_motion_from_audio(model, whisper_encoder, Audio(torch.zeros(32000), 16000), fps=30)
+    assert np.ptp(motion.opening()) > np.ptp(silence.opening())
+    fixed = mouth_motion_from_audio(model, whisper_encoder, audio, fps=25, num_frames=40)
+    assert fixed.num_frames == 40
+    assert mouth_width(fixed.rest) > 0
