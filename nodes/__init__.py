@@ -10,7 +10,12 @@ from .face import SayAnythingFaceCrop, SayAnythingFaceMask, SayAnythingFacePaste
 from .face_track_file import SayAnythingLoadFaceTrack
 from .model import SayAnythingModelLoader, SayAnythingReferenceEncode
 from .model_folders import register_model_folders
-from .motion import SayAnythingMouthMotionEdit, SayAnythingMouthMotionFromVideo, SayAnythingMouthMotionPreview
+from .motion import (
+    SayAnythingMouthMotionEdit,
+    SayAnythingMouthMotionFromAudio,
+    SayAnythingMouthMotionFromVideo,
+    SayAnythingMouthMotionPreview,
+)
 from .sampler import SayAnythingSampler
 from .video import SayAnythingLipSyncVideo
 from .whisper import SayAnythingWhisperFeatures, SayAnythingWhisperLoader
@@ -28,6 +33,7 @@ NODES: list[type[io.ComfyNode]] = [
     SayAnythingReferenceEncode,
     SayAnythingSampler,
     SayAnythingLipSyncVideo,
+    SayAnythingMouthMotionFromAudio,
     SayAnythingMouthMotionFromVideo,
     SayAnythingMouthMotionEdit,
     SayAnythingMouthMotionPreview,

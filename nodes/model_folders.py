@@ -1,5 +1,6 @@
-"""ComfyUI model folders of the pack: ``models/sayanything`` (checkpoints), ``models/whisper`` and
-``models/mediapipe`` (a ``face_landmarker.task`` for mediapipe releases without the legacy face mesh).
+"""ComfyUI model folders of the pack: ``models/sayanything`` (checkpoints), ``models/whisper``,
+``models/mediapipe`` (a ``face_landmarker.task`` for mediapipe releases without the legacy face mesh) and
+``models/sayanything_motion`` (Mouth Motion from Audio models).
 
 Both are registered through ``folder_paths`` so extra_model_paths.yaml entries named ``sayanything``
 or ``whisper`` are honoured. Whisper models are transformers folders, so that folder lists
@@ -15,6 +16,7 @@ import folder_paths
 SAYANYTHING_FOLDER = "sayanything"
 WHISPER_FOLDER = "whisper"
 MEDIAPIPE_FOLDER = "mediapipe"  # face_landmarker.task, only for mediapipe versions without the legacy face mesh
+MOTION_FOLDER = "sayanything_motion"  # Mouth Motion from Audio models (`python -m lipsync_core train-motion`)
 SVD_FOLDER = "checkpoints"  # the user's svd_xt*.safetensors, shared with ComfyUI's own SVD nodes
 SAYANYTHING_EXTENSIONS = {".safetensors", ".sft"}
 
@@ -23,7 +25,7 @@ def register_model_folders() -> None:
     """Add our folders next to ComfyUI's own (idempotent; keeps paths from extra_model_paths.yaml)."""
     models_dir = folder_paths.models_dir
     for name, extensions in ((SAYANYTHING_FOLDER, SAYANYTHING_EXTENSIONS), (WHISPER_FOLDER, {""}),
-                             (MEDIAPIPE_FOLDER, {".task"})):
+                             (MEDIAPIPE_FOLDER, {".task"}), (MOTION_FOLDER, SAYANYTHING_EXTENSIONS)):
         default = os.path.join(models_dir, name)
         if name in folder_paths.folder_names_and_paths:
             paths, known = folder_paths.folder_names_and_paths[name]
@@ -40,6 +42,10 @@ def folder_paths_for(folder: str) -> list[str]:
 
 def sayanything_checkpoints() -> list[str]:
     return folder_paths.get_filename_list(SAYANYTHING_FOLDER)
+
+
+def motion_models() -> list[str]:
+    return folder_paths.get_filename_list(MOTION_FOLDER)
 
 
 def svd_checkpoints() -> list[str]:

@@ -1,4 +1,5 @@
-"""Mouth-motion nodes (issue 11): take a mouth's motion from a driving video, edit it, plot it.
+"""Mouth-motion nodes (issue 11): predict a mouth's motion from speech, take it from a driving video,
+edit it, plot it.
 
 A MOUTH_MOTION is ``lipsync_core.motion.MouthMotion``: the 40 lip landmarks per frame in the aligned
 face crop (crop units) with their fps and the mouth's rest shape.
@@ -10,9 +11,10 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
+from ..lipsync_core.audio import audio_from_comfy
 from . import model_folders
 from .face import FACE_CHOICES
-from .types import FaceTrack, MouthMotion, check_frames, node_schema
+from .types import FaceTrack, MouthMotion, WhisperModel, check_frames, node_schema
 
 
 def _preview(motions: list, labels: list[str]) -> torch.Tensor:
@@ -78,6 +80,71 @@ class SayAnythingMouthMotionFromVideo(io.ComfyNode):
         )
         motion = mouth_motion_from_video(track, fps, target=target_track)
         return io.NodeOutput(motion, _preview([motion], ["driving"]))
+
+
+class SayAnythingMouthMotionFromAudio(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return node_schema(
+            node_id="SayAnythingMouthMotionFromAudio",
+            display_name="SayAnything Mouth Motion from Audio",
+            description="Predicts the lips' motion from speech with a small Mouth Motion from Audio model "
+            "(models/sayanything_motion, trained by `python -m lipsync_core train-motion`) on Whisper features "
+            "(ours). Connect whisper from SayAnything Whisper Loader, audio and frame_count from SayAnything Fit "
+            "Audio to Video; motion goes to SayAnything Mouth Motion Edit or SayAnything Mouth Motion Preview.",
+            inputs=[
+                io.Combo.Input(
+                    "model",
+                    options=model_folders.motion_models(),
+                    tooltip="A Mouth Motion from Audio model file in models/sayanything_motion.",
+                ),
+                WhisperModel.Input(
+                    "whisper", tooltip="From SayAnything Whisper Loader: the Whisper the model was trained with."
+                ),
+                io.Audio.Input("audio", tooltip="The speech."),
+                io.Float.Input(
+                    "fps",
+                    default=25.0,
+                    min=1.0,
+                    max=240.0,
+                    step=0.001,
+                    tooltip="Frame rate of the motion (the video's); the model runs at its own and is resampled.",
+                ),
+                io.Int.Input(
+                    "frame_count",
+                    default=0,
+                    min=0,
+                    max=1_000_000,
+                    tooltip="Frames of motion; 0 = as long as the audio.",
+                ),
+                FaceTrack.Input(
+                    "target_track",
+                    optional=True,
+                    tooltip="The face that will speak (SayAnything Face Mask's face_track): the motion takes its "
+                    "closed mouth. Without it the model's average mouth is used.",
+                ),
+            ],
+            outputs=[MouthMotion.Output(display_name="motion"), io.Image.Output(display_name="preview")],
+        )
+
+    @classmethod
+    def execute(cls, model: str, whisper, audio: dict, fps: float, frame_count: int, target_track=None):
+        from ..lipsync_core.models.mouth_motion import load_mouth_motion_model
+        from ..lipsync_core.motion import mouth_motion_from_audio
+
+        network = load_mouth_motion_model(model_folders.resolve_model_path(model_folders.MOTION_FOLDER, model))
+        progress = comfy.utils.ProgressBar(1)
+        with whisper.on_device() as encoder:
+            motion = mouth_motion_from_audio(
+                network,  # ~1 M parameters: runs on the CPU, next to the features
+                encoder,
+                audio_from_comfy(audio),
+                fps,
+                num_frames=frame_count or None,
+                target=target_track,
+                progress=progress.update_absolute,
+            )
+        return io.NodeOutput(motion, _preview([motion], ["from audio"]))
 
 
 class SayAnythingMouthMotionEdit(io.ComfyNode):

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from tests.support.workflows import run_ok
-from tools.demo_assets import PORTRAIT_FILE, VIDEO_FILE
+from tools.demo_assets import PORTRAIT_FILE, SPEECH_FILE, VIDEO_FILE, WHISPER_FOLDER
 
 pytestmark = pytest.mark.comfy
 
@@ -52,3 +52,29 @@ def test_blending_motions_of_different_lengths_is_a_clear_error(comfy, comfy_inp
     assert result.status == "error"
     assert result.error["node_type"] == "SayAnythingMouthMotionEdit"
     assert "different lengths: 10 frames and 1 frames" in result.error["exception_message"]
+
+
+def test_motion_from_audio_node(comfy, comfy_base, comfy_models, comfy_inputs, object_info):
+    import torch
+
+    from lipsync_core.models.mouth_motion import AudioToMouthMotion, MouthMotionConfig, save_mouth_motion_model
+
+    torch.manual_seed(0)  # an untrained model: this checks the node's plumbing, training is tested elsewhere
+    save_mouth_motion_model(comfy_models / "sayanything_motion" / "motion_test.safetensors",
+                            AudioToMouthMotion(MouthMotionConfig(hidden_dim=32, temporal_layers=1)))
+    assert "motion_test.safetensors" in str(comfy.object_info()["SayAnythingMouthMotionFromAudio"])
+    prompt = {
+        "speech": {"class_type": "SayAnythingLoadAudio", "inputs": {"audio": SPEECH_FILE, "start": 0.0,
+                                                                    "duration": 0.0}},
+        "whisper": {"class_type": "SayAnythingWhisperLoader",
+                    "inputs": {"model": WHISPER_FOLDER, "precision": "fp32", "device": "cpu"}},
+        "portrait": {"class_type": "LoadImage", "inputs": {"image": PORTRAIT_FILE}},
+        "target": {"class_type": "SayAnythingFaceMask", "inputs": {"images": ["portrait", 0], **FACE_MASK}},
+        "motion": {"class_type": "SayAnythingMouthMotionFromAudio",
+                   "inputs": {"model": "motion_test.safetensors", "whisper": ["whisper", 0], "audio": ["speech", 0],
+                              "fps": 12.0, "frame_count": 0, "target_track": ["target", 1]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["motion", 1], "filename_prefix": "motion_audio"}},
+    }
+    result = run_ok(comfy, prompt)
+    (path,) = comfy.output_files(result.prompt_id, comfy_base)
+    assert np.asarray(Image.open(path)).shape[:2] == (320, 768)

@@ -38,6 +38,8 @@ PACK_NODES = {
     "SayAnythingLipSyncVideo": (["VIDEO"], ["model", "whisper", "video", "audio", "fit", "steps", "seed",
                                             "reference_guidance", "audio_guidance", "crop_size", "upper_edge",
                                             "reference_frame", "crf"]),
+    "SayAnythingMouthMotionFromAudio": (["SAYANYTHING_MOUTH_MOTION", "IMAGE"],
+                                        ["model", "whisper", "audio", "fps", "frame_count"]),
     "SayAnythingMouthMotionFromVideo": (["SAYANYTHING_MOUTH_MOTION", "IMAGE"],
                                         ["images", "fps", "face", "face_index"]),
     "SayAnythingMouthMotionEdit": (["SAYANYTHING_MOUTH_MOTION", "IMAGE"],

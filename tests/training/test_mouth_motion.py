@@ -17,7 +17,12 @@ from lipsync_core.models.mouth_motion import (
     save_mouth_motion_model,
 )
 from lipsync_core.motion import mouth_motion_from_audio, mouth_width
-from lipsync_core.training.motion import MotionTrainConfig, evaluate_mouth_motion, load_motion_clips, train_mouth_motion
+from lipsync_core.training.motion import (
+    MotionTrainConfig,
+    evaluate_mouth_motion,
+    load_motion_clips,
+    train_mouth_motion,
+)
 
 
 @pytest.fixture(scope="module")
