@@ -30,9 +30,12 @@ class UNetConfig:
     cross_attention_dim: int = 1024
     addition_time_embed_dim: int = 256
     num_frames: int = 25
-    # 4 noisy latents + 4 masked-video latents + 1 mask (see docs/ARCHITECTURE.md).
+    # 4 noisy latents + 4 masked-video latents + 1 mask (see docs/ARCHITECTURE.md) [+ motion_channels].
     in_channels: int = 9
     out_channels: int = 4
+    # The last ``motion_channels`` inputs are the rendered mouth-motion condition (issue 11, ours;
+    # ``motion.render_motion``), zero-initialised like the mask. 0 = no motion input (every model so far).
+    motion_channels: int = 0
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
@@ -47,6 +50,11 @@ class UNetConfig:
         for channels, heads in zip(self.block_out_channels, self.num_attention_heads):
             if channels % heads:
                 raise ValueError(f"{channels} channels do not split into {heads} attention heads")
+        if self.motion_channels < 0 or self.in_channels - self.motion_channels < 9:
+            raise ValueError(
+                f"in_channels {self.in_channels} must hold the 9 canvas inputs plus motion_channels "
+                f"{self.motion_channels} (e.g. in_channels={9 + max(self.motion_channels, 0)})"
+            )
 
     def diffusers_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for diffusers' ``UNetSpatioTemporalConditionModel``."""
@@ -141,7 +149,10 @@ class SayAnythingConfig:
         raise ValueError(f"unknown model size {name!r}; choose one of {', '.join(PRESETS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.unet.motion_channels:  # files without a motion input stay as they were
+            del data["unet"]["motion_channels"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SayAnythingConfig:

@@ -294,3 +294,28 @@ def mouth_motion_from_audio(
                                       progress=progress)
     rest = None if target is None else motion_from_track(target, fps).rest
     return model.predict(features, model_fps, rest).resample(fps, num_frames)
+
+
+MOTION_CHANNELS = 2  # rendered condition: mouth interior (inner lips), whole mouth (outer lips)
+_RENDER_SUPERSAMPLE = 8
+
+
+def render_motion(motion: MouthMotion, latent_size: int | tuple[int, int]) -> np.ndarray:
+    """The per-frame condition a motion-conditioned UNet sees, ``float32 [T, 2, h, w]`` in 0..1 at latent
+    resolution of the aligned crop: channel 0 the area inside the inner lips (the opening), channel 1
+    inside the outer lips; anti-aliased (drawn 8x larger, then averaged) so sub-cell motion shows (ours)."""
+    import cv2
+
+    height, width = (latent_size, latent_size) if isinstance(latent_size, int) else latent_size
+    scale = _RENDER_SUPERSAMPLE
+    inner = slice(len(LIPS_OUTER), NUM_MOUTH_POINTS)
+    out = np.zeros((motion.num_frames, MOTION_CHANNELS, height, width), np.float32)
+    canvas = np.zeros((height * scale, width * scale), np.uint8)
+    size = np.array([width * scale, height * scale], np.float64)
+    for t, points in enumerate(motion.points.astype(np.float64)):
+        for channel, group in enumerate((points[inner], points[: len(LIPS_OUTER)])):
+            canvas[:] = 0
+            hull = cv2.convexHull(np.round((group * size - 0.5) * 16).astype(np.int32))
+            cv2.fillPoly(canvas, [hull], 255, cv2.LINE_8, shift=4)
+            out[t, channel] = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA) / 255.0
+    return out

@@ -25,6 +25,8 @@ class Conditioning:
     id_features: one ``[B, C_i, h_i, w_i]`` map per UNet resolution from ``encode_reference``;
         None (or zeros) is the "no reference" condition.
     added_time_ids: ``[B, 3]`` from ``make_added_time_ids``.
+    motion: ``[B, F, motion_channels, h, w]`` rendered mouth motion (``motion.render_motion``) for models
+        with a motion input; None (or zeros) is the "no motion" condition.
     """
 
     masked_latents: torch.Tensor
@@ -32,6 +34,7 @@ class Conditioning:
     audio_features: torch.Tensor
     id_features: Sequence[torch.Tensor] | None
     added_time_ids: torch.Tensor
+    motion: torch.Tensor | None = None
 
 
 def make_added_time_ids(
@@ -68,7 +71,8 @@ class SayAnythingModel(nn.Module):
         self.unet = SayAnythingUNet(**config.unet.diffusers_kwargs())
         self.audio_projection = AudioProjection(config.audio, config.unet.cross_attention_dim)
         self.id_guider = IDGuider(config.id_guider, config.unet.block_out_channels)
-        # The mask channel (the 9th input) starts at zero so an SVD-initialised model starts as SVD.
+        # The mask channel (the 9th input) and any motion channels start at zero so an SVD-initialised
+        # model starts as SVD and a model given a motion input starts as the model without it.
         with torch.no_grad():
             self.unet.conv_in.weight[:, 8:].zero_()
 
@@ -112,9 +116,21 @@ class SayAnythingModel(nn.Module):
         sigma = sigma.expand(batch_size) if sigma.numel() == 1 else sigma
         c_skip, c_out, c_in, c_noise = (s.reshape(-1, 1, 1, 1, 1) for s in edm_scalings(sigma))
         dtype = self.dtype
-        sample = torch.cat(
-            [(noisy_latents * c_in).to(dtype), cond.masked_latents.to(dtype), cond.mask.to(dtype)], dim=2
-        )
+        parts = [(noisy_latents * c_in).to(dtype), cond.masked_latents.to(dtype), cond.mask.to(dtype)]
+        motion_channels = self.config.unet.motion_channels
+        if cond.motion is not None and not motion_channels:
+            raise ValueError("This model has no mouth-motion input (unet.motion_channels is 0); give motion=None.")
+        if motion_channels:
+            motion = cond.motion
+            if motion is None:
+                motion = cond.mask.new_zeros(*cond.mask.shape[:2], motion_channels, *cond.mask.shape[3:])
+            if motion.shape[2] != motion_channels or motion.shape[3:] != cond.mask.shape[3:]:
+                raise ValueError(
+                    f"motion must be [B, F, {motion_channels}, {cond.mask.shape[3]}, {cond.mask.shape[4]}], "
+                    f"got {list(motion.shape)}"
+                )
+            parts.append(motion.to(dtype))
+        sample = torch.cat(parts, dim=2)
         # Noise level and micro-conditioning stay float32 (the sinusoidal embeddings cast after).
         output = self(
             sample,

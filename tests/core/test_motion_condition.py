@@ -1,0 +1,91 @@
+"""The mouth-motion input of the UNet (issue 11): zero-initialised, so a model given one is unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from lipsync_core.configs import SayAnythingConfig
+from lipsync_core.models import Conditioning, SayAnythingModel, make_added_time_ids
+from lipsync_core.motion import MOTION_CHANNELS, MouthMotion, edit_motion, render_motion
+from tests.core.conftest import randomize_zero_inits
+
+FRAMES, LATENT = 4, 8
+
+
+def _motion_config(tiny_config: SayAnythingConfig) -> SayAnythingConfig:
+    unet = dataclasses.replace(tiny_config.unet, in_channels=9 + MOTION_CHANNELS, motion_channels=MOTION_CHANNELS)
+    return dataclasses.replace(tiny_config, unet=unet)
+
+
+def _cond(config: SayAnythingConfig, motion=None) -> Conditioning:
+    generator = torch.Generator().manual_seed(3)
+    audio = config.audio
+    return Conditioning(
+        masked_latents=torch.randn(1, FRAMES, 4, LATENT, LATENT, generator=generator),
+        mask=(torch.rand(1, FRAMES, 1, LATENT, LATENT, generator=generator) > 0.5).float(),
+        audio_features=torch.randn(1, FRAMES, audio.num_layers, audio.window, audio.feature_dim, generator=generator),
+        id_features=None,
+        added_time_ids=make_added_time_ids(25, 127, 0.02),
+        motion=motion,
+    )
+
+
+def _mouth(opening: float) -> MouthMotion:
+    """An elliptic mouth (outer lips 0.2 x 0.08 crop units), inner lips open by ``opening`` (0..1)."""
+    t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+    outer = np.stack([0.5 + 0.1 * np.cos(t), 0.7 + 0.04 * np.sin(t)], axis=1)
+    inner = np.stack([0.5 + 0.07 * np.cos(t), 0.7 + 0.03 * opening * np.sin(t)], axis=1)
+    return MouthMotion(np.repeat(np.concatenate([outer, inner])[None], FRAMES, axis=0), 25)
+
+
+def test_zero_initialised_motion_input_leaves_the_output_unchanged(tiny_config):
+    torch.manual_seed(0)
+    base = randomize_zero_inits(SayAnythingModel(tiny_config).eval())
+    torch.manual_seed(0)
+    with_motion = SayAnythingModel(_motion_config(tiny_config)).eval()
+    assert (with_motion.unet.conv_in.weight[:, 9:] == 0).all()  # fresh: the motion channels start at zero
+    state = base.state_dict()
+    weight = with_motion.unet.conv_in.weight.detach().clone()
+    weight[:, :9] = state["unet.conv_in.weight"]
+    with_motion.load_state_dict({**state, "unet.conv_in.weight": weight})  # same weights + zero motion channels
+
+    noisy = torch.randn(1, FRAMES, 4, LATENT, LATENT, generator=torch.Generator().manual_seed(5))
+    motion = torch.from_numpy(render_motion(_mouth(1.0), LATENT))[None]
+    with torch.no_grad():
+        reference = base.denoise(noisy, 2.0, _cond(tiny_config))
+        torch.testing.assert_close(with_motion.denoise(noisy, 2.0, _cond(with_motion.config, motion)), reference,
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(with_motion.denoise(noisy, 2.0, _cond(with_motion.config)), reference,
+                                   rtol=0, atol=0)
+        # once trained (here: random weights) the motion does steer the output
+        with_motion.unet.conv_in.weight[:, 9:] = 0.1
+        assert not torch.allclose(with_motion.denoise(noisy, 2.0, _cond(with_motion.config, motion)), reference)
+    with pytest.raises(ValueError, match="has no mouth-motion input"):
+        base.denoise(noisy, 2.0, _cond(tiny_config, motion))
+    with pytest.raises(ValueError, match=r"motion must be \[B, F, 2, 8, 8\]"):
+        with_motion.denoise(noisy, 2.0, _cond(with_motion.config, motion[:, :, :1]))
+
+
+def test_config_files_without_motion_stay_as_they_were(tiny_config):
+    assert "motion_channels" not in tiny_config.to_dict()["unet"]
+    config = _motion_config(tiny_config)
+    assert SayAnythingConfig.from_json(config.to_json()).unet.motion_channels == MOTION_CHANNELS
+    with pytest.raises(ValueError, match="9 canvas inputs plus motion_channels 2"):
+        dataclasses.replace(tiny_config.unet, motion_channels=2)
+
+
+def test_render_motion_follows_the_opening():
+    size = 32
+    closed, wide, half = (render_motion(_mouth(opening), size) for opening in (0.05, 1.0, 0.5))
+    assert closed.shape == (FRAMES, MOTION_CHANNELS, size, size) and closed.dtype == np.float32
+    assert 0 <= closed.min() and wide.max() <= 1
+    # the interior's area follows the opening (ellipse area: pi * 0.07 * 0.03 * opening * size^2)
+    assert wide[0, 0].sum() == pytest.approx(np.pi * 0.07 * 0.03 * size**2, rel=0.1)
+    assert half[0, 0].sum() == pytest.approx(0.5 * wide[0, 0].sum(), rel=0.15)
+    np.testing.assert_allclose(wide[:, 1].sum(), closed[:, 1].sum(), rtol=1e-6)  # outer lips: the same mouth
+    gained = render_motion(edit_motion(MouthMotion(_mouth(0.5).points, 25, _mouth(0.0).rest), gain=2.0), size)
+    np.testing.assert_allclose(gained, wide, atol=1e-6)
