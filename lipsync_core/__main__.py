@@ -1,7 +1,7 @@
 """Command line: ``python -m lipsync_core <command> ...``.
 
-Each command lives in ``lipsync_core/commands/<name>.py`` with ``HELP``, ``add_arguments(parser)``
-and ``main(args) -> int``; modules are imported only when their command runs.
+Each command lives in ``lipsync_core/commands/<name>.py`` (dashes as underscores) with ``HELP``,
+``add_arguments(parser)`` and ``main(args) -> int``; modules are imported only when their command runs.
 """
 
 import argparse
@@ -9,10 +9,6 @@ import importlib
 import sys
 
 COMMANDS = ("init", "bench", "run", "prep", "train", "train-motion", "toy")
-
-
-def _module_name(command: str) -> str:
-    return f"{__package__}.commands.{command.replace('-', '_')}"  # train-motion -> commands/train_motion.py
 
 
 def main(argv=None) -> int:
@@ -25,15 +21,19 @@ def main(argv=None) -> int:
             subparsers.add_parser(name)
             continue
         try:
-            module = importlib.import_module(_module_name(name))
+            module = importlib.import_module(f"{__package__}.commands.{_module(name)}")
         except ModuleNotFoundError as error:
-            if error.name != _module_name(name):
+            if error.name != f"{__package__}.commands.{_module(name)}":
                 raise
             continue
         module.add_arguments(subparsers.add_parser(name, help=module.HELP, description=module.HELP))
     args = parser.parse_args(argv)
-    module = importlib.import_module(_module_name(args.command))
+    module = importlib.import_module(f"{__package__}.commands.{_module(args.command)}")
     return int(module.main(args) or 0)
+
+
+def _module(command: str) -> str:
+    return command.replace("-", "_")  # train-motion lives in commands/train_motion.py
 
 
 if __name__ == "__main__":

@@ -304,16 +304,28 @@ def render_motion(motion: MouthMotion, latent_size: int | tuple[int, int]) -> np
     """The per-frame condition a motion-conditioned UNet sees, ``float32 [T, 2, h, w]`` in 0..1 at latent
     resolution of the aligned crop: channel 0 the area inside the inner lips (the opening), channel 1
     inside the outer lips; anti-aliased (drawn 8x larger, then averaged) so sub-cell motion shows (ours)."""
+    return _render_points(motion.points, latent_size)
+
+
+def render_landmarks(landmarks: np.ndarray, crop_size: int, latent_size: int | tuple[int, int]) -> np.ndarray:
+    """``render_motion`` of 478-point landmarks in the pixels of a ``crop_size`` crop ``[T, 478, 2]`` (training
+    shards); frames without a face (NaN) get an empty condition."""
+    return _render_points((np.asarray(landmarks)[:, list(MOUTH_POINTS)] + 0.5) / crop_size, latent_size)
+
+
+def _render_points(points: np.ndarray, latent_size: int | tuple[int, int]) -> np.ndarray:
     import cv2
 
     height, width = (latent_size, latent_size) if isinstance(latent_size, int) else latent_size
     scale = _RENDER_SUPERSAMPLE
     inner = slice(len(LIPS_OUTER), NUM_MOUTH_POINTS)
-    out = np.zeros((motion.num_frames, MOTION_CHANNELS, height, width), np.float32)
+    out = np.zeros((len(points), MOTION_CHANNELS, height, width), np.float32)
     canvas = np.zeros((height * scale, width * scale), np.uint8)
     size = np.array([width * scale, height * scale], np.float64)
-    for t, points in enumerate(motion.points.astype(np.float64)):
-        for channel, group in enumerate((points[inner], points[: len(LIPS_OUTER)])):
+    for t, frame in enumerate(np.asarray(points, np.float64)):
+        if not np.isfinite(frame).all():
+            continue
+        for channel, group in enumerate((frame[inner], frame[: len(LIPS_OUTER)])):
             canvas[:] = 0
             hull = cv2.convexHull(np.round((group * size - 0.5) * 16).astype(np.int32))
             cv2.fillPoly(canvas, [hull], 255, cv2.LINE_8, shift=4)

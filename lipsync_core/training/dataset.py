@@ -17,13 +17,15 @@ class LipSyncWindows(torch.utils.data.Dataset):
     ``mask`` [T, 1, S, S], ``audio`` [T, L, W, D] float32, ``reference`` [3, S, S] -- a frame of the
     same clip at least ``reference_gap`` frames away from the window (ours: the model must not be able
     to copy the target mouth from it) -- and ``latents`` / ``masked_latents`` when the shards carry
-    them (``use_latents``; otherwise the trainer encodes frames on the fly). Randomness (the reference
-    frame) depends only on (seed, epoch, index), so a resumed run sees exactly the items it would have seen.
+    them (``use_latents``; otherwise the trainer encodes frames on the fly), and with ``landmarks`` the
+    window's ``landmarks`` [T, 478, 2] (crop pixels, NaN without a face; the mouth-motion condition).
+    Randomness (the reference frame) depends only on (seed, epoch, index), so a resumed run sees exactly the
+    items it would have seen.
     """
 
     def __init__(self, folder: str | os.PathLike, num_frames: int, stride: int | None = None,
                  reference_gap: int | None = None, use_latents: bool = True, seed: int = 0,
-                 splits: tuple[str, ...] | None = None):
+                 splits: tuple[str, ...] | None = None, landmarks: bool = False):
         if num_frames < 1:
             raise ValueError(f"num_frames must be positive, got {num_frames}")
         self.index = ShardIndex.scan(folder)
@@ -33,6 +35,7 @@ class LipSyncWindows(torch.utils.data.Dataset):
         first_path, first_clip = self.index.entries[0][:2]
         self.use_latents = use_latents and bool(read_clip(first_path, first_clip, ("latents",), slice(0, 1)))
         self.seed = seed
+        self.landmarks = landmarks
         self.epoch = 0
         stride = stride or max(num_frames // 2, 1)
         self.windows: list[tuple[int, int]] = []
@@ -66,6 +69,7 @@ class LipSyncWindows(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, item])
         reference = self.reference_index(rng, length, start)
         keys = ("frames", "mask", "whisper") + (("latents", "masked_latents") if self.use_latents else ())
+        keys += ("landmarks",) if self.landmarks else ()
         window = read_clip(path, clip, keys, slice(start, start + self.num_frames))
         if self.use_latents and "latents" not in window:
             raise ValueError(f"{path} has no cached latents while other shards do; prepare all shards alike")
@@ -79,4 +83,6 @@ class LipSyncWindows(torch.utils.data.Dataset):
         if self.use_latents:
             item_out["latents"] = window["latents"].float()
             item_out["masked_latents"] = window["masked_latents"].float()
+        if self.landmarks:
+            item_out["landmarks"] = window["landmarks"].float()
         return item_out

@@ -63,6 +63,7 @@ class TrainConfig:
     p_std: float = 1.6
     audio_dropout: float = 0.1  # ours
     reference_dropout: float = 0.1  # ours
+    motion_dropout: float = 0.3  # ours; only for models with a mouth-motion input (unet.motion_channels)
     noise_aug_strength: float = 0.02  # canvas augmentation, as the sampler's default
     fps: float = 25.0
     motion_bucket_id: int = 127
@@ -85,7 +86,7 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.optimizer not in ("adamw", "adamw8bit"):
             raise ValueError(f"optimizer must be adamw or adamw8bit, got {self.optimizer!r}")
-        for name in ("audio_dropout", "reference_dropout"):
+        for name in ("audio_dropout", "reference_dropout", "motion_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")
         if self.batch_size < 1 or self.max_steps < 1 or self.gradient_accumulation_steps < 1:
@@ -182,7 +183,8 @@ class DiffusionLoss(nn.Module):
         self.config = config
 
     def forward(self, latents: torch.Tensor, masked_latents: torch.Tensor, latent_mask: torch.Tensor,
-                audio: torch.Tensor, reference: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+                audio: torch.Tensor, reference: torch.Tensor, draws: dict[str, torch.Tensor],
+                motion: torch.Tensor | None = None) -> torch.Tensor:
         config, model = self.config, self.model
         batch_size = latents.shape[0]
         sigma = draws["sigma"]
@@ -198,6 +200,7 @@ class DiffusionLoss(nn.Module):
             id_features=id_features,
             added_time_ids=make_added_time_ids(config.fps, config.motion_bucket_id, config.noise_aug_strength,
                                                batch_size, latents.device),
+            motion=None if motion is None else motion * draws["keep_motion"].to(motion.dtype).reshape(-1, 1, 1, 1, 1),
         )
         denoised = model.denoise(noisy, sigma, cond)
         weight = ((sigma**2 + 1.0) / sigma**2).reshape(-1, 1, 1, 1, 1)
@@ -322,7 +325,9 @@ def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
         model.unet.enable_gradient_checkpointing()
     parameters = select_trainable(model, config.trainable)
 
-    dataset = LipSyncWindows(config.data, num_frames, use_latents=config.use_latents, seed=config.seed)
+    motion_channels = model.config.unet.motion_channels
+    dataset = LipSyncWindows(config.data, num_frames, use_latents=config.use_latents, seed=config.seed,
+                             landmarks=motion_channels > 0)
     if vae is None:
         raise ValueError("training needs a VAE (for the canvas and samples): give --vae or --init with one")
     vae.requires_grad_(False).eval()
@@ -360,7 +365,7 @@ def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
         epoch_loader = accelerator.skip_first_batches(loader, position) if position else loader
         for batch in epoch_loader:
             with accelerator.accumulate(objective):
-                inputs = _prepare_batch(batch, vae, config, state.generator, accelerator.device)
+                inputs = _prepare_batch(batch, vae, config, state.generator, accelerator.device, motion_channels)
                 loss = objective(*inputs)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
@@ -406,8 +411,10 @@ def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
     return final
 
 
-def _prepare_batch(batch: dict, vae, config: TrainConfig, generator: torch.Generator, device) -> tuple:
-    """Latents, canvas and the random draws of one step (drawn on the CPU from the run's generator)."""
+def _prepare_batch(batch: dict, vae, config: TrainConfig, generator: torch.Generator, device,
+                   motion_channels: int = 0) -> tuple:
+    """Latents, canvas and the random draws of one step (drawn on the CPU from the run's generator);
+    with a motion input also the mouth motion rendered from the window's own landmarks."""
     frames, mask = batch["frames"], batch["mask"]
     batch_size = frames.shape[0]
     if "latents" in batch:
@@ -423,9 +430,17 @@ def _prepare_batch(batch: dict, vae, config: TrainConfig, generator: torch.Gener
         "keep_audio": torch.rand(batch_size, generator=generator) >= config.audio_dropout,
         "keep_reference": torch.rand(batch_size, generator=generator) >= config.reference_dropout,
     }
+    motion = None
+    if motion_channels:  # drawn last: runs without a motion input keep their random sequence
+        from ..motion import render_landmarks
+
+        draws["keep_motion"] = torch.rand(batch_size, generator=generator) >= config.motion_dropout
+        size, latent_size = frames.shape[-1], tuple(latents.shape[-2:])
+        motion = torch.stack([torch.from_numpy(render_landmarks(marks.numpy(), size, latent_size))
+                              for marks in batch["landmarks"]]).to(device)
     draws = {key: value.to(device) for key, value in draws.items()}
     tensors = (latents, masked_latents, latent_mask, batch["audio"], batch["reference"])
-    return tuple(t.to(device) for t in tensors) + (draws,)
+    return tuple(t.to(device) for t in tensors) + (draws, motion)
 
 
 def _save_state(accelerator, output: Path, step: int, keep: int) -> None:

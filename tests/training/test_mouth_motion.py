@@ -78,3 +78,27 @@ def test_motion_from_audio_at_any_fps_on_a_target_mouth(trained, whisper_encoder
     fixed = mouth_motion_from_audio(model, whisper_encoder, audio, fps=25, num_frames=40)
     assert fixed.num_frames == 40
     assert mouth_width(fixed.rest) > 0
+
+
+def test_diffusion_training_with_a_motion_input(shard_folder, tmp_path):
+    """A model with the mouth-motion input trains on the shards' own landmarks (rendered), with dropout."""
+    import dataclasses
+
+    from lipsync_core.checkpoint import load_checkpoint
+    from lipsync_core.configs import SayAnythingConfig, build_vae
+    from lipsync_core.models import SayAnythingModel
+    from lipsync_core.motion import MOTION_CHANNELS
+    from lipsync_core.training.train import TrainConfig, train
+
+    tiny = SayAnythingConfig.preset("tiny")
+    config = dataclasses.replace(tiny, unet=dataclasses.replace(
+        tiny.unet, in_channels=9 + MOTION_CHANNELS, motion_channels=MOTION_CHANNELS))
+    torch.manual_seed(0)
+    model = SayAnythingModel(config)
+    path = train(TrainConfig(data=str(shard_folder), output=str(tmp_path / "run"), num_frames=4, batch_size=2,
+                             max_steps=3, learning_rate=1e-2, lr_warmup_steps=1, checkpoint_every=0,
+                             motion_dropout=0.0, embed_vae=True), model=model, vae=build_vae("tiny"))
+    loaded, _ = load_checkpoint(path)
+    assert loaded.config.unet.motion_channels == MOTION_CHANNELS
+    # the condition reached the UNet: its zero-initialised weights moved
+    assert loaded.unet.conv_in.weight[:, 9:].abs().sum() > 0
