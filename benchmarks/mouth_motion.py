@@ -21,6 +21,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     import torch
 
@@ -53,7 +63,7 @@ def main() -> None:
         "train_config": {k: v for k, v in json.loads((Path(output) / "motion_config.json").read_text()).items()
                          if k not in ("data", "output", "eval_data")},
         "world": json.loads(stamp.read_text()).get("world") if stamp.is_file() else None,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "load_before": [round(x, 2) for x in load_before],
                     "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()},
