@@ -300,6 +300,7 @@ class SayAnythingPipeline:
         callback: StepCallback | None = None,
         window_callback: WindowCallback | None = None,
         device: torch.device | str | None = None,
+        motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Regenerate the masked region of ``frames`` to match ``audio_features``.
 
@@ -323,6 +324,8 @@ class SayAnythingPipeline:
                 (``total = steps * windows``): finer progress for long videos; raise to cancel.
             device: where the model runs (default: the model's device). Latents of frames outside the
                 current window stay on the CPU.
+            motion: ``[T, motion_channels, h, w]`` rendered mouth motion (``motion.render_motion``) for a
+                model with a motion input; given to every guidance branch, like the canvas.
 
         Returns ``[T, 3, S, S]`` float32 on the CPU in -1..1, equal to ``frames`` wherever ``mask`` is 0.
         The steps are also public for videos that do not fit in memory (``lipsync_core.streaming``):
@@ -372,6 +375,7 @@ class SayAnythingPipeline:
             callback,
             window_callback,
             device,
+            motion=motion,
         )
 
         # 5. Decode and composite: pixels outside the mask are the input's, exactly.
@@ -458,10 +462,12 @@ class SayAnythingPipeline:
         callback: StepCallback | None = None,
         window_callback: WindowCallback | None = None,
         device: torch.device | str | None = None,
+        motion: torch.Tensor | None = None,
     ) -> None:
         """Run the sampler on ``video.latents`` in place: every window denoised at every step, blended
         into one estimate per frame, one Euler step. Frames are stepped as soon as no later window
-        covers them, so besides the latents only one window's blend is held."""
+        covers them, so besides the latents only one window's blend is held. ``motion``
+        ``[T, C, h, w]``: the rendered mouth motion for a model with a motion input."""
         model = self.model
         device = torch.device(device) if device is not None else model.device
         num_frames = video.num_frames
@@ -469,6 +475,12 @@ class SayAnythingPipeline:
             raise ValueError(
                 f"audio_features must be [T, layers, window, dim] with T = {num_frames} frames, "
                 f"got {list(audio_features.shape)}; fit the audio to the video first"
+            )
+        if motion is not None and (motion.ndim != 4 or motion.shape[0] != num_frames
+                                   or motion.shape[2:] != video.latent_mask.shape[2:]):
+            raise ValueError(
+                f"motion must be [T, channels, h, w] with T = {num_frames} frames at the latent size "
+                f"{list(video.latent_mask.shape[2:])}, got {list(motion.shape)}; fit the mouth motion to the video"
             )
         windows = plan_windows(num_frames, window_length, window_overlap)
         blend = window_blend_weights(windows)
@@ -502,6 +514,7 @@ class SayAnythingPipeline:
                     branch_ids,
                     coefficients,
                     added_time_ids,
+                    None if motion is None else motion[start:end].to(device, torch.float32),
                 ).cpu()
                 grow = end - pending_start - pending.shape[0]
                 if grow > 0:
@@ -545,6 +558,7 @@ class SayAnythingPipeline:
         branch_ids: list[torch.Tensor],
         coefficients: torch.Tensor,
         added_time_ids: torch.Tensor,
+        motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """All guidance branches of one window in one batch, combined: ``[F, 4, h, w]``."""
         count = len(branches)
@@ -555,6 +569,7 @@ class SayAnythingPipeline:
             audio_features=torch.stack([audio_features if b.use_audio else zero_audio for b in branches]),
             id_features=branch_ids,
             added_time_ids=added_time_ids,
+            motion=None if motion is None else motion[None].expand(count, *motion.shape),
         )
         noisy = latents[None].expand(count, *latents.shape)
         denoised = self.model.denoise(noisy, float(sigma), cond)

@@ -89,3 +89,29 @@ def test_render_motion_follows_the_opening():
     np.testing.assert_allclose(wide[:, 1].sum(), closed[:, 1].sum(), rtol=1e-6)  # outer lips: the same mouth
     gained = render_motion(edit_motion(MouthMotion(_mouth(0.5).points, 25, _mouth(0.0).rest), gain=2.0), size)
     np.testing.assert_allclose(gained, wide, atol=1e-6)
+
+
+def test_the_sampler_passes_the_motion_to_the_unet(tiny_config, tiny_vae):
+    from lipsync_core.pipeline import SayAnythingPipeline
+
+    torch.manual_seed(0)
+    model = randomize_zero_inits(SayAnythingModel(_motion_config(tiny_config)).eval())
+    with torch.no_grad():
+        model.unet.conv_in.weight[:, 9:] = 0.0  # as initialised: the motion cannot change anything yet
+    pipe = SayAnythingPipeline(model, tiny_vae)
+    g = torch.Generator().manual_seed(0)
+    frames, size = 6, 32
+    video = torch.rand(frames, 3, size, size, generator=g) * 2 - 1
+    mask = torch.zeros(frames, 1, size, size)
+    mask[:, :, size // 2:, 8:24] = 1.0
+    audio = torch.randn(frames, 5, 10, 384, generator=g)
+    args = dict(reference=video[:1], num_inference_steps=2, window_length=4, window_overlap=1, seed=3)
+    latent = size // 4
+    motion = torch.from_numpy(render_motion(MouthMotion(np.repeat(_mouth(1.0).points[:1], frames, 0), 25), latent))
+    plain = pipe(video, mask, audio, **args)
+    torch.testing.assert_close(pipe(video, mask, audio, motion=motion, **args), plain, rtol=0, atol=0)
+    with torch.no_grad():
+        model.unet.conv_in.weight[:, 9:] = 0.2  # trained: the motion steers the mouth region
+    assert (pipe(video, mask, audio, motion=motion, **args) - plain).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="motion must be \\[T, channels, h, w\\] with T = 6 frames"):
+        pipe(video, mask, audio, motion=motion[:5], **args)
