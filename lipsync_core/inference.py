@@ -417,11 +417,14 @@ def generate(
     fps: float,
     device: str | torch.device | None = None,
     callback: StepCallback | None = None,
+    motion=None,
 ) -> torch.Tensor:
     """Regenerate the masked region of the crops; returns IMAGE crops ``[T, S, S, 3]``.
 
     ``callback(done, total)`` runs after every window of every denoising step (``total = steps *
     windows``), so progress moves and Cancel is checked within a step even on long videos.
+    ``motion``: a ``lipsync_core.motion.MouthMotion`` for a model with a mouth-motion input (resampled to
+    ``fps``; another length is a clear error).
     """
     from .pipeline import SayAnythingPipeline
 
@@ -434,6 +437,13 @@ def generate(
         )
     mask = broadcast_mask(crop_mask, num_frames, tuple(crops.shape[1:3]), "crop_mask")
     pipeline = SayAnythingPipeline(loaded.model, loaded.vae)
+    condition = None
+    if motion is not None:
+        from .motion import motion_condition
+
+        condition = motion_condition(
+            motion, loaded.model, num_frames, fps, crops.shape[1] // pipeline.vae_scale_factor
+        )
     generated = pipeline(
         images_to_model(crops),
         mask[:, None],
@@ -451,6 +461,7 @@ def generate(
         decode_chunk_size=options.decode_chunk,
         window_callback=callback,
         device=device,
+        motion=condition,
     )
     return model_to_images(generated)
 
@@ -473,10 +484,13 @@ def lipsync(
     track=None,
     device: str | torch.device | None = None,
     callback: StepCallback | None = None,
+    motion=None,
 ):
     """Steps 2-8 on frames ``[T, H, W, 3]`` 0..1 (or one image) and speech; returns ``(frames, audio, mask)``.
 
-    Settings left ``None`` come from the model file's defaults. ``track`` (a ``lipsync_core.face.FaceTrack``
+    Settings left ``None`` come from the model file's defaults. ``motion``: a ``MouthMotion`` (e.g. of a
+    driving video), moved onto this face's mouth, for a model with a mouth-motion input. ``track`` (a
+    ``lipsync_core.face.FaceTrack``
     of the given frames) replaces mediapipe tracking, for faces another tracker found or landmarks known
     in advance (the toy world's drawn characters). ``lipsync_core.streaming.lipsync_file`` does the same
     from file to file in bounded memory, and gives the same frames.
@@ -506,8 +520,13 @@ def lipsync(
     crops, crop_mask, crop = crop_faces(frames, mask, track, crop_size=face_options.crop_size)
     reference = crops[min(reference_index, crops.shape[0] - 1)][None]
     id_features = encode_reference(loaded, reference)
+    if motion is not None:
+        from .motion import target_motion
+
+        motion = target_motion(motion, track, fps)
     generated = generate(
-        loaded, crops, crop_mask, features, id_features, options, fps=fps, device=device, callback=callback
+        loaded, crops, crop_mask, features, id_features, options, fps=fps, device=device, callback=callback,
+        motion=motion,
     )
     return paste_faces(frames, generated, crop_mask, crop), audio, mask
 

@@ -331,3 +331,37 @@ def _render_points(points: np.ndarray, latent_size: int | tuple[int, int]) -> np
             cv2.fillPoly(canvas, [hull], 255, cv2.LINE_8, shift=4)
             out[t, channel] = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA) / 255.0
     return out
+
+
+def motion_condition(motion: MouthMotion, model, num_frames: int, fps: float, latent_size: int | tuple[int, int]):
+    """The sampler's ``motion`` input ``torch.float32 [num_frames, 2, h, w]`` for ``model`` (a
+    ``SayAnythingModel``): the motion fitted to the video (``MouthMotion.fit``: resampled to its fps, a clear
+    error for another length) and rendered. A model without a motion input is a clear error."""
+    import torch
+
+    if not model.config.unet.motion_channels:
+        raise ValueError(
+            "This SayAnything model has no mouth-motion input, so a mouth motion cannot steer it: use a model "
+            "trained with one (unet.motion_channels > 0, see docs/ARCHITECTURE.md, Mouth motion), or leave the "
+            "motion out."
+        )
+    return torch.from_numpy(render_motion(motion.fit(num_frames, fps), latent_size))
+
+
+def target_motion(motion: MouthMotion, track: FaceTrack, fps: float) -> MouthMotion:
+    """``motion`` moved onto the mouth of the face being edited (its size and rest shape)."""
+    return retarget(motion, motion_from_track(track, fps).rest)
+
+
+def read_mouth_motion(path, face: str = "largest", face_index: int = 0, model_folders=()) -> MouthMotion:
+    """The mouth motion of a video file (``run --motion-video``), streamed through mediapipe: only the
+    landmarks are kept, so a long driving video costs no more memory than its track."""
+    from .face import track_faces
+    from .media import VideoReader
+
+    reader = VideoReader(path)
+    if reader.info.fps is None:
+        raise ValueError(f"{path} is an image, not a driving video: give a video whose mouth moves.")
+    fps = float(reader.info.fps)
+    track = track_faces(iter(reader), fps=fps, select=face, face_index=face_index, model_folders=model_folders)
+    return motion_from_track(track, fps)

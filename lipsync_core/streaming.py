@@ -118,12 +118,14 @@ def lipsync_file(
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
     track=None,
+    motion=None,
 ) -> str:
     """Lip-sync ``video`` (a file, or an image held as a still) to ``speech`` (mono ``Audio``) into ``output``.
 
     ``mux_audio``: ``(samples float32 [channels, n], sample_rate)`` put in the output as it is (cut or
     padded to the video); default: ``speech``. ``track``: a ``FaceTrack`` of the source frames instead of
-    mediapipe's. The output keeps the source's size, fps, pixel format
+    mediapipe's. ``motion``: a ``MouthMotion`` (e.g. of a driving video) moved onto this face's mouth, for a
+    model with a mouth-motion input. The output keeps the source's size, fps, pixel format
     and rotation. It appears under its name only when complete. Returns the output path.
     """
     from . import inference
@@ -185,6 +187,13 @@ def lipsync_file(
         progress=lambda done, total: report("audio features", done, total),
     )
     transforms = align_transforms(track, size)
+    condition = None
+    if motion is not None:
+        from .motion import motion_condition, target_motion
+
+        latent_size = size // SayAnythingPipeline(loaded.model, loaded.vae).vae_scale_factor
+        motion = target_motion(motion, track, float(fps))
+        condition = motion_condition(motion, loaded.model, num_frames, float(fps), latent_size)
 
     def crops_and_masks(start: int, end: int, frames: list[np.ndarray]):
         """Crops (model input, -1..1) and crop-space masks of output frames [start, end)."""
@@ -228,6 +237,7 @@ def lipsync_file(
         options.noise_aug_strength,
         window_callback=lambda done, total: report("denoising", done, total),
         device=model_device,
+        motion=condition,
     )
 
     # 5. Decode, paste into the re-read source frames (the third decode), encode

@@ -69,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="per-video buffers larger than this go to a temporary file (MB)",
     )
     parser.add_argument("--temp-dir", help="where such buffers go (default: the system's temporary folder)")
+    parser.add_argument(
+        "--motion-video",
+        help="driving video whose lip motion the output copies, moved onto this face's mouth (needs a model with "
+        "a mouth-motion input; resampled to the output's fps, its length must match the output's)",
+    )
+    parser.add_argument("--motion-gain", type=float, default=1.0, help="articulation of --motion-video (1.5 = +50%%)")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
 
@@ -138,6 +144,12 @@ def main(args: argparse.Namespace) -> int:
             mask_hold=args.mask_hold,
             crop_size=args.crop_size,
         )
+        motion = None
+        if args.motion_video:
+            from ..motion import edit_motion, read_mouth_motion
+
+            driving = read_mouth_motion(args.motion_video, args.face, args.face_index)
+            motion = edit_motion(driving, gain=args.motion_gain)
         dtype = resolve_dtype(args.precision, args.device)
         loaded = inference.load_model(args.model, svd_path=args.svd, dtype=dtype, device=args.device)
         whisper = inference.load_whisper(args.whisper, device=args.device)
@@ -159,6 +171,7 @@ def main(args: argparse.Namespace) -> int:
             settings=settings,
             device=args.device,
             progress=progress,
+            motion=motion,
         )
     except (ValueError, FileNotFoundError) as error:
         progress.close()
