@@ -15,7 +15,6 @@ this mouth, with silence as audio), and audio-only quality against INIT. Writes
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -31,21 +30,10 @@ HERE = Path(__file__).resolve().parent
 def with_motion_input(init: str):
     """INIT's model with two zero-initialised motion channels added to conv_in, and INIT's VAE."""
     from lipsync_core.checkpoint import load_checkpoint
-    from lipsync_core.models import SayAnythingModel
-    from lipsync_core.models.unet import widen_conv_in
-    from lipsync_core.motion import MOTION_CHANNELS
+    from lipsync_core.motion import add_motion_input
 
     base, vae = load_checkpoint(init, dtype=torch.float32)
-    unet = dataclasses.replace(base.config.unet, in_channels=base.config.unet.in_channels + MOTION_CHANNELS,
-                               motion_channels=MOTION_CHANNELS)
-    model = SayAnythingModel(dataclasses.replace(base.config, unet=unet))
-    state = base.state_dict()
-    unet_state = widen_conv_in({k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")},
-                               unet.in_channels)
-    state.update({f"unet.{k}": v for k, v in unet_state.items()})
-    model.load_state_dict(state)
-    model.defaults = base.defaults
-    return model, vae
+    return add_motion_input(base), vae
 
 
 def train_command(args) -> None:

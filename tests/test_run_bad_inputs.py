@@ -184,3 +184,45 @@ def test_truncated_and_wrong_model_files(tmp_path, lipsync, astronaut, model):
     assert_refused(done, str(truncated), "truncated")
     done, _ = lipsync(clip, None, model_file=tmp_path / "missing.safetensors")
     assert_refused(done, "missing.safetensors")
+
+
+@pytest.fixture(scope="module")
+def motion_model(tmp_path_factory, model) -> Path:
+    """The shipped toy model given a (zero-initialised) mouth-motion input."""
+    from lipsync_core.checkpoint import load_checkpoint, save_checkpoint
+    from lipsync_core.motion import add_motion_input
+
+    base, vae = load_checkpoint(model)
+    return save_checkpoint(tmp_path_factory.mktemp("motion") / "toy_motion.safetensors", add_motion_input(base),
+                           vae=vae)
+
+
+def _talking_portrait(astronaut, frames: int) -> np.ndarray:
+    from lipsync_core.face import track_faces
+    from tests.support.media import drop_jaw
+
+    landmarks = track_faces([astronaut], smoothing=None).landmarks[0]
+    return np.stack([drop_jaw(astronaut, landmarks, 10 * abs(np.sin(i))) for i in range(frames)])
+
+
+@pytest.mark.slow  # a whole run (about a minute on the shared CI machine); the refusals below stay fast
+def test_motion_video_drives_a_model_with_a_motion_input(tmp_path, lipsync, astronaut, motion_model):
+    video = write_clip(tmp_path / "target.mkv", portrait_clip(astronaut, 8), FPS)
+    driving = write_clip(tmp_path / "driving.mkv", _talking_portrait(astronaut, 8), FPS)
+    done, output = lipsync(video, None, "--audio-duration", "2", "--motion-video", driving, "--motion-gain", "1.5",
+                           model_file=motion_model)
+    assert assert_ran(done, output)["frames"] == 8
+
+
+def test_motion_video_of_another_length_is_a_clear_error(tmp_path, lipsync, astronaut, motion_model):
+    video = write_clip(tmp_path / "target.mkv", portrait_clip(astronaut, 8), FPS)
+    short = write_clip(tmp_path / "short.mkv", _talking_portrait(astronaut, 4), FPS)
+    done, _ = lipsync(video, None, "--audio-duration", "2", "--motion-video", short, model_file=motion_model)
+    assert_refused(done, "mouth motion lasts 1.00 s", "the video has 8 frames")
+
+
+def test_motion_video_needs_a_model_with_a_motion_input(tmp_path, lipsync, astronaut):
+    video = write_clip(tmp_path / "target.mkv", portrait_clip(astronaut, 4), FPS)
+    driving = write_clip(tmp_path / "driving.mkv", _talking_portrait(astronaut, 4), FPS)
+    done, _ = lipsync(video, None, "--audio-duration", "1", "--motion-video", driving)
+    assert_refused(done, "has no mouth-motion input")

@@ -10,7 +10,7 @@ import torch
 
 from lipsync_core.configs import SayAnythingConfig
 from lipsync_core.models import Conditioning, SayAnythingModel, make_added_time_ids
-from lipsync_core.motion import MOTION_CHANNELS, MouthMotion, edit_motion, render_motion
+from lipsync_core.motion import MOTION_CHANNELS, MouthMotion, add_motion_input, edit_motion, render_motion
 from tests.core.conftest import randomize_zero_inits
 
 FRAMES, LATENT = 4, 8
@@ -45,13 +45,10 @@ def _mouth(opening: float) -> MouthMotion:
 def test_zero_initialised_motion_input_leaves_the_output_unchanged(tiny_config):
     torch.manual_seed(0)
     base = randomize_zero_inits(SayAnythingModel(tiny_config).eval())
-    torch.manual_seed(0)
-    with_motion = SayAnythingModel(_motion_config(tiny_config)).eval()
-    assert (with_motion.unet.conv_in.weight[:, 9:] == 0).all()  # fresh: the motion channels start at zero
-    state = base.state_dict()
-    weight = with_motion.unet.conv_in.weight.detach().clone()
-    weight[:, :9] = state["unet.conv_in.weight"]
-    with_motion.load_state_dict({**state, "unet.conv_in.weight": weight})  # same weights + zero motion channels
+    fresh = SayAnythingModel(_motion_config(tiny_config))
+    assert (fresh.unet.conv_in.weight[:, 9:] == 0).all()  # a new model's motion channels start at zero
+    with_motion = add_motion_input(base).eval()  # the same weights plus zero motion channels
+    assert with_motion.config.unet.motion_channels == MOTION_CHANNELS
 
     noisy = torch.randn(1, FRAMES, 4, LATENT, LATENT, generator=torch.Generator().manual_seed(5))
     motion = torch.from_numpy(render_motion(_mouth(1.0), LATENT))[None]

@@ -19,22 +19,10 @@ from lipsync_core.motion import (
     retarget,
 )
 from lipsync_core.toy.measure import pearson
+from tests.support.media import drop_jaw
 
 FPS = 25
 DROP = 10 * (1 - np.cos(np.linspace(0, 4 * np.pi, 24))) / 2  # jaw drop in portrait pixels, two open-close cycles
-
-
-def _drop_jaw(image: np.ndarray, landmarks: np.ndarray, pixels: float) -> np.ndarray:
-    """The portrait with everything below the lip gap pulled down by ``pixels`` (fading out at the
-    chin and beside the mouth): the teeth and the gap stretch, as when the mouth opens."""
-    gap_y = 0.5 * (landmarks[13, 1] + landmarks[14, 1])
-    centre_x = landmarks[[61, 291], 0].mean()
-    half = 0.5 * (landmarks[291, 0] - landmarks[61, 0])
-    rows, cols = np.mgrid[0: image.shape[0], 0: image.shape[1]].astype(np.float32)
-    beside = np.clip(1.5 - np.abs(cols - centre_x) / (1.2 * half), 0, 1)
-    below = np.where(rows < gap_y, 0.0, np.clip((landmarks[152, 1] + 25 - rows) / 25, 0, 1))
-    return cv2.remap(image, cols, (rows - pixels * beside * below).astype(np.float32), cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +34,7 @@ def portrait_landmarks(astronaut):
 
 @pytest.fixture(scope="module")
 def talking_frames(astronaut, portrait_landmarks):
-    return np.stack([_drop_jaw(astronaut, portrait_landmarks, d) for d in DROP])
+    return np.stack([drop_jaw(astronaut, portrait_landmarks, d) for d in DROP])
 
 
 @pytest.fixture(scope="module")
