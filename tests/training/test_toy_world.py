@@ -41,7 +41,8 @@ def test_world_is_deterministic_with_held_out_identities_and_sentences(world):
         assert np.all(clip.opening[clip.silent] == 0) and clip.opening.max() > 0.8
     # Each training identity also has a clip in which it only listens: silent throughout, mouth shut.
     listening = [c for c in world if not c.sentences]
-    assert {c.identity for c in listening} == {c.identity for c in train} and all(c.split == "train" for c in listening)
+    assert {c.identity for c in listening} == {c.identity for c in train}
+    assert all(c.split == "train" for c in listening)
     assert all(not c.waveform.any() and c.silent.all() and not c.opening.any() for c in listening)
     assert all(1.5 * 25 - 1 <= len(c.frames) <= 3.0 * 25 + 1 for c in listening)
     # Training masks vary in size (the held-out ones are inference's), so size tells nothing of the mouth.
