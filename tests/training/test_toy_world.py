@@ -34,9 +34,21 @@ def test_world_is_deterministic_with_held_out_identities_and_sentences(world):
         # Held-out clips keep the rendered video and its landmarks (the user's-path proof dubs those).
         assert (clip.video is not None) == (clip.split == "eval")
         assert abs(len(clip.waveform) / 16000 * 25 - len(clip.frames)) < 1
+        if not clip.sentences:
+            continue
         # Speech opens the mouth; silence (start, gap, end) keeps it exactly closed.
         assert clip.silent[0] and clip.silent[-1] and 0.1 < clip.silent.mean() < 0.6
         assert np.all(clip.opening[clip.silent] == 0) and clip.opening.max() > 0.8
+    # Each training identity also has a clip in which it only listens: silent throughout, mouth shut.
+    listening = [c for c in world if not c.sentences]
+    assert {c.identity for c in listening} == {c.identity for c in train}
+    assert all(c.split == "train" for c in listening)
+    assert all(not c.waveform.any() and c.silent.all() and not c.opening.any() for c in listening)
+    assert all(1.5 * 25 - 1 <= len(c.frames) <= 3.0 * 25 + 1 for c in listening)
+    # Training masks vary in size (the held-out ones are inference's), so size tells nothing of the mouth.
+    expands = [c.meta["mask_expand"] for c in train]
+    assert np.ptp(expands) > 0.03 and all(0.04 <= e <= 0.12 for e in expands)
+    assert all(c.meta["mask_expand"] == 0.08 for c in held)
 
 
 def test_ruler_reads_the_opening_from_pixels(world):
