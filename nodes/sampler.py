@@ -6,7 +6,16 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy_api.latest import io
 
-from .types import IdFeatures, SayAnythingModel, WhisperFeatures, auto, check_frames, node_schema, sampling_inputs
+from .types import (
+    IdFeatures,
+    MouthMotion,
+    SayAnythingModel,
+    WhisperFeatures,
+    auto,
+    check_frames,
+    node_schema,
+    sampling_inputs,
+)
 
 
 class SayAnythingSampler(io.ComfyNode):
@@ -25,6 +34,12 @@ class SayAnythingSampler(io.ComfyNode):
                 io.Mask.Input("crop_mask", tooltip="Editing mask in crop space (1 = regenerate)."),
                 WhisperFeatures.Input("audio_features", tooltip="From SayAnything Whisper Features, one per crop."),
                 IdFeatures.Input("id_features", tooltip="From SayAnything Reference Encode (ID-Guider)."),
+                MouthMotion.Input(
+                    "mouth_motion",
+                    optional=True,
+                    tooltip="Lip motion to follow (SayAnything Mouth Motion from Video / from Audio / Edit), for "
+                    "models with a mouth-motion input; resampled to fps, it must last as long as the crops.",
+                ),
                 io.Float.Input(
                     "fps",
                     default=25.0,
@@ -88,6 +103,7 @@ class SayAnythingSampler(io.ComfyNode):
         overlap: int,
         decode_chunk: int,
         noise_aug_strength: float = -1.0,
+        mouth_motion=None,
     ) -> io.NodeOutput:
         from ..lipsync_core.inference import SamplerOptions, generate
 
@@ -121,6 +137,7 @@ class SayAnythingSampler(io.ComfyNode):
                     fps=fps,
                     device=model.load_device,
                     callback=on_step,
+                    motion=mouth_motion,
                 )
         finally:
             mm.soft_empty_cache()
