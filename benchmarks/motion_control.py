@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.motion_control train INIT SHARDS OUT [--steps N]``: a toy SayAnything given the
 mouth-motion input (``unet.motion_channels = 2``, zero-initialised, so it starts as INIT exactly) and
-fine-tuned on a toy run's shards (``SHARDS/train``) with condition dropout (audio 0.1, reference 0.1,
+fine-tuned on a toy run's shards (``SHARDS/train``) with condition dropout (audio 0.3, reference 0.1,
 motion 0.3). INIT: a toy run's ``run/model.safetensors`` whose VAE made the shards' cached latents.
 
 ``python -m benchmarks.motion_control evaluate INIT OUT/model.safetensors SHARDS`` measures on the
@@ -47,9 +47,9 @@ def train_command(args) -> None:
     config = TrainConfig(
         data=str(Path(args.shards) / "train"), output=args.output, num_frames=toy.num_frames,
         batch_size=toy.batch_size, max_steps=args.steps, learning_rate=args.learning_rate, lr_warmup_steps=20,
-        p_mean=toy.p_mean, p_std=toy.p_std, audio_dropout=toy.audio_dropout,
-        reference_dropout=toy.reference_dropout, motion_dropout=0.3, noise_aug_strength=0.0, embed_vae=True,
-        seed=toy.seed, log_every=25, checkpoint_every=0, weight_decay=0.0,
+        p_mean=toy.p_mean, p_std=toy.p_std, audio_dropout=args.audio_dropout,
+        reference_dropout=toy.reference_dropout, motion_dropout=args.motion_dropout, noise_aug_strength=0.0,
+        embed_vae=True, seed=toy.seed, log_every=25, checkpoint_every=0, weight_decay=0.0,
         inference_defaults=toy.inference_defaults())
 
     def report(step: int, total: int, loss: float) -> None:
@@ -67,8 +67,11 @@ def main() -> None:
     train_parser.add_argument("init")
     train_parser.add_argument("shards")
     train_parser.add_argument("output")
-    train_parser.add_argument("--steps", type=int, default=400)
-    train_parser.add_argument("--learning-rate", type=float, default=5e-4)
+    train_parser.add_argument("--steps", type=int, default=1200)
+    train_parser.add_argument("--learning-rate", type=float, default=1e-3)
+    train_parser.add_argument("--audio-dropout", type=float, default=0.3,
+                              help="more than the toy run's 0.1: motion-only samples teach the motion alone")
+    train_parser.add_argument("--motion-dropout", type=float, default=0.3)
     train_parser.add_argument("--threads", type=int, default=1)
     evaluate_parser = commands.add_parser("evaluate")
     evaluate_parser.add_argument("init")
