@@ -26,6 +26,7 @@ _HELP = {
     "p_std": "log-normal noise levels: std of ln(sigma)",
     "audio_dropout": "probability of training a sample with the null audio (zero Whisper features)",
     "reference_dropout": "probability of training a sample without the reference (zero ID residuals)",
+    "motion_dropout": "probability of training a sample without the mouth motion (models with a motion input)",
     "sample_every": "write a sample strip every N steps (0 = never)",
     "inference_defaults": "sampler settings written into the model files' defaults, e.g. '{\"steps\": 20}'",
 }
