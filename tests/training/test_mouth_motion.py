@@ -102,3 +102,33 @@ def test_diffusion_training_with_a_motion_input(shard_folder, tmp_path):
     assert loaded.config.unet.motion_channels == MOTION_CHANNELS
     # the condition reached the UNet: its zero-initialised weights moved
     assert loaded.unet.conv_in.weight[:, 9:].abs().sum() > 0
+
+
+@pytest.mark.slow  # a small toy world, Whisper on all of it and 400 training steps: a few minutes on a CPU core
+def test_audio_to_motion_follows_the_true_opening_on_held_out_speakers(whisper_encoder, tmp_path):
+    from lipsync_core.toy.run import packed_frame_features
+    from lipsync_core.toy.world import WorldConfig, generate_world
+    from lipsync_core.training.prep import mask_info
+    from lipsync_core.training.shards import write_shard
+
+    torch.set_num_threads(1)
+    world = WorldConfig(train_identities=16, eval_identities=4, seed=11)
+    clips = generate_world(world)
+    for split in ("train", "eval"):
+        chosen = [c for c in clips if c.split == split]
+        if split == "train":  # as the toy run: training clips packed into shared 30 s windows, held-out ones alone
+            features = packed_frame_features(whisper_encoder, [c.waveform for c in chosen],
+                                             [len(c.frames) for c in chosen])
+        else:
+            features = [whisper_encoder.frame_features(Audio(torch.from_numpy(c.waveform), 16000), 25,
+                                                       num_frames=len(c.frames)) for c in chosen]
+        data = [{"frames": c.frames, "mask": c.mask, "landmarks": c.landmarks, "whisper": f.half().numpy(),
+                 "opening": c.opening, "silent": c.silent.astype(np.uint8)} for c, f in zip(chosen, features)]
+        infos = [{"source": f"toy-{c.identity}", "start_frame": 0, "fps": 25.0, "num_frames": len(c.frames),
+                  **mask_info(world.crop_size, "nose", world.mask_hold)} for c in chosen]
+        (tmp_path / split).mkdir()
+        write_shard(tmp_path / split / "shard-00000.safetensors", data, infos)
+    train_mouth_motion(MotionTrainConfig(data=str(tmp_path / "train"), output=str(tmp_path / "run"),
+                                         eval_data=str(tmp_path / "eval"), max_steps=400))
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["r_all_frames"] >= 0.85, results
