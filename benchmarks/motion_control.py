@@ -33,7 +33,7 @@ def with_motion_input(init: str):
     from lipsync_core.motion import add_motion_input
 
     base, vae = load_checkpoint(init, dtype=torch.float32)
-    return add_motion_input(base), vae
+    return (base if base.config.unet.motion_channels else add_motion_input(base)), vae  # or continue a fine-tune
 
 
 def train_command(args) -> None:
