@@ -132,9 +132,11 @@ def decode_span(
     (mirrored at the ends of the video, so its first and last frames get neighbours too)."""
     device = torch.device(device) if device is not None else vae.device
     last = latents.shape[0] - 1
+    first = max(start - context, 0)
+    span = latents[first : min(stop + context, last + 1)]  # one contiguous read (latents may be on disk)
     index = torch.arange(start - context, stop + context).abs()
-    index = torch.where(index > last, 2 * last - index, index).clamp(0, last)
-    chunk = (latents[index] / vae.config.scaling_factor).to(device, vae.dtype)
+    index = torch.where(index > last, 2 * last - index, index).clamp(0, last)  # mirrored: inside the span
+    chunk = (span[index - first] / vae.config.scaling_factor).to(device, vae.dtype)
     frames = vae.decode(chunk, num_frames=chunk.shape[0]).sample
     return frames[context : context + stop - start].float().clamp(-1, 1).cpu()
 
