@@ -1,14 +1,14 @@
 """Command line: ``python -m lipsync_core <command> ...``.
 
-Each command lives in ``lipsync_core/commands/<name>.py`` with ``HELP``, ``add_arguments(parser)``
-and ``main(args) -> int``; modules are imported only when their command runs.
+Each command lives in ``lipsync_core/commands/<name>.py`` (dashes as underscores) with ``HELP``,
+``add_arguments(parser)`` and ``main(args) -> int``; modules are imported only when their command runs.
 """
 
 import argparse
 import importlib
 import sys
 
-COMMANDS = ("init", "bench", "run", "prep", "train", "toy")
+COMMANDS = ("init", "bench", "bench-sampler", "run", "prep", "train", "toy")
 
 
 def main(argv=None) -> int:
@@ -21,15 +21,19 @@ def main(argv=None) -> int:
             subparsers.add_parser(name)
             continue
         try:
-            module = importlib.import_module(f"{__package__}.commands.{name}")
+            module = importlib.import_module(f"{__package__}.commands.{_module(name)}")
         except ModuleNotFoundError as error:
-            if error.name != f"{__package__}.commands.{name}":
+            if error.name != f"{__package__}.commands.{_module(name)}":
                 raise
             continue
         module.add_arguments(subparsers.add_parser(name, help=module.HELP, description=module.HELP))
     args = parser.parse_args(argv)
-    module = importlib.import_module(f"{__package__}.commands.{args.command}")
+    module = importlib.import_module(f"{__package__}.commands.{_module(args.command)}")
     return int(module.main(args) or 0)
+
+
+def _module(command: str) -> str:
+    return command.replace("-", "_")  # bench-sampler lives in commands/bench_sampler.py
 
 
 if __name__ == "__main__":
