@@ -102,6 +102,9 @@ class SamplerOptions:
             deep_cache_interval=_pick(self.deep_cache, preset.deep_cache),
             schedule=_pick(self.schedule, preset.schedule),
             window_batch=_pick(self.window_batch, preset.window_batch),
+            channels_last=preset.gpu_layout,
+            bf16_decode=preset.gpu_layout,
+            compile=self.compile,
         )
 
 
@@ -451,11 +454,13 @@ def generate(
     fps: float,
     device: str | torch.device | None = None,
     callback: StepCallback | None = None,
+    preview: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Regenerate the masked region of the crops; returns IMAGE crops ``[T, S, S, 3]``.
 
     ``callback(done, total)`` runs after every window of every denoising step (``total = steps *
     windows``), so progress moves and Cancel is checked within a step even on long videos.
+    ``preview(image)``: after every window, ``preview_frame`` of its clean estimate (IMAGE ``[1, S, S, 3]``).
     """
     from .pipeline import SayAnythingPipeline
 
@@ -485,8 +490,19 @@ def generate(
         decode_chunk_size=options.decode_chunk,
         window_callback=callback,
         device=device,
+        speed=options.speed_settings(),
+        preview_callback=None if preview is None else (lambda start, x0: preview(preview_frame(loaded.vae, x0))),
     )
     return model_to_images(generated)
+
+
+def preview_frame(vae, x0: torch.Tensor) -> torch.Tensor:
+    """A sampling preview: the middle frame of a window's clean estimate ``x0 [F, 4, h, w]`` decoded alone,
+    IMAGE ``[1, S, S, 3]`` (one frame of VAE work per window call, a few percent of the window's UNet)."""
+    from .pipeline import decode_latents
+
+    middle = x0.shape[0] // 2
+    return model_to_images(decode_latents(vae, x0[middle : middle + 1], chunk_size=1))
 
 
 # ------------------------------------------------------------------------------------------------

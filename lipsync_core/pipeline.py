@@ -227,6 +227,17 @@ def guidance_branches(reference_guidance_scale: float, audio_guidance_scale: flo
 CONDITIONED_BRANCH = GuidanceBranch(1.0, use_reference=True, use_audio=True)
 
 
+def prepare_unet(unet, device: torch.device, speed: SpeedSettings) -> None:
+    """GPU path settings of ``speed`` applied to the UNet in place (once; later calls change nothing).
+
+    Attention is already PyTorch's SDPA everywhere (diffusers' ``AttnProcessor2_0``, the default).
+    """
+    if speed.channels_last and device.type == "cuda":
+        unet.to(memory_format=torch.channels_last)
+    if speed.compile and getattr(unet, "_compiled_call_impl", None) is None:
+        unet.compile()
+
+
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -400,7 +411,7 @@ class SayAnythingPipeline:
 
         # 5. Decode and composite: pixels outside the mask are the input's, exactly.
         out = torch.empty(frames.shape, dtype=torch.float32)
-        for start, generated in self.decode(video, decode_chunk_size, device):
+        for start, generated in self.decode(video, decode_chunk_size, device, speed):
             end = start + generated.shape[0]
             out[start:end] = composite(generated, frames[start:end], mask[start:end])
         return out
@@ -493,6 +504,7 @@ class SayAnythingPipeline:
         model = self.model
         device = torch.device(device) if device is not None else model.device
         speed = speed or SpeedSettings()
+        prepare_unet(model.unet, device, speed)
         num_frames = video.num_frames
         if audio_features.ndim != 4 or audio_features.shape[0] != num_frames:
             raise ValueError(
@@ -569,12 +581,21 @@ class SayAnythingPipeline:
                 callback(step + 1, total, latents)
 
     def decode(
-        self, video: VideoLatents, chunk_size: int = 8, device: torch.device | str | None = None
+        self,
+        video: VideoLatents,
+        chunk_size: int = 8,
+        device: torch.device | str | None = None,
+        speed: SpeedSettings | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(start, frames [F, 3, S, S])`` chunk by chunk (float32, CPU, -1..1) from the final latents."""
+        """``(start, frames [F, 3, S, S])`` chunk by chunk (float32, CPU, -1..1) from the final latents;
+        under bfloat16 autocast on CUDA when ``speed.bf16_decode``."""
+        device = torch.device(device) if device is not None else self.vae.device
+        bf16 = speed is not None and speed.bf16_decode and device.type == "cuda"
         for start in range(0, video.num_frames, chunk_size):
             chunk = video.latents[start : start + chunk_size]
-            yield start, decode_latents(self.vae, chunk, chunk_size=chunk_size, device=device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                frames = decode_latents(self.vae, chunk, chunk_size=chunk_size, device=device)
+            yield start, frames
 
     def _guided_denoise(
         self,

@@ -184,10 +184,10 @@ def test_speed_presets_fill_what_is_left_on_auto_and_a_user_value_wins():
     preset = SPEED_PRESETS["fast"]
     assert fast.steps == min(DEFAULTS.steps, preset.max_steps)
     assert fast.speed_settings() == SpeedSettings(preset.guidance_interval, preset.deep_cache, preset.schedule,
-                                                  preset.window_batch)
+                                                  preset.window_batch, preset.gpu_layout, preset.gpu_layout)
     mine = SamplerOptions(speed="fast", steps=9, deep_cache=1, schedule="karras", window_batch=1,
                           guidance_interval=(0.0, 1000.0)).resolve(DEFAULTS)
-    assert mine.steps == 9 and mine.speed_settings() == SpeedSettings((0.0, 1000.0), 1, "karras", 1)
+    assert mine.steps == 9 and mine.speed_settings() == SpeedSettings((0.0, 1000.0), 1, "karras", 1, True, True)
     # A model file's own measured interval replaces the preset's (quality always guides everywhere).
     measured = DEFAULTS.replace(guidance_interval=(1.0, 50.0))
     assert SamplerOptions(speed="balanced").resolve(measured).speed_settings().guidance_interval == (1.0, 50.0)
