@@ -205,3 +205,19 @@ def test_preview_gets_each_windows_clean_estimate(pipe):
         (start, tuple(x0.shape))))
     windows = plan_windows(FRAMES, WINDOW, OVERLAP)
     assert previews == [(start, (WINDOW, 4, 8, 8)) for _ in range(2) for start, _ in windows]
+
+
+def test_gpu_path_settings(tiny_model, monkeypatch):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from lipsync_core.pipeline import prepare_unet
+
+    unet = tiny_model.unet
+    processors = unet.attn_processors
+    assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors.values())  # SDPA everywhere
+    compiled = []
+    monkeypatch.setattr(unet, "compile", lambda: compiled.append(True))
+    prepare_unet(unet, torch.device("cpu"), SpeedSettings(channels_last=True))
+    assert not compiled and unet.conv_in.weight.is_contiguous()  # off by default; the layout is CUDA-only
+    prepare_unet(unet, torch.device("cpu"), SpeedSettings(compile=True))
+    assert compiled == [True]
