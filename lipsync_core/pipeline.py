@@ -521,27 +521,32 @@ class SayAnythingPipeline:
                               model.zero_id_features(id_features), device)
         conditioned = _BranchBatch([CONDITIONED_BRANCH], id_features, model.zero_id_features(id_features), device)
         added_time_ids = make_added_time_ids(fps, motion_bucket_id, noise_aug_strength, 1, device)
-        # One deep-feature cache per (window group, guidance batch): never shared between windows or videos.
-        caches: dict[tuple[int, int], DeepFeatureCache] = {}
-        refreshed: dict[tuple[int, int], int] = {}
+        # One deep-feature cache per window group, for the current guidance batch: never shared between
+        # windows or videos, dropped when the batch changes (its features would not fit the new one).
+        caches: dict[int, DeepFeatureCache] = {}
+        refreshed: dict[int, int] = {}
         latents = video.latents
 
         total = len(sigmas) - 1
         window_calls = 0
+        batch = None
         for step in range(total):
             ratio = sigmas[step + 1] / sigmas[step]
-            batch = guided if speed.guides_at(float(sigmas[step])) else conditioned
+            step_batch = guided if speed.guides_at(float(sigmas[step])) else conditioned
+            if step_batch is not batch:
+                batch = step_batch
+                caches.clear()
             pending_start = 0  # frames [pending_start, pending_start + len(pending)) await later windows
             pending = torch.zeros(0, *latents.shape[1:])
             pending_weight = torch.zeros(0, 1, 1, 1)
             for group_index, group in enumerate(groups):
                 cache = None
                 if speed.deep_cache_interval > 1:
-                    key = (group_index, len(batch.branches))
-                    cache = caches.setdefault(key, DeepFeatureCache())
-                    cache.reuse = cache.features is not None and step - refreshed[key] < speed.deep_cache_interval
+                    cache = caches.setdefault(group_index, DeepFeatureCache(storage=latents.device))
+                    fresh = step - refreshed.get(group_index, step) < speed.deep_cache_interval
+                    cache.reuse = cache.features is not None and fresh
                     if not cache.reuse:
-                        refreshed[key] = step
+                        refreshed[group_index] = step
                 spans = [windows[index] for index in group]
                 denoised = self._guided_denoise(
                     torch.stack([latents[start:end] for start, end in spans]).to(device),

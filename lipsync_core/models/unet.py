@@ -108,7 +108,7 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
 
         # 4. mid and every up block but the last: the deep features
         if reuse:
-            hidden_states = deep_cache.take(hidden_states.shape[0])
+            hidden_states = deep_cache.take(hidden_states)
         else:
             mid = self.mid_block
             hidden_states = _run_layer(mid, mid.resnets[0], None, hidden_states, emb, context)
@@ -132,20 +132,22 @@ class DeepFeatureCache:
     """The deep features of one window's batch (DeepCache): stored by a full forward, reused while ``reuse``.
 
     The sampler keeps one per window (and guidance batch) and sets ``reuse`` on the steps between two
-    refreshes; a new video starts with new caches.
+    refreshes; a new video starts with new caches. ``storage``: where they wait between steps (the
+    sampler keeps them on the CPU with the video's latents, so device memory stays bounded by the window).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, storage: torch.device | str | None = None) -> None:
         self.features: torch.Tensor | None = None
         self.reuse = False
+        self.storage = storage
 
     def store(self, features: torch.Tensor) -> None:
-        self.features = features
+        self.features = features if self.storage is None else features.to(self.storage)
 
-    def take(self, batch_frames: int) -> torch.Tensor:
-        if self.features is None or self.features.shape[0] != batch_frames:
+    def take(self, like: torch.Tensor) -> torch.Tensor:
+        if self.features is None or self.features.shape[0] != like.shape[0]:
             raise ValueError("deep features are reused before a full forward of the same batch stored them")
-        return self.features
+        return self.features.to(like.device, like.dtype)
 
 
 def _run_up_block(block, hidden_states, skips: list[torch.Tensor], emb, context: _Context, forward_upsample_size):

@@ -136,6 +136,18 @@ def test_deep_features_are_kept_per_window_and_never_cross_windows_or_videos(pip
     assert not {id(c["cache"]) for c in calls} & {id(cache) for cache in caches}
 
 
+def test_deep_features_are_not_reused_across_a_change_of_guidance_batch(pipe, monkeypatch):
+    calls = _record_calls(pipe, monkeypatch)
+    sigmas = pipe.sigmas(6)
+    _denoise(pipe, SpeedSettings(deep_cache_interval=3, guidance_interval=(float(sigmas[1]), 1000.0)), steps=6)
+    windows = len(plan_windows(FRAMES, WINDOW, OVERLAP))
+    by_step = [calls[step * windows] for step in range(6)]
+    assert [c["batch"] for c in by_step] == [3, 3, 1, 1, 1, 1]
+    # Full forwards at steps 0 and 2 (a new batch), then every third step; the reused features always
+    # come from a forward of the same batch size (DeepFeatureCache.take checks that too).
+    assert [c["reuse"] for c in by_step] == [False, True, False, True, True, False]
+
+
 def test_reused_deep_features_give_the_full_forward_at_the_same_inputs(tiny_model):
     # The shallow path (conv_in, first down block, last up block on fresh skips) plus the stored deep
     # features is the whole UNet: at identical inputs it must return the full forward's output.
