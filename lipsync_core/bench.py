@@ -221,6 +221,7 @@ def toy_eval_clips(whisper_dir, clips: int = 8, frames: int = 64, world_seed: in
     import numpy as np
 
     from .audio import Audio, load_whisper_encoder
+    from .toy.evaluate import skin_region
     from .toy.run import silence_features
     from .toy.world import WorldConfig, generate_world
 
@@ -241,16 +242,36 @@ def toy_eval_clips(whisper_dir, clips: int = 8, frames: int = 64, world_seed: in
             "mask": torch.from_numpy(clip.mask[window]).float()[:, None] / 255.0,
             "reference": torch.from_numpy(clip.frames[0 if start > 0 else -1]).permute(2, 0, 1).float() / 127.5 - 1,
             "landmarks": clip.landmarks[window], "features": features[window].float(), "silence": silence[:count],
+            "source": clip.frames[window], "skin": skin_region(clip.mask[window] / 255.0, clip.landmarks[window]),
             "opening": clip.opening[window], "silent": clip.silent[window].astype(bool),
         })
     for number, clip in enumerate(prepared):  # the new sentence: the next clip's speech
         partner = prepared[(number + 1) % len(prepared)]
         count = min(len(clip["opening"]), len(partner["opening"]))
-        for key in ("frames", "mask", "landmarks", "features", "silence", "opening", "silent"):
+        for key in ("frames", "mask", "landmarks", "features", "silence", "opening", "silent", "source", "skin"):
             clip[key] = clip[key][:count]
         clip.update(new_features=partner["features"][:count], new_opening=partner["opening"][:count],
                     new_silent=partner["silent"][:count])
     return prepared
+
+
+def _timed_pipeline_class():
+    from .pipeline import SayAnythingPipeline
+
+    class TimedPipeline(SayAnythingPipeline):
+        """The pipeline with its sampling loop's own time kept (the rest of a call is VAE work)."""
+
+        sampling_seconds = 0.0
+
+        def denoise(self, *args, **kwargs):
+            device = kwargs.get("device") or self.model.device
+            _sync(torch.device(device))
+            start = time.perf_counter()
+            super().denoise(*args, **kwargs)
+            _sync(torch.device(device))
+            self.sampling_seconds += time.perf_counter() - start
+
+    return TimedPipeline
 
 
 class _UNetCallCounter:
@@ -286,14 +307,16 @@ def run_sampler_benchmark(
 ) -> dict[str, Any]:
     """Every speed mode over the toy evaluation clips in this process, clip by clip with the modes taking
     turns (so a shared machine's load falls on all of them alike). Per mode: seconds, UNet calls and
-    FLOPs per output second (the whole pipeline call: canvas encode, sampling, decode), ``speedup``
-    against ``quality``, and the lip-sync figures of ``toy.evaluate.dubbing_figures`` (own speech, a new
-    sentence, silence for LipLeak)."""
+    FLOPs per output second (the whole pipeline call: canvas encode, sampling, decode; the sampling loop
+    alone as ``sampling_*``), ``speedup`` against ``quality``, the lip-sync figures of
+    ``toy.evaluate.dubbing_figures`` (own speech, a new sentence, silence for LipLeak) and the skin
+    colour error inside the mask (``identity_error``, own speech)."""
+    import numpy as np
+
     from . import inference
-    from .pipeline import SayAnythingPipeline
     from .speed import SPEEDS
     from .toy.demo import DEMO_MODEL
-    from .toy.evaluate import dubbing_figures
+    from .toy.evaluate import colour_error, dubbing_figures
     from .toy.measure import measure_opening
 
     if threads:
@@ -305,12 +328,12 @@ def run_sampler_benchmark(
     dev = torch.device(device)
     data = toy_eval_clips(whisper_dir, clips, frames, world_seed)
     fps = loaded.defaults.fps
-    pipeline = SayAnythingPipeline(loaded.model, loaded.vae)
+    pipeline = _timed_pipeline_class()(loaded.model, loaded.vae)
     options = {name: inference.SamplerOptions(seed=seed, **kwargs).resolve(loaded.defaults)
                for name, kwargs in modes.items()}
     counter = _UNetCallCounter(loaded.model.unet)
-    runs = {name: {"seconds": 0.0, "frames": 0, "calls": 0, "reused": 0, "own": [], "dub": [], "silence": []}
-            for name in modes}
+    runs = {name: {"seconds": 0.0, "sampling": 0.0, "frames": 0, "calls": 0, "reused": 0, "own": [], "dub": [],
+                   "silence": [], "identity": []} for name in modes}
 
     def sample(option, clip, features, callback=None):
         return pipeline(
@@ -329,15 +352,19 @@ def run_sampler_benchmark(
             for name, option in options.items():
                 run = runs[name]
                 counter.calls = counter.reused = 0
+                pipeline.sampling_seconds = 0.0
                 _sync(dev)
                 start = time.perf_counter()
                 video = sample(option, clip, features)
                 _sync(dev)
                 run["seconds"] += time.perf_counter() - start
+                run["sampling"] += pipeline.sampling_seconds
                 run["frames"] += video.shape[0]
                 run["calls"] += counter.calls
                 run["reused"] += counter.reused
                 run[kind].append(measure_opening(pixels(video), clip["landmarks"]))
+                if kind == "own":
+                    run["identity"].append(colour_error(pixels(video), clip["source"], clip["skin"]))
         progress(f"clip {number + 1}/{len(data)} done")
 
     report_modes = []
@@ -353,11 +380,13 @@ def run_sampler_benchmark(
         report_modes.append({
             "name": name,
             "seconds_per_output_second": run["seconds"] / output_seconds,
+            "sampling_seconds_per_output_second": run["sampling"] / output_seconds,
             "unet_calls_per_output_second": run["calls"] / output_seconds,
             "deep_reused_calls_per_output_second": run["reused"] / output_seconds,
             "tflop_per_output_second": flops / 1e12 / (data[0]["frames"].shape[0] / fps) if flops else None,
             "correlation_speech": figures["speech_correlation"],
             "lipleak": figures["lipleak_open"],
+            "identity_error": float(np.mean(run["identity"])),
             "steps": option.steps,
             "settings": settings,
             "figures": {k: v for k, v in figures.items() if not isinstance(v, (list, dict))},
@@ -368,6 +397,8 @@ def run_sampler_benchmark(
     quality = next(m for m in report_modes if m["name"] == "quality")
     for mode in report_modes:
         mode["speedup"] = quality["seconds_per_output_second"] / mode["seconds_per_output_second"]
+        mode["sampling_speedup"] = (quality["sampling_seconds_per_output_second"]
+                                    / mode["sampling_seconds_per_output_second"])
         mode["correlation_speech_vs_quality"] = mode["correlation_speech"] - quality["correlation_speech"]
         mode["lipleak_points_vs_quality"] = 100 * (mode["lipleak"] - quality["lipleak"])
     report: dict[str, Any] = {

@@ -64,8 +64,10 @@ def test_bench_sampler_reports_every_speed_mode_against_quality(tmp_path, capsys
     modes = {mode["name"]: mode for mode in report["modes"]}
     assert list(modes) == ["quality", "balanced", "fast", "k4"]
     for mode in modes.values():
-        for key in ("seconds_per_output_second", "unet_calls_per_output_second", "tflop_per_output_second"):
+        for key in ("seconds_per_output_second", "sampling_seconds_per_output_second", "unet_calls_per_output_second",
+                    "tflop_per_output_second", "identity_error"):
             assert mode[key] > 0
+        assert mode["sampling_seconds_per_output_second"] < mode["seconds_per_output_second"]
         assert -1 <= mode["correlation_speech"] <= 1 and 0 <= mode["lipleak"] <= 1
         quality_time = modes["quality"]["seconds_per_output_second"]
         assert mode["speedup"] == quality_time / mode["seconds_per_output_second"]
