@@ -69,9 +69,10 @@ class ToyRunConfig:
                    vae_steps=160, train_steps=600, eval_clips=4, eval_frames=48, sample_steps=8)
 
     def inference_defaults(self) -> dict:
-        """The sampler settings the evaluation uses: stamped into the model file's ``defaults``."""
+        """The sampler and mask settings the evaluation uses: stamped into the model file's ``defaults``
+        (the training clips' mask expand varies around the evaluation's)."""
         return {"steps": self.sample_steps, "reference_guidance": self.reference_guidance,
-                "audio_guidance": self.audio_guidance}
+                "audio_guidance": self.audio_guidance, "mask_expand": 0.08}
 
 
 def packed_frame_features(whisper, waveforms: list[np.ndarray], num_frames: list[int], fps: float = 25.0,
@@ -80,15 +81,18 @@ def packed_frame_features(whisper, waveforms: list[np.ndarray], num_frames: list
 
     Whisper always encodes 30 s; a 5 s clip alone wastes most of it. Clips are laid end to end with 1 s
     of silence between them (each starting on an encoder frame) and cut out again with the same
-    ``frame_windows`` the per-video path uses. Used for the training split only; the evaluation
-    encodes each clip alone, as inference does.
+    ``frame_windows`` the per-video path uses. A clip without speech is encoded alone, as inference
+    encodes a silent soundtrack: packed, it would sound like a pause between words. Used for the
+    training split only; the evaluation encodes each clip alone, as inference does.
     """
     from ..audio import DEFAULT_FEATURE_WINDOW, Audio, frame_windows
 
     step = 320  # samples per encoder frame at 16 kHz
     lead = DEFAULT_FEATURE_WINDOW // 2 + 2
     features: list[torch.Tensor] = [None] * len(waveforms)  # type: ignore[list-item]
-    order = list(range(len(waveforms)))
+    order = [index for index, waveform in enumerate(waveforms) if waveform.any()]
+    for index in sorted(set(range(len(waveforms))) - set(order)):
+        features[index] = silence_features(whisper, num_frames[index], fps)
     while order:
         pack, offsets, cursor = [], [], 0
         while order:
@@ -149,7 +153,7 @@ def write_world_shards(clips: list[ToyClip], folder: Path, whisper, vae, packed_
         infos.append({"source": f"toy-{clip.identity}-{number}", "start_frame": 0, "fps": 25.0,
                       "num_frames": count, "split": clip.split, "identity": clip.identity,
                       "sentences": clip.sentences, "voice": clip.voice, "speed": clip.speed, "style": clip.style,
-                      **mask_info(clip.frames.shape[1], "nose", world.mask_hold)})
+                      **mask_info(clip.frames.shape[1], "nose", world.mask_hold, clip.meta.get("mask_expand", 0.08))})
         if len(batch) == clips_per_shard or number == len(clips) - 1:
             write_shard(folder / f"shard-{number // clips_per_shard:05d}.safetensors", batch, infos)
             batch, infos = [], []

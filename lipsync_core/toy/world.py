@@ -27,6 +27,14 @@ class WorldConfig:
     eval_identities: int = 12
     clips_per_identity: int = 2
     sentences_per_clip: int = 2
+    # Training clips in which the character only listens (a silent soundtrack, the mouth shut). A
+    # soundtrack that is silent throughout is not the pauses between words to Whisper: its features lie
+    # farther from them than speech does, so a model that never heard one opens the mouth at random.
+    listening_clips_per_identity: int = 1
+    listening_seconds: tuple[float, float] = (1.5, 3.0)
+    # The training clips' mask expand is drawn from this range (the evaluation's and inference's is
+    # prepare_face_crops' 0.08), so the mask's size tells the model nothing about the source mouth.
+    train_mask_expand: tuple[float, float] = (0.04, 0.12)
     seed: int = 0
 
 
@@ -91,12 +99,13 @@ def render_clip(character: Character, opening: np.ndarray, width: np.ndarray, si
     return frames, points
 
 
-def crop_clip(video: np.ndarray, points: np.ndarray, config: WorldConfig):
+def crop_clip(video: np.ndarray, points: np.ndarray, config: WorldConfig, mask_expand: float = 0.08):
     """Aligned crops, crop-space landmarks and held masks (uint8) of a rendered clip: inference's own preprocessing."""
     from ..face import FaceTrack, prepare_face_crops, transform_points
 
     track = FaceTrack(points, np.ones(len(points), bool), video.shape[1:3])
-    crops = prepare_face_crops(video, fps=config.fps, size=config.crop_size, track=track, mask_hold=config.mask_hold)
+    crops = prepare_face_crops(video, fps=config.fps, size=config.crop_size, track=track, mask_hold=config.mask_hold,
+                               expand=mask_expand)
     landmarks = transform_points(points, crops.transforms).astype(np.float32)
     return crops.crops, landmarks, np.round(crops.masks * 255).astype(np.uint8)
 
@@ -114,8 +123,25 @@ def generate_world(config: WorldConfig, progress=None) -> list[ToyClip]:
     clips = []
     identities = [("train", i) for i in range(config.train_identities)] + [
         ("eval", config.train_identities + i) for i in range(config.eval_identities)]
+    total = len(identities) * config.clips_per_identity + config.train_identities * config.listening_clips_per_identity
+
+    def add_clip(character, split, identity, sentences, voice, speed, utterance, clip_rng, mask_rng):
+        mask_expand = 0.08 if split == "eval" else float(mask_rng.uniform(*config.train_mask_expand))
+        video, points = render_clip(character, utterance.opening, utterance.width, config.video_size, clip_rng,
+                                    config.fps)
+        crops, crop_points, masks = crop_clip(video, points, config, mask_expand)
+        held_out = split == "eval"
+        clips.append(ToyClip(identity, split, sentences, voice, speed, utterance.waveform, crops, crop_points,
+                             masks, utterance.opening, utterance.width, utterance.silent, character.style,
+                             video if held_out else None, points if held_out else None,
+                             {"mask_expand": float(mask_expand)}))
+        if progress is not None:
+            progress(len(clips), total)
+
     for split, identity in identities:
         character = Character.random(np.random.default_rng([config.seed, identity]), 2 * config.video_size)
+        # Its own stream, so the speech clips are the same whether or not listening clips are drawn.
+        own_rng = np.random.default_rng([config.seed, identity, 1])
         for _ in range(config.clips_per_identity):
             sentences = [int(s) for s in rng.choice(sentence_split(split), config.sentences_per_clip, replace=False)]
             voice, speed = VOICES[rng.integers(len(VOICES))], int(SPEEDS[rng.integers(len(SPEEDS))])
@@ -126,14 +152,10 @@ def generate_world(config: WorldConfig, progress=None) -> list[ToyClip]:
                     speech_cache[key] = speak(SENTENCES[sentence], voice, speed)
                 segments.append(speech_cache[key])
             pauses = [rng.uniform(0.3, 0.8)] + [rng.uniform(0.4, 0.9) for _ in segments[1:]] + [rng.uniform(0.3, 0.6)]
-            utterance = compose(segments, pauses, config.fps)
-            video, points = render_clip(character, utterance.opening, utterance.width, config.video_size, rng,
-                                        config.fps)
-            crops, crop_points, masks = crop_clip(video, points, config)
-            held_out = split == "eval"
-            clips.append(ToyClip(identity, split, sentences, voice, speed, utterance.waveform, crops, crop_points,
-                                 masks, utterance.opening, utterance.width, utterance.silent, character.style,
-                                 video if held_out else None, points if held_out else None))
-            if progress is not None:
-                progress(len(clips), len(identities) * config.clips_per_identity)
+            add_clip(character, split, identity, sentences, voice, speed, compose(segments, pauses, config.fps), rng,
+                     own_rng)
+        if split == "train":
+            for _ in range(config.listening_clips_per_identity):
+                silence = compose([], [float(own_rng.uniform(*config.listening_seconds))], config.fps)
+                add_clip(character, split, identity, [], "", 0, silence, own_rng, own_rng)
     return clips

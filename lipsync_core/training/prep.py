@@ -73,11 +73,11 @@ def read_video(path: str | os.PathLike, fps: float) -> np.ndarray:
     return np.stack([frames[i] for i in picks])
 
 
-def mask_info(crop_size: int, upper_edge: str, mask_hold: float) -> dict:
+def mask_info(crop_size: int, upper_edge: str, mask_hold: float, expand: float = 0.08) -> dict:
     """How a clip's crops and mask were made, for each shard clip's info (training writes it into the
-    model's ``defaults``); expand and feather are prepare_face_crops' defaults."""
-    return {"crop_size": int(crop_size), "upper_edge": upper_edge, "mask_expand": 0.08, "mask_feather": 0.06,
-            "mask_hold": float(mask_hold)}
+    model's ``defaults``); feather is prepare_face_crops' default."""
+    return {"crop_size": int(crop_size), "upper_edge": upper_edge, "mask_expand": float(expand),
+            "mask_feather": 0.06, "mask_hold": float(mask_hold)}
 
 
 def clip_starts(usable: np.ndarray, clip_frames: int, stride: int) -> list[int]:

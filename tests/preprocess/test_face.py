@@ -379,3 +379,19 @@ def test_held_mask_does_not_follow_the_source_jaw(static_landmarks, astronaut):
     steady = slice(13, frames - 13)  # a full hold window on both sides
     assert np.ptp(area_held[steady]) < 0.002 * area_held.mean()  # the held one does not
     assert (held >= moving - 0.02).all()  # and covers the plain one (up to resampling of the outline)
+
+
+def test_crop_does_not_move_with_the_source_mouth(static_landmarks):
+    # mouth corners widen and the lips part at 4 Hz while the head holds still: a crop fitted on the
+    # mouth would follow them and show the model the source mouth everywhere (eyes, background)
+    from lipsync_core.face import align_transforms
+    from lipsync_core.face.track import LOWER_JAW, MOUTH_CORNERS
+
+    frames = 20
+    talking = np.repeat(static_landmarks[None], frames, axis=0)
+    swing = 10.0 * np.sin(2 * np.pi * 4 * np.arange(frames) / 25)
+    talking[:, MOUTH_CORNERS[0], 0] -= swing
+    talking[:, MOUTH_CORNERS[1], 0] += swing
+    talking[:, list(LOWER_JAW), 1] += np.abs(swing)[:, None]
+    transforms = align_transforms(FaceTrack(talking, np.ones(frames, bool), (512, 512)), size=256)
+    assert np.abs(transforms - transforms[0]).max() < 1e-4

@@ -330,3 +330,20 @@ def test_long_audio_features_stream_into_a_buffer_and_equal_the_whole_video_wind
     end = int(np.ceil((frames / fps + 10 / 50) * 16000))
     hidden = whisper_encoder.encode(Audio(audio.waveform[:end], 16000), leading_silence_frames=lead)
     torch.testing.assert_close(streamed, frame_windows(hidden, fps, frames, 10, frame_offset=lead), rtol=0, atol=0)
+
+
+def test_a_silent_training_clip_sounds_like_a_silent_soundtrack(whisper_encoder, speech_wav):
+    # The toy world packs clips into shared 30 s windows; a clip without speech must still get what a
+    # silent soundtrack gets at inference, which deep layers tell apart from pauses between words.
+    from lipsync_core.toy.run import packed_frame_features, silence_features
+
+    speech = load_audio(speech_wav).waveform.numpy().reshape(-1)
+    padded = np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(16000, np.float32)])
+    frames = [int(len(padded) / 16000 * 25), 50]
+    spoken, quiet = packed_frame_features(whisper_encoder, [padded, np.zeros(2 * 16000, np.float32)], frames)
+    alone = silence_features(whisper_encoder, 50)
+    assert torch.equal(quiet.half(), alone)
+    pause = spoken[-10:].float().flatten(1).mean(0)  # the second of silence after the words
+    words = spoken[20:40].float().flatten(1).mean(0)
+    soundtrack = alone.float().flatten(1).mean(0)
+    assert (soundtrack - pause).norm() > 0.5 * (words - pause).norm()

@@ -34,9 +34,21 @@ def test_world_is_deterministic_with_held_out_identities_and_sentences(world):
         # Held-out clips keep the rendered video and its landmarks (the user's-path proof dubs those).
         assert (clip.video is not None) == (clip.split == "eval")
         assert abs(len(clip.waveform) / 16000 * 25 - len(clip.frames)) < 1
+        if not clip.sentences:
+            continue
         # Speech opens the mouth; silence (start, gap, end) keeps it exactly closed.
         assert clip.silent[0] and clip.silent[-1] and 0.1 < clip.silent.mean() < 0.6
         assert np.all(clip.opening[clip.silent] == 0) and clip.opening.max() > 0.8
+    # Each training identity also has a clip in which it only listens: silent throughout, mouth shut.
+    listening = [c for c in world if not c.sentences]
+    assert {c.identity for c in listening} == {c.identity for c in train}
+    assert all(c.split == "train" for c in listening)
+    assert all(not c.waveform.any() and c.silent.all() and not c.opening.any() for c in listening)
+    assert all(1.5 * 25 - 1 <= len(c.frames) <= 3.0 * 25 + 1 for c in listening)
+    # Training masks vary in size (the held-out ones are inference's), so size tells nothing of the mouth.
+    expands = [c.meta["mask_expand"] for c in train]
+    assert np.ptp(expands) > 0.03 and all(0.04 <= e <= 0.12 for e in expands)
+    assert all(c.meta["mask_expand"] == 0.08 for c in held)
 
 
 def test_ruler_reads_the_opening_from_pixels(world):
@@ -90,3 +102,25 @@ def test_head_turns_and_scale_changes(world):
     face_width = np.linalg.norm(points[:, 454] - points[:, 234], axis=1)
     assert np.ptp(nose_offset) > 0.05  # the nose moves across the face: the head turns
     assert face_width.max() / face_width.min() > 1.04  # the head comes closer and goes back
+
+
+def test_outside_the_mask_a_talking_source_looks_like_a_silent_one():
+    """What the model sees of the source (the crop outside the held mask) must not tell how the
+    source mouth moves: the same character and head motion, talking or with the mouth shut."""
+    from lipsync_core.toy.characters import Character
+    from lipsync_core.toy.world import crop_clip, render_clip
+
+    config = WorldConfig()
+    frames = 40
+    talking = (0.5 + 0.5 * np.sin(2 * np.pi * 3 * np.arange(frames) / config.fps)).astype(np.float32)
+    character = Character.random(np.random.default_rng([3, 1]), 2 * config.video_size)
+    crops = {}
+    for name, opening in (("talking", talking), ("shut", np.zeros(frames, np.float32))):
+        video, points = render_clip(character, opening, np.full(frames, 0.5, np.float32), config.video_size,
+                                    np.random.default_rng(7), config.fps)
+        crops[name], _, masks = crop_clip(video, points, config)
+        if name == "talking":
+            outside = masks == 0
+    difference = np.abs(crops["talking"].astype(np.int16) - crops["shut"]).max(-1)
+    assert outside.mean() > 0.4
+    assert np.mean(difference[outside]) < 0.05
