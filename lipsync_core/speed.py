@@ -93,9 +93,9 @@ class SpeedPreset:
 
 
 # Measured on the toy model (BENCHMARKS.md, "Fast sampling"): its mouth opening is decided in the first
-# step (sigma 700), few steps keep it, and audio guidance keeps silent mouths shut down to sigma ~1, so
-# the faster presets cut steps first, skip guidance only on the last step (sigma 0.05) and reuse deep
-# features on every other step.
+# step (sigma 700), so few steps keep it; audio guidance is what keeps silent mouths shut at high and low
+# sigmas alike, so the faster presets cut steps first, skip guidance only on the few-step schedule's last
+# step (sigma 0.05) and reuse deep features on every other step.
 GUIDED_ABOVE_LAST_STEP = (0.1, 1e4)  # every sigma but the few-step schedules' last (0.05)
 SPEED_PRESETS = {
     # The sampler as before issue 12, bit for bit.
