@@ -140,7 +140,8 @@ def test_speed_preset_and_its_settings_reach_the_sampler(comfy, comfy_base, comf
     # same options give through lipsync_core.inference.lipsync: every widget reaches the sampler.
     speed = {"speed": "fast", "deep_cache": 2, "guidance_sigma_high": 200.0}
     prompt, workflow = prompt_for("sayanything_talking_image.json", object_info, {
-        "PrimitiveFloat": {"value": 4.0}, "SayAnythingSampler": {**speed, "steps": 3, "window": 4, "overlap": 1}})
+        "PrimitiveFloat": {"value": 4.0},
+        "SayAnythingSampler": {**speed, "steps": 3, "window": 4, "overlap": 1, "decode_chunk": 4}})
     add_png_taps(prompt, "fast")
     result = run_ok(comfy, prompt, workflow)
     taps = read_taps(comfy, result.prompt_id, comfy_base, "fast")
