@@ -502,7 +502,7 @@ def preview_frame(vae, x0: torch.Tensor) -> torch.Tensor:
     from .pipeline import decode_latents
 
     middle = x0.shape[0] // 2
-    return model_to_images(decode_latents(vae, x0[middle : middle + 1], chunk_size=1))
+    return model_to_images(decode_latents(vae, x0[middle : middle + 1], chunk_size=1, context=0))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -98,22 +98,47 @@ def encode_latents(
     return latents.reshape(*leading, *latents.shape[1:])
 
 
+# Latent frames decoded on each side of a chunk and dropped (ours): the temporal decoder's first and
+# last frames of a chunk come out in other colours than its inner ones, a flicker at every chunk edge.
+DECODE_CONTEXT = 2
+
+
 @torch.no_grad()
 def decode_latents(
-    vae, latents: torch.Tensor, chunk_size: int = 8, device: torch.device | str | None = None
+    vae,
+    latents: torch.Tensor,
+    chunk_size: int = 8,
+    device: torch.device | str | None = None,
+    context: int = DECODE_CONTEXT,
 ) -> torch.Tensor:
     """Frames ``[T, 3, S, S]`` (float32, CPU, -1..1) from scaled latents ``[T, 4, h, w]``, decoded in chunks.
 
-    The temporal decoder smooths across the frames of one chunk.
+    The temporal decoder smooths across the frames of one chunk; each chunk is decoded with ``context``
+    neighbouring frames on both sides, so that every kept frame has neighbours.
     """
     if latents.ndim != 4:
         raise ValueError(f"latents must be [frames, channels, height, width], got {list(latents.shape)}")
+    chunk_size = max(1, chunk_size)
+    return torch.cat([
+        decode_span(vae, latents, start, min(start + chunk_size, latents.shape[0]), context, device)
+        for start in range(0, latents.shape[0], chunk_size)
+    ])
+
+
+@torch.no_grad()
+def decode_span(
+    vae, latents: torch.Tensor, start: int, stop: int, context: int = DECODE_CONTEXT,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Frames ``start:stop`` of scaled latents ``[T, 4, h, w]``, decoded with ``context`` frames around them
+    (mirrored at the ends of the video, so its first and last frames get neighbours too)."""
     device = torch.device(device) if device is not None else vae.device
-    frames = []
-    for start in range(0, latents.shape[0], max(1, chunk_size)):
-        chunk = (latents[start : start + chunk_size] / vae.config.scaling_factor).to(device, vae.dtype)
-        frames.append(vae.decode(chunk, num_frames=chunk.shape[0]).sample.float().clamp(-1, 1).cpu())
-    return torch.cat(frames)
+    last = latents.shape[0] - 1
+    index = torch.arange(start - context, stop + context).abs()
+    index = torch.where(index > last, 2 * last - index, index).clamp(0, last)
+    chunk = (latents[index] / vae.config.scaling_factor).to(device, vae.dtype)
+    frames = vae.decode(chunk, num_frames=chunk.shape[0]).sample
+    return frames[context : context + stop - start].float().clamp(-1, 1).cpu()
 
 
 def downsample_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -597,9 +622,9 @@ class SayAnythingPipeline:
         device = torch.device(device) if device is not None else self.vae.device
         bf16 = speed is not None and speed.bf16_decode and device.type == "cuda"
         for start in range(0, video.num_frames, chunk_size):
-            chunk = video.latents[start : start + chunk_size]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                frames = decode_latents(self.vae, chunk, chunk_size=chunk_size, device=device)
+                frames = decode_span(self.vae, video.latents, start, min(start + chunk_size, video.num_frames),
+                                     device=device)
             yield start, frames
 
     def _guided_denoise(

@@ -104,6 +104,8 @@ def main() -> int:
     parser.add_argument("--max-frames", type=int, default=100)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "toy_proof.json")
     parser.add_argument("--base", type=Path, default=None, help="ComfyUI base folder (default: a temporary one)")
+    parser.add_argument("--picture", type=Path, default=None,
+                        help="write the first workflow case as rows: source, dubbed, dubbed with silence")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads here and in the server (1 is far faster on a CPU other jobs share)")
     args = parser.parse_args()
@@ -177,6 +179,8 @@ def main() -> int:
                                   "styles": [c.style for run in by_seed.values() for c in run[0]],
                                   "seconds_per_dub": round(float(np.mean(timings[path])), 1) if timings[path]
                                   else None}
+    if args.picture is not None:
+        write_picture(args.picture, runs["comfyui_face_track"])
     results["seconds"] = round(time.time() - started, 1)
     results["threads"] = args.threads
     results["machine_after"] = machine()
@@ -185,6 +189,18 @@ def main() -> int:
     print(json.dumps({p: r["pooled"] for p, r in results["paths"].items()}, indent=2))
     print(args.output)
     return 0
+
+
+def write_picture(path: Path, by_seed: dict, count: int = 10) -> None:
+    """The first case of the first seed: its source, its dub and its silent dub, ``count`` frames each."""
+    import cv2
+
+    cases, dubbed, silenced = next(iter(by_seed.values()))
+    picks = np.linspace(0, len(cases[0].video) - 1, count).round().astype(int)
+    rows = [np.concatenate(list(video[picks]), axis=1) for video in (cases[0].video, dubbed[0], silenced[0])]
+    picture = cv2.resize(np.concatenate(rows, axis=0), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.ascontiguousarray(picture[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
 def _float(frames: np.ndarray):

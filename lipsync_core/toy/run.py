@@ -47,7 +47,7 @@ class ToyRunConfig:
     # The VAE trains on chunks as long as the pipeline decodes (SamplerOptions.decode_chunk = the
     # window): its temporal decoder's colour drifts over frames it never saw in a chunk.
     vae_steps: int = 400
-    train_steps: int = 1200
+    train_steps: int = 2000
     batch_size: int = 4
     learning_rate: float = 1e-3
     p_mean: float = -0.4

@@ -298,3 +298,30 @@ def test_from_checkpoint_uses_the_stored_vae_or_asks_for_one(tmp_path, tiny_mode
     with pytest.raises(ValueError, match="without.safetensors stores no VAE; pass one"):
         SayAnythingPipeline.from_checkpoint(without)
     assert SayAnythingPipeline.from_checkpoint(without, vae=tiny_vae).vae is tiny_vae
+
+
+def test_chunked_decode_has_no_colour_step_at_chunk_edges():
+    # The shipped toy model's temporal decoder: decoded alone, a chunk's first and last frames drift in
+    # colour (a flicker every 8 frames); decoded with neighbours on each side (mirrored at the ends of
+    # the video) they look like the inner frames.
+    import numpy as np
+
+    from lipsync_core.checkpoint import load_checkpoint
+    from lipsync_core.pipeline import decode_latents, encode_latents
+    from lipsync_core.toy.demo import DEMO_MODEL
+    from lipsync_core.toy.world import WorldConfig, generate_world
+
+    _, vae = load_checkpoint(DEMO_MODEL)
+    clip = generate_world(WorldConfig(train_identities=0, eval_identities=1, clips_per_identity=1, seed=5))[0]
+    frames = torch.from_numpy(clip.frames[:32]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    latents = encode_latents(vae, frames)
+    whole = decode_latents(vae, latents, chunk_size=32)
+    plain, with_context = (decode_latents(vae, latents, chunk_size=8, context=c) for c in (0, 2))
+    edges = np.isin(np.arange(32) % 8, [0, 7])
+
+    def error(decoded, target):  # per frame, 0..255
+        return (decoded - target).abs().mean(dim=(1, 2, 3)).numpy() * 127.5
+
+    assert error(plain, whole)[edges].mean() > 4 * error(with_context, whole)[edges].mean()
+    # Against the source, every frame is decoded alike: no step at chunk edges or at the video's ends.
+    assert np.std(error(with_context, frames)) < 0.5 * np.std(error(plain, frames))
