@@ -9,6 +9,7 @@ channels, one context token) on the same batch, latent size and frame count.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -207,3 +208,248 @@ def _run_child(variant: str, args: dict[str, Any]) -> dict[str, Any]:
     if completed.returncode != 0 or not lines:
         raise RuntimeError(f"benchmark of {variant} failed:\n{completed.stderr[-3000:]}")
     return json.loads(lines[-1][len("BENCH ") :])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The sampler's speed modes side by side (``python -m lipsync_core bench-sampler``)
+
+
+def toy_eval_clips(whisper_dir, clips: int = 8, frames: int = 64, world_seed: int = 1, fps: float = 25.0) -> list:
+    """The toy world's evaluation clips for the sampler benchmark: ``clips`` held-out characters of world
+    ``world_seed`` (not the shipped model's training seed 0), each ``frames`` frames at a seeded offset,
+    with its own speech, another clip's speech (a new sentence) and silence as Whisper tiny.en features."""
+    import numpy as np
+
+    from .audio import Audio, load_whisper_encoder
+    from .toy.evaluate import skin_region
+    from .toy.run import silence_features
+    from .toy.world import WorldConfig, generate_world
+
+    world = [c for c in generate_world(WorldConfig(train_identities=0, eval_identities=clips, clips_per_identity=1,
+                                                   seed=world_seed, fps=fps)) if c.split == "eval"]
+    whisper = load_whisper_encoder(whisper_dir)
+    silence = silence_features(whisper, frames, fps).float()
+    rng = np.random.default_rng([world_seed, 12])
+    prepared = []
+    for clip in world:
+        count = min(frames, len(clip.frames))
+        start = int(rng.integers(0, len(clip.frames) - count + 1))
+        window = slice(start, start + count)
+        features = whisper.frame_features(Audio(torch.from_numpy(clip.waveform), 16000), fps,
+                                          num_frames=len(clip.frames))
+        prepared.append({
+            "frames": torch.from_numpy(clip.frames[window]).permute(0, 3, 1, 2).float() / 127.5 - 1.0,
+            "mask": torch.from_numpy(clip.mask[window]).float()[:, None] / 255.0,
+            "reference": torch.from_numpy(clip.frames[0 if start > 0 else -1]).permute(2, 0, 1).float() / 127.5 - 1,
+            "landmarks": clip.landmarks[window], "features": features[window].float(), "silence": silence[:count],
+            "source": clip.frames[window], "skin": skin_region(clip.mask[window] / 255.0, clip.landmarks[window]),
+            "opening": clip.opening[window], "silent": clip.silent[window].astype(bool),
+        })
+    for number, clip in enumerate(prepared):  # the new sentence: the next clip's speech
+        partner = prepared[(number + 1) % len(prepared)]
+        count = min(len(clip["opening"]), len(partner["opening"]))
+        for key in ("frames", "mask", "landmarks", "features", "silence", "opening", "silent", "source", "skin"):
+            clip[key] = clip[key][:count]
+        clip.update(new_features=partner["features"][:count], new_opening=partner["opening"][:count],
+                    new_silent=partner["silent"][:count])
+    return prepared
+
+
+def _timed_pipeline_class():
+    from .pipeline import SayAnythingPipeline
+
+    class TimedPipeline(SayAnythingPipeline):
+        """The pipeline with its sampling loop's own time kept (the rest of a call is VAE work)."""
+
+        sampling_seconds = 0.0
+
+        def denoise(self, *args, **kwargs):
+            device = kwargs.get("device") or self.model.device
+            _sync(torch.device(device))
+            start = time.perf_counter()
+            super().denoise(*args, **kwargs)
+            _sync(torch.device(device))
+            self.sampling_seconds += time.perf_counter() - start
+
+    return TimedPipeline
+
+
+class _UNetCallCounter:
+    """Counts UNet forwards (one per batch item: a guidance branch of one window) and those that reused
+    deep features."""
+
+    def __init__(self, unet):
+        self.calls = self.reused = 0
+        self.handle = unet.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        batch = args[0].shape[0]
+        self.calls += batch
+        cache = kwargs.get("deep_cache")
+        self.reused += batch if cache is not None and cache.reuse else 0
+
+    def close(self):
+        self.handle.remove()
+
+
+def run_sampler_benchmark(
+    model_path=None,
+    whisper_dir=None,
+    modes: dict[str, dict[str, Any]] | None = None,
+    clips: int = 8,
+    frames: int = 64,
+    world_seed: int = 1,
+    seed: int = 0,
+    device: str = "cpu",
+    threads: int | None = None,
+    lips_decided: bool = False,
+    progress=print,
+) -> dict[str, Any]:
+    """Every speed mode over the toy evaluation clips in this process, clip by clip with the modes taking
+    turns (so a shared machine's load falls on all of them alike). Per mode: seconds, UNet calls and
+    FLOPs per output second (the whole pipeline call: canvas encode, sampling, decode; the sampling loop
+    alone as ``sampling_*``), ``speedup`` against ``quality``, the lip-sync figures of
+    ``toy.evaluate.dubbing_figures`` (own speech, a new sentence, silence for LipLeak) and the skin
+    colour error inside the mask (``identity_error``, own speech)."""
+    import numpy as np
+
+    from . import inference
+    from .speed import SPEEDS
+    from .toy.demo import DEMO_MODEL
+    from .toy.evaluate import colour_error, dubbing_figures
+    from .toy.measure import measure_opening
+
+    if threads:
+        torch.set_num_threads(threads)
+    modes = modes or {name: {"speed": name} for name in SPEEDS}
+    if "quality" not in modes:
+        raise ValueError("the modes must include quality (speedups are relative to it)")
+    loaded = inference.load_model(model_path or DEMO_MODEL, device=device)
+    dev = torch.device(device)
+    data = toy_eval_clips(whisper_dir, clips, frames, world_seed)
+    fps = loaded.defaults.fps
+    pipeline = _timed_pipeline_class()(loaded.model, loaded.vae)
+    options = {name: inference.SamplerOptions(seed=seed, **kwargs).resolve(loaded.defaults)
+               for name, kwargs in modes.items()}
+    counter = _UNetCallCounter(loaded.model.unet)
+    runs = {name: {"seconds": 0.0, "sampling": 0.0, "frames": 0, "calls": 0, "reused": 0, "own": [], "dub": [],
+                   "silence": [], "identity": []} for name in modes}
+
+    def sample(option, clip, features, callback=None):
+        return pipeline(
+            clip["frames"], clip["mask"], features, reference=clip["reference"],
+            num_inference_steps=option.steps, reference_guidance_scale=option.reference_guidance,
+            audio_guidance_scale=option.audio_guidance, window_length=option.window, window_overlap=option.overlap,
+            fps=fps, motion_bucket_id=loaded.defaults.motion_bucket_id,
+            noise_aug_strength=option.noise_aug_strength, seed=option.seed, decode_chunk_size=option.window,
+            device=dev, speed=option.speed_settings(), callback=callback)
+
+    def pixels(video):
+        return ((video.float() + 1.0) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+    for number, clip in enumerate(data):
+        for kind, features in (("own", clip["features"]), ("dub", clip["new_features"]), ("silence", clip["silence"])):
+            for name, option in options.items():
+                run = runs[name]
+                counter.calls = counter.reused = 0
+                pipeline.sampling_seconds = 0.0
+                _sync(dev)
+                start = time.perf_counter()
+                video = sample(option, clip, features)
+                _sync(dev)
+                run["seconds"] += time.perf_counter() - start
+                run["sampling"] += pipeline.sampling_seconds
+                run["frames"] += video.shape[0]
+                run["calls"] += counter.calls
+                run["reused"] += counter.reused
+                run[kind].append(measure_opening(pixels(video), clip["landmarks"]))
+                if kind == "own":
+                    run["identity"].append(colour_error(pixels(video), clip["source"], clip["skin"]))
+        progress(f"clip {number + 1}/{len(data)} done")
+
+    report_modes = []
+    for name, option in options.items():
+        run = runs[name]
+        output_seconds = run["frames"] / fps
+        with torch.no_grad():
+            flops = _count_flops(lambda option=option: sample(option, data[0], data[0]["features"]))
+        figures = dubbing_figures(run["own"], [c["opening"] for c in data], [c["silent"] for c in data],
+                                  run["dub"], [c["new_opening"] for c in data], [c["new_silent"] for c in data],
+                                  run["silence"])
+        settings = dataclasses.asdict(option.speed_settings())
+        report_modes.append({
+            "name": name,
+            "seconds_per_output_second": run["seconds"] / output_seconds,
+            "sampling_seconds_per_output_second": run["sampling"] / output_seconds,
+            "unet_calls_per_output_second": run["calls"] / output_seconds,
+            "deep_reused_calls_per_output_second": run["reused"] / output_seconds,
+            "tflop_per_output_second": flops / 1e12 / (data[0]["frames"].shape[0] / fps) if flops else None,
+            "correlation_speech": figures["speech_correlation"],
+            "lipleak": figures["lipleak_open"],
+            "identity_error": float(np.mean(run["identity"])),
+            "steps": option.steps,
+            "settings": settings,
+            "figures": {k: v for k, v in figures.items() if not isinstance(v, (list, dict))},
+            "seconds": run["seconds"],
+            "output_seconds": output_seconds,
+        })
+    counter.close()
+    quality = next(m for m in report_modes if m["name"] == "quality")
+    for mode in report_modes:
+        mode["speedup"] = quality["seconds_per_output_second"] / mode["seconds_per_output_second"]
+        mode["sampling_speedup"] = (quality["sampling_seconds_per_output_second"]
+                                    / mode["sampling_seconds_per_output_second"])
+        mode["correlation_speech_vs_quality"] = mode["correlation_speech"] - quality["correlation_speech"]
+        mode["lipleak_points_vs_quality"] = 100 * (mode["lipleak"] - quality["lipleak"])
+    report: dict[str, Any] = {
+        "device": _machine(device),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "model": str(model_path or DEMO_MODEL),
+        "eval": {"clips": len(data), "frames_per_clip": int(data[0]["frames"].shape[0]), "world_seed": world_seed,
+                 "runs_per_clip": ["own speech", "new sentence", "silence (LipLeak)"], "fps": fps},
+        "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "modes": report_modes,
+    }
+    if lips_decided:
+        report["lips_decided"] = _lips_decided(options["quality"], data, pipeline, loaded.defaults, fps)
+    return report
+
+
+def _lips_decided(option, data, pipeline, defaults, fps: float) -> list[dict[str, float]]:
+    """Where the lips are decided: after each step of ``option``'s sampler, the blended clean estimate x0
+    (recovered from the Euler update x' = x0 + (x - x0) sigma'/sigma) decoded and measured against the
+    truth on speech frames (own speech)."""
+    import numpy as np
+
+    from .pipeline import decode_latents
+    from .toy.measure import measure_opening, pearson
+
+    sigmas = pipeline.sigmas(option.steps, option.schedule)
+    measured: dict[int, list] = {step: [] for step in range(option.steps)}
+    for clip in data:
+        frames, mask = clip["frames"], clip["mask"]
+        generator = torch.Generator().manual_seed(option.seed)
+        video = pipeline.prepare_latents(frames.shape[0], tuple(frames.shape[-2:]), option.steps, generator,
+                                         schedule=option.schedule)
+        pipeline.encode_canvas(video, 0, frames, mask, option.noise_aug_strength, generator)
+        previous = video.latents.clone()
+
+        def callback(step, total, latents, clip=clip):
+            nonlocal previous
+            ratio = float(sigmas[step] / sigmas[step - 1])
+            x0 = (latents - ratio * previous) / (1.0 - ratio)
+            decoded = decode_latents(pipeline.vae, x0, chunk_size=option.window)
+            pixels = ((decoded + 1.0) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+            measured[step - 1].append(measure_opening(pixels, clip["landmarks"]))
+            previous = latents.clone()
+
+        pipeline.denoise(video, clip["features"], pipeline.model.encode_reference(clip["reference"][None]),
+                         option.steps, option.reference_guidance, option.audio_guidance, option.window,
+                         option.overlap, fps, defaults.motion_bucket_id, option.noise_aug_strength,
+                         callback=callback, speed=option.speed_settings())
+    speech = np.concatenate([~c["silent"] for c in data])
+    truth = np.concatenate([c["opening"] for c in data])[speech]
+    return [{"step": step + 1, "sigma": float(sigmas[step]),
+             "speech_correlation_of_x0": pearson(np.concatenate(measured[step])[speech], truth)}
+            for step in range(option.steps)]

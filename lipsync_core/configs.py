@@ -192,8 +192,13 @@ class ModelDefaults:
     mask_expand: float = 0.08  # fractions of the face size
     mask_feather: float = 0.06
     mask_hold: float = 0.5  # seconds the crop-space mask holds the jaw's outline (see face_masks)
+    # Sigmas (low, high) where this model's lips are decided: the faster speed presets run the guidance
+    # branches only there. None: the preset's (lipsync_core.speed.SPEED_PRESETS).
+    guidance_interval: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.guidance_interval is not None:
+            self.guidance_interval = tuple(float(v) for v in self.guidance_interval)
         if self.crop_size < 8 or self.window < 1 or not 0 <= self.overlap < self.window or self.steps < 1:
             raise ValueError(
                 f"defaults out of range: crop_size={self.crop_size}, window={self.window}, "

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .configs import ModelDefaults
+from .speed import SPEED_PRESETS, SPEEDS, SpeedSettings
 
 StepCallback = Callable[[int, int], None]
 
@@ -35,7 +36,8 @@ StepCallback = Callable[[int, int], None]
 class SamplerOptions:
     """The sampler's settings (the SayAnything Sampler node's widgets, the ``run`` command's flags).
 
-    ``None`` is ``auto``: the model file's own default (``ModelDefaults``, applied by ``resolve``).
+    ``None`` is ``auto``: the model file's own default (``ModelDefaults``, applied by ``resolve``), and
+    for the speed settings the ``speed`` preset's (``SPEED_PRESETS``).
     """
 
     steps: int | None = None
@@ -46,6 +48,12 @@ class SamplerOptions:
     overlap: int | None = None
     decode_chunk: int = 8
     noise_aug_strength: float | None = None  # SVD's canvas noise; must match what the model trained with
+    speed: str = "quality"
+    guidance_interval: tuple[float, float] | None = None  # sigmas where the guidance branches run
+    deep_cache: int | None = None  # deep UNet blocks every this many steps (1 = every step)
+    schedule: str | None = None  # karras or few_step
+    window_batch: int | None = None  # windows per batched forward
+    compile: bool = False  # torch.compile the UNet (first run slower; pays off on long videos)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -54,20 +62,49 @@ class SamplerOptions:
             raise ValueError(f"overlap ({self.overlap}) must be >= 0 and smaller than window ({self.window})")
         if self.decode_chunk < 1:
             raise ValueError(f"decode_chunk must be at least 1, got {self.decode_chunk}")
+        if self.speed not in SPEED_PRESETS:
+            raise ValueError(f"speed must be one of {', '.join(SPEEDS)}, got {self.speed!r}")
+        if self.guidance_interval is not None:
+            self.guidance_interval = tuple(float(v) for v in self.guidance_interval)
+        self.speed_settings()  # the speed settings given are valid (SpeedSettings checks them)
 
     def resolve(self, defaults: ModelDefaults) -> SamplerOptions:
-        """Every ``auto`` setting filled in from the model's defaults (a user value wins)."""
+        """Every ``auto`` setting filled in from the model's defaults and the speed preset (a user value wins)."""
+        preset = SPEED_PRESETS[self.speed]
         window = self.window if self.window is not None else defaults.window
         overlap = self.overlap if self.overlap is not None else min(defaults.overlap, window - 1)
-        return SamplerOptions(
-            steps=_pick(self.steps, defaults.steps),
-            seed=self.seed,
+        steps = defaults.steps if preset.max_steps is None else min(defaults.steps, preset.max_steps)
+        interval = self.guidance_interval
+        if interval is None and self.speed != "quality":  # the model's own measured interval, else the preset's
+            interval = defaults.guidance_interval or preset.guidance_interval
+        return dataclasses.replace(
+            self,
+            steps=_pick(self.steps, steps),
             reference_guidance=_pick(self.reference_guidance, defaults.reference_guidance),
             audio_guidance=_pick(self.audio_guidance, defaults.audio_guidance),
             window=window,
             overlap=overlap,
-            decode_chunk=self.decode_chunk,
             noise_aug_strength=_pick(self.noise_aug_strength, defaults.noise_aug_strength),
+            guidance_interval=interval,
+            deep_cache=_pick(self.deep_cache, preset.deep_cache),
+            schedule=_pick(self.schedule, preset.schedule),
+            window_batch=_pick(self.window_batch, preset.window_batch),
+        )
+
+    def speed_settings(self) -> SpeedSettings:
+        """The pipeline's ``SpeedSettings`` of these options (auto speed settings: the preset's)."""
+        preset = SPEED_PRESETS[self.speed]
+        interval = self.guidance_interval
+        if interval is None and self.speed != "quality":
+            interval = preset.guidance_interval
+        return SpeedSettings(
+            guidance_interval=interval,
+            deep_cache_interval=_pick(self.deep_cache, preset.deep_cache),
+            schedule=_pick(self.schedule, preset.schedule),
+            window_batch=_pick(self.window_batch, preset.window_batch),
+            channels_last=preset.gpu_layout,
+            bf16_decode=preset.gpu_layout,
+            compile=self.compile,
         )
 
 
@@ -418,6 +455,7 @@ def generate(
     device: str | torch.device | None = None,
     callback: StepCallback | None = None,
     motion=None,
+    preview: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Regenerate the masked region of the crops; returns IMAGE crops ``[T, S, S, 3]``.
 
@@ -425,6 +463,7 @@ def generate(
     windows``), so progress moves and Cancel is checked within a step even on long videos.
     ``motion``: a ``lipsync_core.motion.MouthMotion`` for a model with a mouth-motion input (resampled to
     ``fps``; another length is a clear error).
+    ``preview(image)``: after every window, ``preview_frame`` of its clean estimate (IMAGE ``[1, S, S, 3]``).
     """
     from .pipeline import SayAnythingPipeline
 
@@ -462,8 +501,19 @@ def generate(
         window_callback=callback,
         device=device,
         motion=condition,
+        speed=options.speed_settings(),
+        preview_callback=None if preview is None else (lambda start, x0: preview(preview_frame(loaded.vae, x0))),
     )
     return model_to_images(generated)
+
+
+def preview_frame(vae, x0: torch.Tensor) -> torch.Tensor:
+    """A sampling preview: the middle frame of a window's clean estimate ``x0 [F, 4, h, w]`` decoded alone,
+    IMAGE ``[1, S, S, 3]`` (one frame of VAE work per window call, a few percent of the window's UNet)."""
+    from .pipeline import decode_latents
+
+    middle = x0.shape[0] // 2
+    return model_to_images(decode_latents(vae, x0[middle : middle + 1], chunk_size=1, context=0))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from .configs import ModelDefaults, vae_scale_factor
-from .models import Conditioning, SayAnythingModel, make_added_time_ids
+from .models import Conditioning, DeepFeatureCache, SayAnythingModel, make_added_time_ids
+from .speed import SCHEDULES, SpeedSettings, few_step_sigmas
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
 WindowCallback = Callable[[int, int], None]
+PreviewCallback = Callable[[int, torch.Tensor], None]
 DEFAULTS = ModelDefaults()  # the keyword defaults below; a model file's own defaults are applied by the callers
 
 
@@ -248,6 +250,21 @@ def guidance_branches(reference_guidance_scale: float, audio_guidance_scale: flo
     return [branch for branch in candidates if branch.coefficient != 0.0]
 
 
+# The one branch outside the guidance interval: the fully conditioned prediction (guidance scale 1).
+CONDITIONED_BRANCH = GuidanceBranch(1.0, use_reference=True, use_audio=True)
+
+
+def prepare_unet(unet, device: torch.device, speed: SpeedSettings) -> None:
+    """GPU path settings of ``speed`` applied to the UNet in place (once; later calls change nothing).
+
+    Attention is already PyTorch's SDPA everywhere (diffusers' ``AttnProcessor2_0``, the default).
+    """
+    if speed.channels_last and device.type == "cuda":
+        unet.to(memory_format=torch.channels_last)
+    if speed.compile and getattr(unet, "_compiled_call_impl", None) is None:
+        unet.compile()
+
+
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -298,10 +315,17 @@ class SayAnythingPipeline:
             )
         return cls(model, vae.to(device), scheduler=scheduler)
 
-    def sigmas(self, num_inference_steps: int) -> torch.Tensor:
-        """Noise levels of the sampling steps, ending with 0 (``num_inference_steps + 1`` values)."""
+    def sigmas(self, num_inference_steps: int, schedule: str = "karras") -> torch.Tensor:
+        """Noise levels of the sampling steps, ending with 0 (``num_inference_steps + 1`` values).
+
+        ``karras``: the scheduler's (SVD's) Karras sigmas; ``few_step``: ``few_step_sigmas``.
+        """
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if schedule == "few_step":
+            return few_step_sigmas(num_inference_steps, self.scheduler.config.sigma_max)
+        if schedule != "karras":
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.scheduler.set_timesteps(num_inference_steps, device="cpu")
         return self.scheduler.sigmas.to(torch.float32).cpu()
 
@@ -328,6 +352,8 @@ class SayAnythingPipeline:
         window_callback: WindowCallback | None = None,
         device: torch.device | str | None = None,
         motion: torch.Tensor | None = None,
+        speed: SpeedSettings | None = None,
+        preview_callback: PreviewCallback | None = None,
     ) -> torch.Tensor:
         """Regenerate the masked region of ``frames`` to match ``audio_features``.
 
@@ -353,6 +379,10 @@ class SayAnythingPipeline:
                 current window stay on the CPU.
             motion: ``[T, motion_channels, h, w]`` rendered mouth motion (``motion.render_motion``) for a
                 model with a motion input; given to every guidance branch, like the canvas.
+            speed: guidance interval, deep-feature reuse, schedule and window batching (``SpeedSettings``;
+                default: the full sampler).
+            preview_callback: ``preview_callback(start, x0)`` with each window's clean-latent estimate
+                ``[F, 4, h, w]`` (scaled latents, CPU) as it is computed, for a sampling preview.
 
         Returns ``[T, 3, S, S]`` float32 on the CPU in -1..1, equal to ``frames`` wherever ``mask`` is 0.
         The steps are also public for videos that do not fit in memory (``lipsync_core.streaming``):
@@ -375,7 +405,10 @@ class SayAnythingPipeline:
             generator = torch.Generator().manual_seed(0 if seed is None else seed)
 
         # 2. Noise for the whole video, then the canvas chunk by chunk (its noise follows): fixed order for a seed.
-        video = self.prepare_latents(num_frames, (height, width), num_inference_steps, generator)
+        speed = speed or SpeedSettings()
+        video = self.prepare_latents(
+            num_frames, (height, width), num_inference_steps, generator, schedule=speed.schedule
+        )
         for start in range(0, num_frames, decode_chunk_size):
             end = min(start + decode_chunk_size, num_frames)
             self.encode_canvas(video, start, frames[start:end], mask[start:end], noise_aug_strength, generator, device)
@@ -403,11 +436,13 @@ class SayAnythingPipeline:
             window_callback,
             device,
             motion=motion,
+            speed=speed,
+            preview_callback=preview_callback,
         )
 
         # 5. Decode and composite: pixels outside the mask are the input's, exactly.
         out = torch.empty(frames.shape, dtype=torch.float32)
-        for start, generated in self.decode(video, decode_chunk_size, device):
+        for start, generated in self.decode(video, decode_chunk_size, device, speed):
             end = start + generated.shape[0]
             out[start:end] = composite(generated, frames[start:end], mask[start:end])
         return out
@@ -422,6 +457,7 @@ class SayAnythingPipeline:
         num_inference_steps: int,
         generator: torch.Generator,
         buffer: Callable[..., torch.Tensor] = torch.zeros,
+        schedule: str = "karras",
     ) -> VideoLatents:
         """Start noise ``[T, 4, h, w]`` at the first sigma, drawn frame by frame, and empty canvas buffers.
 
@@ -437,7 +473,7 @@ class SayAnythingPipeline:
             )
         channels = self.vae.config.latent_channels
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
-        sigma_max = self.sigmas(num_inference_steps)[0]
+        sigma_max = self.sigmas(num_inference_steps, schedule)[0]
         latents = buffer((num_frames, channels, *latent_size), dtype=torch.float32)
         for index in range(num_frames):
             latents[index] = (
@@ -490,13 +526,18 @@ class SayAnythingPipeline:
         window_callback: WindowCallback | None = None,
         device: torch.device | str | None = None,
         motion: torch.Tensor | None = None,
+        speed: SpeedSettings | None = None,
+        preview_callback: PreviewCallback | None = None,
     ) -> None:
         """Run the sampler on ``video.latents`` in place: every window denoised at every step, blended
         into one estimate per frame, one Euler step. Frames are stepped as soon as no later window
-        covers them, so besides the latents only one window's blend is held. ``motion``
-        ``[T, C, h, w]``: the rendered mouth motion for a model with a motion input."""
+        covers them, so besides the latents only one window's blend is held (``speed.window_batch``
+        windows' with batching). ``motion`` ``[T, C, h, w]``: the rendered mouth motion for a model with
+        a motion input."""
         model = self.model
         device = torch.device(device) if device is not None else model.device
+        speed = speed or SpeedSettings()
+        prepare_unet(model.unet, device, speed)
         num_frames = video.num_frames
         if audio_features.ndim != 4 or audio_features.shape[0] != num_frames:
             raise ValueError(
@@ -511,68 +552,96 @@ class SayAnythingPipeline:
             )
         windows = plan_windows(num_frames, window_length, window_overlap)
         blend = window_blend_weights(windows)
-        branches = guidance_branches(reference_guidance_scale, audio_guidance_scale)
-        sigmas = self.sigmas(num_inference_steps)
+        size = speed.window_batch
+        groups = [list(range(i, min(i + size, len(windows)))) for i in range(0, len(windows), size)]
+        sigmas = self.sigmas(num_inference_steps, speed.schedule)
         id_features = [feature.to(device, model.dtype) for feature in id_features]
-        zero_ids = model.zero_id_features(id_features)
-        added_time_ids = make_added_time_ids(fps, motion_bucket_id, noise_aug_strength, len(branches), device)
-        branch_ids = [
-            torch.cat([(ids if branch.use_reference else zeros) for branch in branches])
-            for ids, zeros in zip(id_features, zero_ids)
-        ]
-        coefficients = torch.tensor([b.coefficient for b in branches], device=device).reshape(-1, 1, 1, 1, 1)
+        guided = _BranchBatch(guidance_branches(reference_guidance_scale, audio_guidance_scale), id_features,
+                              model.zero_id_features(id_features), device)
+        conditioned = _BranchBatch([CONDITIONED_BRANCH], id_features, model.zero_id_features(id_features), device)
+        added_time_ids = make_added_time_ids(fps, motion_bucket_id, noise_aug_strength, 1, device)
+        # One deep-feature cache per window group, for the current guidance batch: never shared between
+        # windows or videos, dropped when the batch changes (its features would not fit the new one).
+        caches: dict[int, DeepFeatureCache] = {}
+        refreshed: dict[int, int] = {}
         latents = video.latents
 
         total = len(sigmas) - 1
         window_calls = 0
+        batch = None
         for step in range(total):
             ratio = sigmas[step + 1] / sigmas[step]
+            step_batch = guided if speed.guides_at(float(sigmas[step])) else conditioned
+            if step_batch is not batch:
+                batch = step_batch
+                caches.clear()
             pending_start = 0  # frames [pending_start, pending_start + len(pending)) await later windows
             pending = torch.zeros(0, *latents.shape[1:])
             pending_weight = torch.zeros(0, 1, 1, 1)
-            for index, ((start, end), weight) in enumerate(zip(windows, blend)):
+            for group_index, group in enumerate(groups):
+                cache = None
+                if speed.deep_cache_interval > 1:
+                    cache = caches.setdefault(group_index, DeepFeatureCache(storage=latents.device))
+                    fresh = step - refreshed.get(group_index, step) < speed.deep_cache_interval
+                    cache.reuse = cache.features is not None and fresh
+                    if not cache.reuse:
+                        refreshed[group_index] = step
+                spans = [windows[index] for index in group]
                 denoised = self._guided_denoise(
-                    latents[start:end].to(device),
+                    torch.stack([latents[start:end] for start, end in spans]).to(device),
                     sigmas[step],
-                    video.masked_latents[start:end].to(device),
-                    video.latent_mask[start:end].to(device),
-                    audio_features[start:end].to(device, torch.float32),
-                    branches,
-                    branch_ids,
-                    coefficients,
+                    torch.stack([video.masked_latents[start:end] for start, end in spans]).to(device),
+                    torch.stack([video.latent_mask[start:end] for start, end in spans]).to(device),
+                    torch.stack([audio_features[start:end] for start, end in spans]).to(device, torch.float32),
+                    batch,
                     added_time_ids,
-                    None if motion is None else motion[start:end].to(device, torch.float32),
+                    None if motion is None else torch.stack([motion[start:end] for start, end in spans]).to(
+                        device, torch.float32),
+                    cache,
                 ).cpu()
-                grow = end - pending_start - pending.shape[0]
-                if grow > 0:
-                    pending = torch.cat([pending, pending.new_zeros(grow, *pending.shape[1:])])
-                    pending_weight = torch.cat([pending_weight, pending_weight.new_zeros(grow, 1, 1, 1)])
-                weight = weight.reshape(-1, 1, 1, 1)
-                pending[start - pending_start : end - pending_start] += weight * denoised
-                pending_weight[start - pending_start : end - pending_start] += weight
-                window_calls += 1
-                if window_callback is not None:
-                    window_callback(window_calls, total * len(windows))
-                # Euler step of the probability-flow ODE for the frames no later window covers:
-                # x moves along (x - D(x)) / sigma.
-                done_until = windows[index + 1][0] if index + 1 < len(windows) else num_frames
-                if done_until > pending_start:
-                    count = done_until - pending_start
-                    estimate = pending[:count] / pending_weight[:count]
-                    current = latents[pending_start:done_until]
-                    latents[pending_start:done_until] = estimate + (current - estimate) * ratio
-                    pending, pending_weight = pending[count:], pending_weight[count:]
-                    pending_start = done_until
+                for index, window_denoised in zip(group, denoised):
+                    start, end = windows[index]
+                    if preview_callback is not None:
+                        preview_callback(start, window_denoised)
+                    grow = end - pending_start - pending.shape[0]
+                    if grow > 0:
+                        pending = torch.cat([pending, pending.new_zeros(grow, *pending.shape[1:])])
+                        pending_weight = torch.cat([pending_weight, pending_weight.new_zeros(grow, 1, 1, 1)])
+                    weight = blend[index].reshape(-1, 1, 1, 1)
+                    pending[start - pending_start : end - pending_start] += weight * window_denoised
+                    pending_weight[start - pending_start : end - pending_start] += weight
+                    window_calls += 1
+                    if window_callback is not None:
+                        window_callback(window_calls, total * len(windows))
+                    # Euler step of the probability-flow ODE for the frames no later window covers:
+                    # x moves along (x - D(x)) / sigma.
+                    done_until = windows[index + 1][0] if index + 1 < len(windows) else num_frames
+                    if done_until > pending_start:
+                        count = done_until - pending_start
+                        estimate = pending[:count] / pending_weight[:count]
+                        current = latents[pending_start:done_until]
+                        latents[pending_start:done_until] = estimate + (current - estimate) * ratio
+                        pending, pending_weight = pending[count:], pending_weight[count:]
+                        pending_start = done_until
             if callback is not None:
                 callback(step + 1, total, latents)
 
     def decode(
-        self, video: VideoLatents, chunk_size: int = 8, device: torch.device | str | None = None
+        self,
+        video: VideoLatents,
+        chunk_size: int = 8,
+        device: torch.device | str | None = None,
+        speed: SpeedSettings | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(start, frames [F, 3, S, S])`` chunk by chunk (float32, CPU, -1..1) from the final latents."""
+        """``(start, frames [F, 3, S, S])`` chunk by chunk (float32, CPU, -1..1) from the final latents;
+        under bfloat16 autocast on CUDA when ``speed.bf16_decode``."""
+        device = torch.device(device) if device is not None else self.vae.device
+        bf16 = speed is not None and speed.bf16_decode and device.type == "cuda"
         for start in range(0, video.num_frames, chunk_size):
-            yield start, decode_span(self.vae, video.latents, start, min(start + chunk_size, video.num_frames),
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                frames = decode_span(self.vae, video.latents, start, min(start + chunk_size, video.num_frames),
                                      device=device)
+            yield start, frames
 
     def _guided_denoise(
         self,
@@ -581,23 +650,41 @@ class SayAnythingPipeline:
         masked_latents: torch.Tensor,
         latent_mask: torch.Tensor,
         audio_features: torch.Tensor,
-        branches: list[GuidanceBranch],
-        branch_ids: list[torch.Tensor],
-        coefficients: torch.Tensor,
+        batch: _BranchBatch,
         added_time_ids: torch.Tensor,
         motion: torch.Tensor | None = None,
+        deep_cache: DeepFeatureCache | None = None,
     ) -> torch.Tensor:
-        """All guidance branches of one window in one batch, combined: ``[F, 4, h, w]``."""
-        count = len(branches)
+        """All guidance branches of ``G`` windows ``[G, F, 4, h, w]`` in one batch (branch-major), combined:
+        ``[G, F, 4, h, w]``."""
+        count, windows = len(batch.branches), latents.shape[0]
+
+        def per_branch(value: torch.Tensor) -> torch.Tensor:
+            return value[None].expand(count, *value.shape).flatten(0, 1)
+
         zero_audio = torch.zeros_like(audio_features)
+        audio = torch.stack([audio_features if b.use_audio else zero_audio for b in batch.branches])
         cond = Conditioning(
-            masked_latents=masked_latents[None].expand(count, *masked_latents.shape),
-            mask=latent_mask[None].expand(count, *latent_mask.shape),
-            audio_features=torch.stack([audio_features if b.use_audio else zero_audio for b in branches]),
-            id_features=branch_ids,
-            added_time_ids=added_time_ids,
-            motion=None if motion is None else motion[None].expand(count, *motion.shape),
+            masked_latents=per_branch(masked_latents),
+            mask=per_branch(latent_mask),
+            audio_features=audio.flatten(0, 1),
+            id_features=[ids.repeat_interleave(windows, dim=0) for ids in batch.id_features],
+            added_time_ids=added_time_ids.expand(count * windows, 3),
+            motion=None if motion is None else per_branch(motion),
         )
-        noisy = latents[None].expand(count, *latents.shape)
-        denoised = self.model.denoise(noisy, float(sigma), cond)
-        return (coefficients * denoised).sum(0)
+        extra = {} if deep_cache is None else {"deep_cache": deep_cache}  # the plain call when nothing is cached
+        denoised = self.model.denoise(per_branch(latents), float(sigma), cond, **extra)
+        return (batch.coefficients * denoised.unflatten(0, (count, windows))).sum(0)
+
+
+class _BranchBatch:
+    """The guidance branches of one model call with their ID features (``[branches, C, h, w]`` per
+    resolution) and coefficients, built once per video."""
+
+    def __init__(self, branches: list[GuidanceBranch], id_features, zero_ids, device: torch.device):
+        self.branches = branches
+        self.id_features = [
+            torch.cat([(ids if branch.use_reference else zeros) for branch in branches])
+            for ids, zeros in zip(id_features, zero_ids)
+        ]
+        self.coefficients = torch.tensor([b.coefficient for b in branches], device=device).reshape(-1, 1, 1, 1, 1, 1)

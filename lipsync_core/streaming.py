@@ -208,7 +208,10 @@ def lipsync_file(
     pipeline = SayAnythingPipeline(loaded.model, loaded.vae)
     generator = torch.Generator().manual_seed(options.seed)
     buffer = lambda shape, dtype: frame_buffer(shape, dtype, settings.spill_bytes, settings.spill_dir)  # noqa: E731
-    latents = pipeline.prepare_latents(num_frames, (size, size), options.steps, generator, buffer=buffer)
+    speed = options.speed_settings()
+    latents = pipeline.prepare_latents(
+        num_frames, (size, size), options.steps, generator, buffer=buffer, schedule=speed.schedule
+    )
     reference_at = min(reference_index, num_frames - 1)
     id_features = None
     source = reader.frames(indices)
@@ -238,6 +241,7 @@ def lipsync_file(
         window_callback=lambda done, total: report("denoising", done, total),
         device=model_device,
         motion=condition,
+        speed=speed,
     )
 
     # 5. Decode, paste into the re-read source frames (the third decode), encode
@@ -247,7 +251,7 @@ def lipsync_file(
     audio = _fit_samples(audio, round(Fraction(num_frames) / fps * rate))
     with VideoWriter(output, reader.info, fps, audio, rate, crf=settings.crf, preset=settings.preset) as writer:
         source = reader.frames(indices)
-        for start, generated in pipeline.decode(latents, chunk, model_device):
+        for start, generated in pipeline.decode(latents, chunk, model_device, speed):
             end = start + generated.shape[0]
             frames = [next(source) for _ in range(start, end)]
             crops, masks = crops_and_masks(start, end, frames)

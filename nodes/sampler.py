@@ -15,7 +15,18 @@ from .types import (
     check_frames,
     node_schema,
     sampling_inputs,
+    speed_inputs,
+    speed_options,
 )
+
+PREVIEW_SIZE = 512  # longest side of the sampling preview ComfyUI shows on the node
+
+
+def preview_image(image):
+    """IMAGE ``[1, S, S, 3]`` -> the PIL image ComfyUI's progress hook sends as the node's preview."""
+    from PIL import Image
+
+    return Image.fromarray((image[0].clamp(0, 1) * 255).round().byte().cpu().numpy())
 
 
 class SayAnythingSampler(io.ComfyNode):
@@ -82,6 +93,7 @@ class SayAnythingSampler(io.ComfyNode):
                     max=128,
                     tooltip="Frames the VAE decodes at once; lower it if decoding runs out of memory.",
                 ),
+                *speed_inputs(),
             ],
             outputs=[io.Image.Output(display_name="crops")],
         )
@@ -104,6 +116,7 @@ class SayAnythingSampler(io.ComfyNode):
         decode_chunk: int,
         noise_aug_strength: float = -1.0,
         mouth_motion=None,
+        **speed,
     ) -> io.NodeOutput:
         from ..lipsync_core.inference import SamplerOptions, generate
 
@@ -117,13 +130,18 @@ class SayAnythingSampler(io.ComfyNode):
             overlap=auto(overlap, -1),
             decode_chunk=decode_chunk,
             noise_aug_strength=auto(noise_aug_strength, -1.0),
+            **speed_options(**speed),
         )
         progress = comfy.utils.ProgressBar(1)  # re-sized to steps x windows by the first update
+        previews = []
+
+        def on_preview(image) -> None:
+            previews.append(("JPEG", preview_image(image), PREVIEW_SIZE))
 
         def on_step(done: int, total: int) -> None:
             # Raises InterruptProcessingException on Cancel; the pipeline's memory is freed by unwinding.
             mm.throw_exception_if_processing_interrupted()
-            progress.update_absolute(done, total)
+            progress.update_absolute(done, total, previews.pop() if previews else None)
 
         try:
             with model.on_device() as loaded:
@@ -138,6 +156,7 @@ class SayAnythingSampler(io.ComfyNode):
                     device=model.load_device,
                     callback=on_step,
                     motion=mouth_motion,
+                    preview=on_preview,
                 )
         finally:
             mm.soft_empty_cache()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..lipsync_core.speed import SCHEDULES, SPEED_PRESETS, SPEEDS
+
 # Socket types carry the pack's prefix so no other pack's type of the same name can connect to them.
 # Workflows saved before the prefix (WHISPER_FEATURES, FACE_TRACK, FACE_CROP, ID_FEATURES) still load
 # and run: links are stored by slot, not by type name, and the server checks the types it defines now.
@@ -70,6 +72,88 @@ def sampling_inputs() -> list:
             tooltip="How strongly the lips follow the audio (1 = no extra push); -1 = the model's default.",
         ),
     ]
+
+
+AUTO_SCHEDULE = "auto"
+
+
+def speed_inputs() -> list:
+    """The ``speed`` preset and the settings under it, shared by SayAnything Sampler and Lip Sync Video
+    (last in both nodes, so workflows saved before them keep their widget values)."""
+    return [
+        io.Combo.Input(
+            "speed",
+            options=list(SPEEDS),
+            default="quality",
+            tooltip="quality: every guidance branch at every step (the full sampler). balanced / fast: fewer "
+            "steps on a few-step schedule, guidance only where the lips are decided, deep UNet features reused "
+            "between steps, several windows per call (figures in BENCHMARKS.md). The settings below override "
+            "the preset.",
+        ),
+        io.Float.Input(
+            "guidance_sigma_low",
+            default=-1.0,
+            min=-1.0,
+            max=1000.0,
+            step=0.01,
+            tooltip="Guidance branches run only for noise levels from this sigma up to guidance_sigma_high "
+            "(one branch elsewhere); -1 = the preset's (quality: every step).",
+        ),
+        io.Float.Input(
+            "guidance_sigma_high",
+            default=-1.0,
+            min=-1.0,
+            max=1000.0,
+            step=0.01,
+            tooltip="Upper end of the guidance interval (sigma); -1 = the preset's.",
+        ),
+        io.Int.Input(
+            "deep_cache",
+            default=0,
+            min=0,
+            max=10,
+            tooltip="Recompute the UNet's deep blocks every this many steps and reuse them between (DeepCache); "
+            "1 = every step, 0 = the preset's.",
+        ),
+        io.Combo.Input(
+            "schedule",
+            options=[AUTO_SCHEDULE, *SCHEDULES],
+            default=AUTO_SCHEDULE,
+            tooltip="Noise levels: karras (SVD's) or few_step (ours, for 4-8 steps); auto = the preset's.",
+        ),
+        io.Int.Input(
+            "window_batch",
+            default=0,
+            min=0,
+            max=64,
+            tooltip="Windows denoised in one batched call (faster on a GPU, memory grows with it); 0 = the "
+            "preset's.",
+        ),
+        io.Boolean.Input(
+            "compile",
+            default=False,
+            tooltip="torch.compile the UNet: the first run compiles (slow), later runs are faster on a GPU.",
+        ),
+    ]
+
+
+def speed_options(
+    speed: str = "quality",
+    guidance_sigma_low: float = -1.0,
+    guidance_sigma_high: float = -1.0,
+    deep_cache: int = 0,
+    schedule: str = AUTO_SCHEDULE,
+    window_batch: int = 0,
+    compile: bool = False,
+) -> dict:
+    """``SamplerOptions`` keywords of the ``speed_inputs`` widgets (``auto`` ones as None)."""
+    interval = None
+    if guidance_sigma_low >= 0 or guidance_sigma_high >= 0:  # one end given: the other from the preset
+        low, high = SPEED_PRESETS[speed].guidance_interval or (0.0, float("inf"))
+        interval = (guidance_sigma_low if guidance_sigma_low >= 0 else low,
+                    guidance_sigma_high if guidance_sigma_high >= 0 else high)
+    return dict(speed=speed, guidance_interval=interval, deep_cache=auto(deep_cache, 0),
+                schedule=auto(schedule, AUTO_SCHEDULE), window_batch=auto(window_batch, 0), compile=compile)
 
 
 def auto(value, unset):

@@ -17,7 +17,16 @@ from comfy_api.latest import InputImpl, io
 
 from ..lipsync_core.audio import FIT_MODES
 from . import model_folders
-from .types import FaceTrack, SayAnythingModel, WhisperModel, auto, node_schema, sampling_inputs
+from .types import (
+    FaceTrack,
+    SayAnythingModel,
+    WhisperModel,
+    auto,
+    node_schema,
+    sampling_inputs,
+    speed_inputs,
+    speed_options,
+)
 
 AUTO_EDGE = "auto"
 STAGES = ["tracking", "audio features", "canvas", "denoising", "writing"]
@@ -80,6 +89,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     tooltip="x264 quality of the streamed file (lower is better; 16 is close to "
                     "lossless). Save Video may encode again.",
                 ),
+                *speed_inputs(),
                 FaceTrack.Input(
                     "face_track",
                     optional=True,
@@ -107,6 +117,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
         reference_frame: int,
         crf: float,
         face_track=None,
+        **speed,
     ) -> io.NodeOutput:
         from ..lipsync_core.audio import audio_from_comfy
         from ..lipsync_core.inference import FaceOptions, SamplerOptions
@@ -127,6 +138,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
             seed=seed,
             reference_guidance=auto(reference_guidance, -1.0),
             audio_guidance=auto(audio_guidance, -1.0),
+            **speed_options(**speed),
         )
         face = FaceOptions(
             upper_edge=auto(upper_edge, AUTO_EDGE),

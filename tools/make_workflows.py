@@ -99,8 +99,10 @@ class Graph:
 
 
 def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps: tuple[int, str],
-                  user_mask: tuple[int, str] | None = None, x: int = 800) -> None:
-    """The shared middle of every workflow: fit, Whisper, face, model, sampler, paste, save."""
+                  user_mask: tuple[int, str] | None = None, x: int = 800, sampler: dict | None = None) -> None:
+    """The shared middle of every workflow: fit, Whisper, face, model, sampler, paste, save.
+
+    ``sampler``: widget values of SayAnything Sampler other than the defaults."""
     fit = g.add("SayAnythingFitAudioToVideo", (x, 0))
     g.connect(*images, fit, "images")
     g.connect(*audio, fit, "audio")
@@ -132,7 +134,7 @@ def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps
     g.connect(model, "model", crop, "model")
     g.connect(crop, "crops", reference, "reference")
 
-    sampler = g.add("SayAnythingSampler", (x + 1140, 0))
+    sampler = g.add("SayAnythingSampler", (x + 1140, 0), **(sampler or {}))
     g.connect(model, "model", sampler, "model")
     g.connect(crop, "crops", sampler, "crops")
     g.connect(crop, "crop_mask", sampler, "crop_mask")
@@ -197,12 +199,12 @@ def long_video(object_info: dict) -> dict:
     )
 
 
-def talking_image(object_info: dict) -> dict:
+def talking_image(object_info: dict, sampler: dict | None = None) -> dict:
     g = Graph(object_info)
     image = g.add("LoadImage", (0, 0), image=PORTRAIT_FILE)
     speech = g.add("LoadAudio", (0, 360), audio=SPEECH_FILE)
     fps = g.add("PrimitiveFloat", (0, 620), title="fps", value=25.0)
-    lipsync_chain(g, images=(image, "IMAGE"), audio=(speech, "AUDIO"), fps=(fps, 0))
+    lipsync_chain(g, images=(image, "IMAGE"), audio=(speech, "AUDIO"), fps=(fps, 0), sampler=sampler)
     return g.workflow(
         "SayAnything talking still: the portrait input/" + PORTRAIT_FILE + " is repeated as a video as long "
         "as the speech (input/" + SPEECH_FILE + ") and its mouth is regenerated. " + MODELS_NOTE

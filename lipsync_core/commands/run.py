@@ -17,6 +17,7 @@ AUTO = "(default: the model file's own)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..inference import SamplerOptions
+    from ..speed import SCHEDULES, SPEEDS
     from ..streaming import StreamSettings
 
     sampler, stream = SamplerOptions(), StreamSettings()
@@ -52,6 +53,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=sampler.decode_chunk,
         help="frames cropped, VAE-encoded and decoded at once",
     )
+    parser.add_argument("--speed", default=sampler.speed, choices=list(SPEEDS),
+                        help="quality (the full sampler), balanced or fast (see BENCHMARKS.md, Fast sampling); "
+                             "the flags below override the preset")
+    parser.add_argument("--guidance-interval", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="sigmas where the guidance branches run (default: the preset's)")
+    parser.add_argument("--deep-cache", type=int, help="deep UNet blocks every N steps (default: the preset's)")
+    parser.add_argument("--schedule", choices=list(SCHEDULES), help="noise levels (default: the preset's)")
+    parser.add_argument("--window-batch", type=int, help="windows per batched forward (default: the preset's)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (first run compiles)")
     parser.add_argument("--crop-size", type=int, help=f"side of the aligned face crop {AUTO}")
     parser.add_argument("--upper-edge", choices=["mouth", "nose", "eyes"], help=f"mask top {AUTO}")
     parser.add_argument("--expand", type=float, help=f"mask growth, fraction of the face size {AUTO}")
@@ -134,6 +144,12 @@ def main(args: argparse.Namespace) -> int:
             overlap=args.overlap,
             decode_chunk=args.decode_chunk,
             noise_aug_strength=args.noise_aug,
+            speed=args.speed,
+            guidance_interval=args.guidance_interval,
+            deep_cache=args.deep_cache,
+            schedule=args.schedule,
+            window_batch=args.window_batch,
+            compile=args.compile,
         )
         face = inference.FaceOptions(
             face=args.face,

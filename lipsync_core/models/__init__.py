@@ -7,11 +7,12 @@ make_torchvision_importable()  # must run before diffusers is imported below
 from .audio_projection import AudioProjection  # noqa: E402
 from .id_guider import IDGuider  # noqa: E402
 from .model import Conditioning, SayAnythingModel, edm_scalings, make_added_time_ids  # noqa: E402
-from .unet import SayAnythingUNet  # noqa: E402
+from .unet import DeepFeatureCache, SayAnythingUNet  # noqa: E402
 
 __all__ = [
     "AudioProjection",
     "Conditioning",
+    "DeepFeatureCache",
     "IDGuider",
     "SayAnythingModel",
     "SayAnythingUNet",

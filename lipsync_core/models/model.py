@@ -11,7 +11,7 @@ from torch import nn
 from ..configs import SayAnythingConfig
 from .audio_projection import AudioProjection
 from .id_guider import IDGuider
-from .unet import SayAnythingUNet
+from .unet import DeepFeatureCache, SayAnythingUNet
 
 
 @dataclass
@@ -100,16 +100,26 @@ class SayAnythingModel(nn.Module):
         audio_features: torch.Tensor,
         added_time_ids: torch.Tensor,
         id_features: Sequence[torch.Tensor] | None = None,
+        deep_cache: DeepFeatureCache | None = None,
     ) -> torch.Tensor:
         """Raw UNet output for ``sample [B, F, 9, h, w]`` (scaled noisy latents ++ masked latents ++ mask)."""
         context = self.audio_projection(audio_features.to(self.device))
-        return self.unet(sample, timestep, context.to(sample.dtype), added_time_ids, id_residuals=id_features)
+        return self.unet(
+            sample, timestep, context.to(sample.dtype), added_time_ids, id_residuals=id_features, deep_cache=deep_cache
+        )
 
-    def denoise(self, noisy_latents: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning) -> torch.Tensor:
+    def denoise(
+        self,
+        noisy_latents: torch.Tensor,
+        sigma: torch.Tensor | float,
+        cond: Conditioning,
+        deep_cache: DeepFeatureCache | None = None,
+    ) -> torch.Tensor:
         """EDM denoiser: the clean-latent estimate for ``noisy_latents [B, F, 4, h, w]`` at noise level ``sigma``.
 
         The one implementation of the model call: the sampler and the training loss both go through it.
         ``sigma`` is a float or ``[B]``. Latents are in the VAE's scaled space (``* scaling_factor``).
+        ``deep_cache``: reuse or refresh the UNet's deep features (``models.unet.DeepFeatureCache``).
         """
         batch_size = noisy_latents.shape[0]
         sigma = torch.as_tensor(sigma, device=noisy_latents.device, dtype=torch.float32).reshape(-1)
@@ -138,6 +148,7 @@ class SayAnythingModel(nn.Module):
             cond.audio_features,
             cond.added_time_ids.to(sample.device, torch.float32),
             cond.id_features,
+            deep_cache,
         )
         return c_skip * noisy_latents + c_out * output.to(torch.float32)
 

@@ -13,6 +13,9 @@ The module tree (and so the state-dict layout) is diffusers' own; only the forwa
 * **ID residuals.** One ``[B, C_i, h_i, w_i]`` map per UNet resolution i (C_i = block_out_channels[i]),
   added to the hidden states after the last layer of down block i, before its downsampler (ours). The
   skip connection and the deeper path both carry it. Broadcast over the frames.
+* **Deep feature reuse** (DeepCache, Ma et al. 2024; optional). ``deep_cache`` keeps the input of the
+  last up block from a full forward; a forward that reuses it runs only the shallow path (``conv_in``,
+  the first down block without its downsampler, the last up block) on fresh skips and embeddings.
 
 With the same context on every frame, zero ID residuals and zero weights on the mask input channel,
 the output equals the stock diffusers UNet's (tested).
@@ -39,6 +42,7 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
         encoder_hidden_states: torch.Tensor,
         added_time_ids: torch.Tensor,
         id_residuals: Sequence[torch.Tensor] | None = None,
+        deep_cache: DeepFeatureCache | None = None,
     ) -> torch.Tensor:
         """Predict the model output for ``sample [B, F, in_channels, h, w]``.
 
@@ -48,6 +52,7 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
             encoder_hidden_states: ``[B, F, N, C]`` per-frame context tokens.
             added_time_ids: ``[B, 3]`` micro-conditioning (fps - 1, motion bucket, noise augmentation).
             id_residuals: one ``[B, C_i, h_i, w_i]`` tensor per resolution, or None for no reference.
+            deep_cache: reuse its deep features if ``deep_cache.reuse`` is set, else compute and store them.
 
         Returns ``[B, F, out_channels, h, w]``.
         """
@@ -83,7 +88,8 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
         image_only_indicator = torch.zeros(batch_size, num_frames, dtype=sample.dtype, device=sample.device)
         context = _Context(frame_context, window_context, image_only_indicator, num_frames)
 
-        # 3. down
+        # 3. down (a forward reusing deep features stops before the first downsampler)
+        reuse = deep_cache is not None and deep_cache.reuse
         hidden_states = self.conv_in(sample.flatten(0, 1))
         skips = [hidden_states]
         for index, block in enumerate(self.down_blocks):
@@ -93,32 +99,67 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
                 if layer == len(block.resnets) - 1:
                     hidden_states = _add_id_residual(hidden_states, id_residuals, index, num_frames)
                 skips.append(hidden_states)
+            if reuse:
+                break
             if block.downsamplers is not None:
                 for downsampler in block.downsamplers:
                     hidden_states = downsampler(hidden_states)
                 skips.append(hidden_states)
 
-        # 4. mid
-        mid = self.mid_block
-        hidden_states = _run_layer(mid, mid.resnets[0], None, hidden_states, emb, context)
-        for attention, resnet in zip(mid.attentions, mid.resnets[1:]):
-            hidden_states = _run_attention(mid, attention, hidden_states, context)
-            hidden_states = _run_layer(mid, resnet, None, hidden_states, emb, context)
+        # 4. mid and every up block but the last: the deep features
+        if reuse:
+            hidden_states = deep_cache.take(hidden_states)
+        else:
+            mid = self.mid_block
+            hidden_states = _run_layer(mid, mid.resnets[0], None, hidden_states, emb, context)
+            for attention, resnet in zip(mid.attentions, mid.resnets[1:]):
+                hidden_states = _run_attention(mid, attention, hidden_states, context)
+                hidden_states = _run_layer(mid, resnet, None, hidden_states, emb, context)
+            for block in self.up_blocks[:-1]:
+                hidden_states = _run_up_block(block, hidden_states, skips, emb, context, forward_upsample_size)
+            if deep_cache is not None:
+                deep_cache.store(hidden_states)
 
-        # 5. up
-        for block in self.up_blocks:
-            attentions = getattr(block, "attentions", [None] * len(block.resnets))
-            for resnet, attention in zip(block.resnets, attentions):
-                hidden_states = torch.cat([hidden_states, skips.pop()], dim=1)
-                hidden_states = _run_layer(block, resnet, attention, hidden_states, emb, context)
-            if block.upsamplers is not None:
-                upsample_size = skips[-1].shape[2:] if forward_upsample_size and skips else None
-                for upsampler in block.upsamplers:
-                    hidden_states = upsampler(hidden_states, upsample_size)
+        # 5. the last up block (full resolution)
+        hidden_states = _run_up_block(self.up_blocks[-1], hidden_states, skips, emb, context, forward_upsample_size)
 
         # 6. post-process
         hidden_states = self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))
         return hidden_states.reshape(batch_size, num_frames, *hidden_states.shape[1:])
+
+
+class DeepFeatureCache:
+    """The deep features of one window's batch (DeepCache): stored by a full forward, reused while ``reuse``.
+
+    The sampler keeps one per window (and guidance batch) and sets ``reuse`` on the steps between two
+    refreshes; a new video starts with new caches. ``storage``: where they wait between steps (the
+    sampler keeps them on the CPU with the video's latents, so device memory stays bounded by the window).
+    """
+
+    def __init__(self, storage: torch.device | str | None = None) -> None:
+        self.features: torch.Tensor | None = None
+        self.reuse = False
+        self.storage = storage
+
+    def store(self, features: torch.Tensor) -> None:
+        self.features = features if self.storage is None else features.to(self.storage)
+
+    def take(self, like: torch.Tensor) -> torch.Tensor:
+        if self.features is None or self.features.shape[0] != like.shape[0]:
+            raise ValueError("deep features are reused before a full forward of the same batch stored them")
+        return self.features.to(like.device, like.dtype)
+
+
+def _run_up_block(block, hidden_states, skips: list[torch.Tensor], emb, context: _Context, forward_upsample_size):
+    attentions = getattr(block, "attentions", [None] * len(block.resnets))
+    for resnet, attention in zip(block.resnets, attentions):
+        hidden_states = torch.cat([hidden_states, skips.pop()], dim=1)
+        hidden_states = _run_layer(block, resnet, attention, hidden_states, emb, context)
+    if block.upsamplers is not None:
+        upsample_size = skips[-1].shape[2:] if forward_upsample_size and skips else None
+        for upsampler in block.upsamplers:
+            hidden_states = upsampler(hidden_states, upsample_size)
+    return hidden_states
 
 
 @dataclass

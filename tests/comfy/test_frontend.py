@@ -125,3 +125,19 @@ def test_workflows_are_served_as_the_packs_templates(comfy_server):
     assert sorted(listed["comfyui-sayanything"]) == names
     served = requests.get(f"{comfy_server.url}/api/workflow_templates/comfyui-sayanything/{names[0]}.json", timeout=10)
     assert served.json() == load_workflow(example_workflows()[0])
+
+
+def test_speed_widgets_round_trip_through_workflow_json(page, object_info):
+    # The speed preset and the settings under it, set away from their defaults, survive a saved workflow
+    # file: the frontend loads them into the right widgets and queues the same values.
+    from tools.make_workflows import talking_image
+
+    widgets = dict(speed="fast", guidance_sigma_low=0.5, guidance_sigma_high=40.0, deep_cache=3, schedule="karras",
+                   window_batch=2, compile=True)
+    workflow = json.loads(json.dumps(talking_image(object_info, sampler=widgets)))
+    report = page.evaluate(LOAD_AND_INSPECT, workflow)
+    assert report["missing"] == [] and report["errors"] == []
+    sent = frontend_prompt(page, object_info)
+    (sampler,) = [node for node in sent.values() if node["class_type"] == "SayAnythingSampler"]
+    assert {name: sampler["inputs"][name] for name in widgets} == widgets
+    assert sent == json.loads(json.dumps(workflow_to_api(workflow, object_info)))

@@ -135,6 +135,37 @@ def test_talking_image_workflow_as_shipped(comfy, comfy_base, comfy_inputs, obje
     assert difference.max() <= 2 and difference.mean() < 0.01
 
 
+def test_speed_preset_and_its_settings_reach_the_sampler(comfy, comfy_base, comfy_inputs, object_info):
+    # The fast preset with two of its settings overridden, run by the Sampler node, gives the frames the
+    # same options give through lipsync_core.inference.lipsync: every widget reaches the sampler.
+    speed = {"speed": "fast", "deep_cache": 2, "guidance_sigma_high": 200.0}
+    prompt, workflow = prompt_for("sayanything_talking_image.json", object_info, {
+        "PrimitiveFloat": {"value": 4.0},
+        "SayAnythingSampler": {**speed, "steps": 3, "window": 4, "overlap": 1, "decode_chunk": 4}})
+    add_png_taps(prompt, "fast")
+    result = run_ok(comfy, prompt, workflow)
+    taps = read_taps(comfy, result.prompt_id, comfy_base, "fast")
+    assert len(taps["out"]) == len(taps["in"])
+    assert_unchanged_outside_mask(taps)
+
+    from lipsync_core import inference
+    from lipsync_core.speed import SPEED_PRESETS
+
+    frames = torch.from_numpy(np.asarray(Image.open(comfy_base / "input" / PORTRAIT_FILE).convert("RGB")))
+    loaded = inference.load_model(comfy_base / "models" / "sayanything" / DEFAULT_MODEL_FILE)
+    whisper = inference.load_whisper(comfy_base / "models" / "whisper" / WHISPER_FOLDER)
+    low = SPEED_PRESETS["fast"].guidance_interval[0]
+    options = inference.SamplerOptions(steps=3, window=4, overlap=1, decode_chunk=4, speed="fast", deep_cache=2,
+                                       guidance_interval=(low, 200.0))
+    result_frames, _audio, _mask = inference.lipsync(
+        frames[None].float() / 255.0, 4.0, comfy_inputs["speech"], loaded, whisper, options,
+        face_options=inference.FaceOptions(crop_size=64),
+    )
+    ours = (result_frames.clamp(0, 1) * 255.0).numpy().astype(np.uint8)
+    difference = np.abs(ours.astype(int) - taps["out"].astype(int))
+    assert difference.max() <= 2 and difference.mean() < 0.01
+
+
 def test_user_mask_workflow(comfy, comfy_base, comfy_inputs, object_info):
     prompt, workflow = prompt_for("sayanything_user_mask.json", object_info, {
         "PrimitiveFloat": {"value": 4.0}, "SayAnythingLoadAudio": {"duration": 1.0},

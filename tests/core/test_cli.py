@@ -50,3 +50,31 @@ def test_bench_tiny_reports_both_variants(tmp_path, capsys):
     assert report["step_time_ratio"] == ours["step_seconds_median"] / stock["step_seconds_median"]
     assert ours["flops_per_step"] > 0 and ours["peak_rss_bytes"] >= ours["rss_before_model_bytes"]
     assert report["settings"]["guidance_branches"] == 3
+
+
+def test_bench_sampler_reports_every_speed_mode_against_quality(tmp_path, capsys, whisper_tiny_dir):
+    # One toy clip of 8 frames (one window): the figures are meaningless at this size, the report's
+    # shape and its arithmetic are what is checked.
+    report_path = tmp_path / "sampler.json"
+    args = ["bench-sampler", "--whisper", str(whisper_tiny_dir), "--clips", "1", "--frames", "8", "--threads", "1",
+            "--mode", 'k4={"steps": 4}', "--json", str(report_path)]
+    assert main(args) == 0
+    report = json.loads(report_path.read_text())
+    assert report["device"] and report["eval"]["clips"] == 1
+    modes = {mode["name"]: mode for mode in report["modes"]}
+    assert list(modes) == ["quality", "balanced", "fast", "k4"]
+    for mode in modes.values():
+        for key in ("seconds_per_output_second", "sampling_seconds_per_output_second", "unet_calls_per_output_second",
+                    "tflop_per_output_second", "identity_error"):
+            assert mode[key] > 0
+        assert mode["sampling_seconds_per_output_second"] < mode["seconds_per_output_second"]
+        assert -1 <= mode["correlation_speech"] <= 1 and 0 <= mode["lipleak"] <= 1
+        quality_time = modes["quality"]["seconds_per_output_second"]
+        assert mode["speedup"] == quality_time / mode["seconds_per_output_second"]
+    assert modes["quality"]["speedup"] == 1.0
+    # 8 frames = one window; quality's 10 steps x 2 branches (the toy model's guidance 1.0 / 2.0) per 8 frames.
+    assert modes["quality"]["unet_calls_per_output_second"] == 10 * 2 / (8 / 25)
+    assert modes["k4"]["unet_calls_per_output_second"] == 4 * 2 / (8 / 25)
+    assert modes["fast"]["tflop_per_output_second"] < modes["quality"]["tflop_per_output_second"]
+    assert modes["fast"]["deep_reused_calls_per_output_second"] > 0 == modes["quality"][
+        "deep_reused_calls_per_output_second"]

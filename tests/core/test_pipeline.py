@@ -149,7 +149,7 @@ def test_guidance_branches_and_combination(pipe, monkeypatch):
     assert torch.count_nonzero(cond.audio_features[:2]) == 0 and torch.count_nonzero(cond.audio_features[2]) > 0
     assert all(torch.count_nonzero(f[0]) == 0 and torch.count_nonzero(f[1]) > 0 for f in cond.id_features)
     expected = out[0] + 2.0 * (out[1] - out[0]) + 3.0 * (out[2] - out[1])
-    torch.testing.assert_close(combined[0], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(combined[0][0], expected, rtol=1e-5, atol=1e-5)  # [windows of the call, F, ...]
 
 
 def test_callback_reports_progress_and_cancels(pipe):

@@ -17,6 +17,10 @@ VIDEO_FPS = 5
 VIDEO_FRAMES = 10
 MOUTH_BOX = (slice(170, 250), slice(150, 290))  # rows, columns of the painted mask in the masked portrait
 
+# The speed preset and the settings under it, last on both sampling nodes (nodes.types.speed_inputs).
+SPEED_WIDGETS = ["speed", "guidance_sigma_low", "guidance_sigma_high", "deep_cache", "schedule", "window_batch",
+                 "compile"]
+
 # Every node of the pack: (outputs, required inputs in order).
 PACK_NODES = {
     "SayAnythingLoadAudio": (["AUDIO"], ["audio", "start", "duration"]),
@@ -34,10 +38,10 @@ PACK_NODES = {
     "SayAnythingReferenceEncode": (["SAYANYTHING_ID_FEATURES"], ["model", "reference", "frame_index"]),
     "SayAnythingSampler": (["IMAGE"], ["model", "crops", "crop_mask", "audio_features", "id_features", "fps", "steps",
                                        "seed", "reference_guidance", "audio_guidance", "window", "overlap",
-                                       "decode_chunk"]),
+                                       "decode_chunk", *SPEED_WIDGETS]),
     "SayAnythingLipSyncVideo": (["VIDEO"], ["model", "whisper", "video", "audio", "fit", "steps", "seed",
                                             "reference_guidance", "audio_guidance", "crop_size", "upper_edge",
-                                            "reference_frame", "crf"]),
+                                            "reference_frame", "crf", *SPEED_WIDGETS]),
     "SayAnythingMouthMotionFromAudio": (["SAYANYTHING_MOUTH_MOTION", "IMAGE"],
                                         ["model", "whisper", "audio", "fps", "frame_count"]),
     "SayAnythingMouthMotionFromVideo": (["SAYANYTHING_MOUTH_MOTION", "IMAGE"],

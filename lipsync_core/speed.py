@@ -1,0 +1,109 @@
+"""Fast sampling (issue 12): what a sampling step computes, and the ``speed`` presets.
+
+``SpeedSettings`` is what ``SayAnythingPipeline.denoise`` takes; ``SPEED_PRESETS`` are the ``speed``
+widget's choices, which fill the ``SamplerOptions`` fields left on auto. Light on purpose: the
+command line and the nodes read these without importing diffusers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SCHEDULES = ("karras", "few_step")
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """How much work a sampling step does (ours, after the papers named). The defaults are the full
+    sampler: every guidance branch at every step, no reuse, SVD's Karras sigmas, one window per call.
+
+    guidance_interval: ``(low, high)`` sigmas; the guidance branches run only for ``low <= sigma <=
+        high``, elsewhere the fully conditioned branch alone (guidance in a limited interval,
+        Kynkaenniemi et al. 2024). None: at every step.
+    deep_cache_interval: DeepCache (Ma et al. 2024): the UNet's deep blocks run every this many steps
+        per window, the shallow ones every step. 1: every step (off).
+    schedule: ``karras`` (SVD's sigmas) or ``few_step`` (``few_step_sigmas``).
+    window_batch: windows denoised in one batched forward (memory grows with it; same result up to
+        float rounding).
+    channels_last, bf16_decode: on CUDA, the UNet's convolutions in channels-last memory layout and the
+        VAE decode under bfloat16 autocast (no effect on other devices).
+    compile: ``torch.compile`` the UNet in place (the first call compiles: worth it on long videos).
+    """
+
+    guidance_interval: tuple[float, float] | None = None
+    deep_cache_interval: int = 1
+    schedule: str = "karras"
+    window_batch: int = 1
+    channels_last: bool = False
+    bf16_decode: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.guidance_interval is not None:
+            low, high = self.guidance_interval
+            if not 0 <= low <= high:
+                raise ValueError(f"guidance_interval needs 0 <= low <= high, got {low}, {high}")
+        if self.deep_cache_interval < 1:
+            raise ValueError(f"deep_cache_interval must be at least 1, got {self.deep_cache_interval}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.window_batch < 1:
+            raise ValueError(f"window_batch must be at least 1, got {self.window_batch}")
+
+    def guides_at(self, sigma: float) -> bool:
+        if self.guidance_interval is None:
+            return True
+        low, high = self.guidance_interval
+        return low <= sigma <= high
+
+
+FEW_STEP_SIGMA_MIN = 0.05  # the last step goes to 0 from here (toy: 4 such steps keep lip sync; BENCHMARKS.md)
+
+
+def few_step_sigmas(
+    num_inference_steps: int, sigma_max: float, sigma_min: float = FEW_STEP_SIGMA_MIN, rho: float = 7.0
+) -> torch.Tensor:
+    """Karras sigmas for few steps (ours): ``num_inference_steps`` values from ``sigma_max`` to ``sigma_min``, then 0.
+
+    SVD's schedule ends at sigma 0.002, where a step barely changes the latents; with few steps that
+    last call is better spent higher up, so the final step goes to 0 from ``sigma_min``.
+    """
+    ramp = torch.linspace(0, 1, num_inference_steps, dtype=torch.float64)
+    low, high = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (high + ramp * (low - high)) ** rho if num_inference_steps > 1 else torch.tensor([sigma_max])
+    return torch.cat([sigmas.to(torch.float32), torch.zeros(1)])
+
+
+@dataclass(frozen=True)
+class SpeedPreset:
+    """What one ``speed`` choice sets (each ``SamplerOptions`` field left on auto takes it).
+
+    ``max_steps``: at most this many steps (None: the model's own); ``guidance_interval``: None = at
+    every step. Measured on the toy model: BENCHMARKS.md, "Fast sampling".
+    """
+
+    max_steps: int | None
+    guidance_interval: tuple[float, float] | None
+    deep_cache: int
+    schedule: str
+    window_batch: int
+    gpu_layout: bool  # channels_last + bf16 decode on CUDA
+
+
+# Measured on the toy model (BENCHMARKS.md, "Fast sampling"): its mouth opening is decided in the first
+# step (sigma 700), so few steps keep it; audio guidance is what keeps silent mouths shut at high and low
+# sigmas alike, so the faster presets cut steps first, skip guidance only on the few-step schedule's last
+# step (sigma 0.05) and reuse deep features on every other step.
+GUIDED_ABOVE_LAST_STEP = (0.1, 1e4)  # every sigma but the few-step schedules' last (0.05)
+SPEED_PRESETS = {
+    # The sampler as before issue 12, bit for bit.
+    "quality": SpeedPreset(max_steps=None, guidance_interval=None, deep_cache=1, schedule="karras", window_batch=1,
+                           gpu_layout=False),
+    "balanced": SpeedPreset(max_steps=4, guidance_interval=GUIDED_ABOVE_LAST_STEP, deep_cache=2, schedule="few_step",
+                            window_batch=2, gpu_layout=True),
+    "fast": SpeedPreset(max_steps=3, guidance_interval=GUIDED_ABOVE_LAST_STEP, deep_cache=2, schedule="few_step",
+                        window_batch=2, gpu_layout=True),
+}
+SPEEDS = tuple(SPEED_PRESETS)
