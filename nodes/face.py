@@ -17,6 +17,19 @@ UPPER_EDGES = ["mouth", "nose", "eyes"]
 USER_MASK_MODES = ["replace", "intersect", "union"]
 
 
+def face_choice_inputs() -> list:
+    """Which face to follow (Face Mask, Mouth Motion from Video): the largest, or one by its index."""
+    return [
+        io.Combo.Input(
+            "face",
+            options=FACE_CHOICES,
+            default="largest",
+            tooltip="Which face to follow when there are several: the largest, or by index (left to right).",
+        ),
+        io.Int.Input("face_index", default=0, min=0, max=16, tooltip="Face number from the left, for 'index'."),
+    ]
+
+
 def mask_inputs() -> list:
     """The adaptive mask's widgets (Face Mask, Load Face Track): upper edge, expand, feather, hold."""
     return [
@@ -76,19 +89,7 @@ class SayAnythingFaceMask(io.ComfyNode):
                     step=0.001,
                     tooltip="Frame rate of the frames (landmark smoothing is tuned in seconds).",
                 ),
-                io.Combo.Input(
-                    "face",
-                    options=FACE_CHOICES,
-                    default="largest",
-                    tooltip="Which face to follow when there are several: the largest, or by index (left to right).",
-                ),
-                io.Int.Input(
-                    "face_index",
-                    default=0,
-                    min=0,
-                    max=16,
-                    tooltip="Face number from the left, used when face is 'index'.",
-                ),
+                *face_choice_inputs(),
                 *mask_inputs(),
                 io.Mask.Input(
                     "user_mask",

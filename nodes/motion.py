@@ -13,7 +13,7 @@ from comfy_api.latest import io
 
 from ..lipsync_core.audio import audio_from_comfy
 from . import model_folders
-from .face import FACE_CHOICES
+from .face import face_choice_inputs
 from .types import FaceTrack, MouthMotion, WhisperModel, check_frames, node_schema
 
 
@@ -44,15 +44,7 @@ class SayAnythingMouthMotionFromVideo(io.ComfyNode):
                     step=0.001,
                     tooltip="Frame rate of the driving frames; the motion keeps it (later steps resample it).",
                 ),
-                io.Combo.Input(
-                    "face",
-                    options=FACE_CHOICES,
-                    default="largest",
-                    tooltip="Which driving face to follow: the largest, or by index (left to right).",
-                ),
-                io.Int.Input(
-                    "face_index", default=0, min=0, max=16, tooltip="Face number from the left, for 'index'."
-                ),
+                *face_choice_inputs(),
                 FaceTrack.Input(
                     "target_track",
                     optional=True,
