@@ -105,6 +105,7 @@ class SamplerOptions:
             channels_last=preset.gpu_layout,
             bf16_decode=preset.gpu_layout,
             compile=self.compile,
+            decode_context=preset.decode_context,
         )
 
 

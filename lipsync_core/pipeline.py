@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .configs import ModelDefaults, vae_scale_factor
 from .models import Conditioning, DeepFeatureCache, SayAnythingModel, make_added_time_ids
-from .speed import SCHEDULES, SpeedSettings, few_step_sigmas
+from .speed import DECODE_CONTEXT, SCHEDULES, SpeedSettings, few_step_sigmas
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
 WindowCallback = Callable[[int, int], None]
@@ -96,11 +96,6 @@ def encode_latents(
     if scaled:
         latents = latents * vae.config.scaling_factor
     return latents.reshape(*leading, *latents.shape[1:])
-
-
-# Latent frames decoded on each side of a chunk and dropped (ours): the temporal decoder's first and
-# last frames of a chunk come out in other colours than its inner ones, a flicker at every chunk edge.
-DECODE_CONTEXT = 2
 
 
 @torch.no_grad()
@@ -636,11 +631,12 @@ class SayAnythingPipeline:
         """``(start, frames [F, 3, S, S])`` chunk by chunk (float32, CPU, -1..1) from the final latents;
         under bfloat16 autocast on CUDA when ``speed.bf16_decode``."""
         device = torch.device(device) if device is not None else self.vae.device
-        bf16 = speed is not None and speed.bf16_decode and device.type == "cuda"
+        speed = speed or SpeedSettings()
+        bf16 = speed.bf16_decode and device.type == "cuda"
         for start in range(0, video.num_frames, chunk_size):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
                 frames = decode_span(self.vae, video.latents, start, min(start + chunk_size, video.num_frames),
-                                     device=device)
+                                     speed.decode_context, device)
             yield start, frames
 
     def _guided_denoise(

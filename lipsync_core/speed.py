@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import torch
 
 SCHEDULES = ("karras", "few_step")
+# Latent frames decoded on each side of a VAE chunk and dropped (ours): the temporal decoder's first and
+# last frames of a chunk come out in other colours than its inner ones, a flicker at every chunk edge.
+DECODE_CONTEXT = 2
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class SpeedSettings:
     channels_last, bf16_decode: on CUDA, the UNet's convolutions in channels-last memory layout and the
         VAE decode under bfloat16 autocast (no effect on other devices).
     compile: ``torch.compile`` the UNet in place (the first call compiles: worth it on long videos).
+    decode_context: latent frames of context on each side of every VAE decode chunk (``DECODE_CONTEXT``;
+        fewer decode faster, with a faint colour step left at chunk edges).
     """
 
     guidance_interval: tuple[float, float] | None = None
@@ -39,6 +44,7 @@ class SpeedSettings:
     channels_last: bool = False
     bf16_decode: bool = False
     compile: bool = False
+    decode_context: int = DECODE_CONTEXT
 
     def __post_init__(self) -> None:
         if self.guidance_interval is not None:
@@ -51,6 +57,8 @@ class SpeedSettings:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.window_batch < 1:
             raise ValueError(f"window_batch must be at least 1, got {self.window_batch}")
+        if self.decode_context < 0:
+            raise ValueError(f"decode_context must be 0 or more, got {self.decode_context}")
 
     def guides_at(self, sigma: float) -> bool:
         if self.guidance_interval is None:
@@ -90,6 +98,7 @@ class SpeedPreset:
     schedule: str
     window_batch: int
     gpu_layout: bool  # channels_last + bf16 decode on CUDA
+    decode_context: int = DECODE_CONTEXT
 
 
 # Measured on the toy model (BENCHMARKS.md, "Fast sampling"): its mouth opening is decided in the first
@@ -104,6 +113,6 @@ SPEED_PRESETS = {
     "balanced": SpeedPreset(max_steps=4, guidance_interval=GUIDED_ABOVE_LAST_STEP, deep_cache=2, schedule="few_step",
                             window_batch=2, gpu_layout=True),
     "fast": SpeedPreset(max_steps=3, guidance_interval=GUIDED_ABOVE_LAST_STEP, deep_cache=2, schedule="few_step",
-                        window_batch=2, gpu_layout=True),
+                        window_batch=2, gpu_layout=True, decode_context=1),
 }
 SPEEDS = tuple(SPEED_PRESETS)

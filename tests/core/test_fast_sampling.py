@@ -196,10 +196,12 @@ def test_speed_presets_fill_what_is_left_on_auto_and_a_user_value_wins():
     preset = SPEED_PRESETS["fast"]
     assert fast.steps == min(DEFAULTS.steps, preset.max_steps)
     assert fast.speed_settings() == SpeedSettings(preset.guidance_interval, preset.deep_cache, preset.schedule,
-                                                  preset.window_batch, preset.gpu_layout, preset.gpu_layout)
+                                                  preset.window_batch, preset.gpu_layout, preset.gpu_layout,
+                                                  decode_context=preset.decode_context)
     mine = SamplerOptions(speed="fast", steps=9, deep_cache=1, schedule="karras", window_batch=1,
                           guidance_interval=(0.0, 1000.0)).resolve(DEFAULTS)
-    assert mine.steps == 9 and mine.speed_settings() == SpeedSettings((0.0, 1000.0), 1, "karras", 1, True, True)
+    assert mine.steps == 9 and mine.speed_settings() == SpeedSettings((0.0, 1000.0), 1, "karras", 1, True, True,
+                                                                      decode_context=preset.decode_context)
     # A model file's own measured interval replaces the preset's (quality always guides everywhere).
     measured = DEFAULTS.replace(guidance_interval=(1.0, 50.0))
     assert SamplerOptions(speed="balanced").resolve(measured).speed_settings().guidance_interval == (1.0, 50.0)
@@ -233,3 +235,16 @@ def test_gpu_path_settings(tiny_model, monkeypatch):
     assert not compiled and unet.conv_in.weight.is_contiguous()  # off by default; the layout is CUDA-only
     prepare_unet(unet, torch.device("cpu"), SpeedSettings(compile=True))
     assert compiled == [True]
+
+
+def test_decode_takes_the_speed_settings_chunk_context(pipe):
+    from lipsync_core.pipeline import VideoLatents, decode_latents
+
+    latents = torch.randn(10, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    video = VideoLatents(latents, torch.zeros_like(latents), torch.zeros(10, 1, 8, 8))
+    for context in (0, 1, 2):
+        speed = SpeedSettings(decode_context=context)
+        decoded = torch.cat([frames for _, frames in pipe.decode(video, 4, speed=speed)])
+        assert torch.equal(decoded, decode_latents(pipe.vae, latents, chunk_size=4, context=context))
+    assert not torch.equal(decode_latents(pipe.vae, latents, 4, context=0), decode_latents(pipe.vae, latents, 4))
+    assert SPEED_PRESETS["quality"].decode_context == 2 and SPEED_PRESETS["fast"].decode_context == 1
