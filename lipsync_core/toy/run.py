@@ -66,7 +66,7 @@ class ToyRunConfig:
     def quick(cls) -> ToyRunConfig:
         """CI-sized: a small world and a short run that still shows learning."""
         return cls(world=WorldConfig(train_identities=16, eval_identities=2, clips_per_identity=2),
-                   vae_steps=160, train_steps=600, eval_clips=4, eval_frames=48, sample_steps=8)
+                   vae_steps=160, train_steps=900, eval_clips=4, eval_frames=48, sample_steps=8)
 
     def inference_defaults(self) -> dict:
         """The sampler and mask settings the evaluation uses: stamped into the model file's ``defaults``
