@@ -13,8 +13,10 @@ from lipsync_core.models import Conditioning, DeepFeatureCache, make_added_time_
 from lipsync_core.pipeline import SayAnythingPipeline, plan_windows
 from lipsync_core.speed import FEW_STEP_SIGMA_MIN, SPEED_PRESETS, SpeedSettings, few_step_sigmas
 from tests.core.sampler_reference import reference_denoise
+from tests.core.test_pipeline import SIZE as PIPELINE_SIZE
+from tests.core.test_pipeline import _video as pipeline_inputs
 
-SIZE = 32  # the tiny VAE downsamples 4x: 8x8 latents
+SIZE = PIPELINE_SIZE  # 32: the tiny VAE downsamples 4x, 8x8 latents
 FRAMES, WINDOW, OVERLAP = 11, 4, 1  # 4 windows, the last moved back
 GUIDANCE = dict(reference_guidance_scale=2.0, audio_guidance_scale=3.0)  # three branches
 DEFAULTS = ModelDefaults(crop_size=SIZE, window=WINDOW, overlap=OVERLAP, steps=4, **{
@@ -22,13 +24,7 @@ DEFAULTS = ModelDefaults(crop_size=SIZE, window=WINDOW, overlap=OVERLAP, steps=4
 
 
 def _inputs(frames=FRAMES, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    video = torch.rand(frames, 3, SIZE, SIZE, generator=g) * 2 - 1
-    mask = torch.zeros(frames, 1, SIZE, SIZE)
-    mask[:, :, SIZE // 2 :, 8:24] = 1.0
-    audio = torch.randn(frames, 5, 10, 384, generator=g)
-    reference = torch.rand(1, 3, SIZE, SIZE, generator=g) * 2 - 1
-    return video, mask, audio, reference
+    return pipeline_inputs(frames, seed)  # the pipeline tests' video, mask, audio and reference (same size)
 
 
 @pytest.fixture
