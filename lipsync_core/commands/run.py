@@ -138,6 +138,8 @@ def main(args: argparse.Namespace) -> int:
 
         if probe_video(args.video).is_image and not args.fps:  # before any model is loaded
             raise ValueError(f"{args.video} is an image: give the frame rate with --fps (e.g. --fps 25)")
+        if args.style_video:
+            probe_video(args.style_video)  # a missing or unreadable reference fails before the models load
         speech = inference.load_audio(args.audio, start=args.audio_start, duration=args.audio_duration)
         channels, rate = read_audio_channels(args.audio)
         first = round(args.audio_start * rate)
