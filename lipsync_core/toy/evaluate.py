@@ -233,6 +233,16 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
     return results
 
 
+def encode_clip_style(model, clip: dict, count: int) -> torch.Tensor:
+    """The style reference of a shard clip (``frames``, ``whisper``, ``silent``): its ``count`` frames with
+    the most speech, since a style shows only while the character talks."""
+    speech = np.convolve(1 - clip["silent"].numpy().astype(np.float32), np.ones(count), "valid")
+    start = int(np.argmax(speech))
+    span = slice(start, start + count)
+    frames = clip["frames"][span].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return model.encode_style(frames, clip["whisper"][span].float())
+
+
 def _style_references(model, index, entries, config) -> dict:
     """Encoded style references per evaluated clip: ``own`` (another clip of the same character) and
     ``swap`` (a clip of the held-out character whose gain differs most), plus their true styles."""
@@ -246,14 +256,8 @@ def _style_references(model, index, entries, config) -> dict:
             by_identity.setdefault(clip_identity(info), []).append(number)
 
     def encoded(number: int) -> torch.Tensor:
-        path, clip, length, _ = index.entries[number]
-        data = read_clip(path, clip, ("frames", "whisper", "silent"))
-        # The stretch with the most speech: a style shows only while the character talks.
-        speech = np.convolve(1 - data["silent"].numpy().astype(np.float32), np.ones(frames_needed), "valid")
-        start = int(np.argmax(speech))
-        span = slice(start, start + frames_needed)
-        frames = data["frames"][span].permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return model.encode_style(frames, data["whisper"][span].float())
+        path, clip, _, _ = index.entries[number]
+        return encode_clip_style(model, read_clip(path, clip, ("frames", "whisper", "silent")), frames_needed)
 
     gains = {clip_identity(info): (info.get("speaking_style") or {}).get("gain", 1.0)
              for _, _, _, info in index.entries}
@@ -299,7 +303,8 @@ def style_figures(truths: list[dict], source: list[tuple], runs: dict[str, list]
         figures[f"width_error_{label}"] = float(np.nanmean(np.abs(widths)))
         figures[f"amplitude_{label}"] = [round(a, 4) for a in amps]
     figures["amplitude_true"] = [round(a, 4) for a in true_amp]
-    figures["amplitude_error_ratio"] = figures["amplitude_error_reference"] / max(figures["amplitude_error_plain"], 1e-9)
+    figures["amplitude_error_ratio"] = (figures["amplitude_error_reference"]
+                                        / max(figures["amplitude_error_plain"], 1e-9))
     figures["width_error_ratio"] = figures["width_error_reference"] / max(figures["width_error_plain"], 1e-9)
     figures["gains"] = [round(s.get("gain", 1.0), 4) for s in styles["own_style"]]
     swapped = runs["style_swap"]

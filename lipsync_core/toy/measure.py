@@ -56,7 +56,8 @@ def measure_width(frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         centre_x, centre_y = corners.mean(0)
         face_half = 0.5 * float(np.linalg.norm(landmarks[i, 454] - landmarks[i, 234]))
         mouth_half = 0.5 * float(np.linalg.norm(corners[1] - corners[0]))
-        x0, x1 = max(int(round(centre_x - 1.6 * mouth_half)), 0), min(int(round(centre_x + 1.6 * mouth_half)) + 1, width)
+        x0 = max(int(round(centre_x - 1.6 * mouth_half)), 0)
+        x1 = min(int(round(centre_x + 1.6 * mouth_half)) + 1, width)
         y0, y1 = max(int(round(centre_y)) - 1, 0), min(int(round(centre_y)) + 2, height)
         band = darkness[i, y0:y1, x0:x1]
         result[i] = band.max(0).sum() / face_half if band.size else 0.0

@@ -42,7 +42,8 @@ class SpeakingStyle:
     def apply(self, utterance: Utterance) -> tuple[np.ndarray, np.ndarray]:
         """The styled mouth targets (opening, width) of an utterance; silent frames stay shut and neutral."""
         speech = ~utterance.silent
-        slow = cv2.GaussianBlur(utterance.opening[None].astype(np.float32), (0, 0), 2.0, borderType=cv2.BORDER_REFLECT)[0]
+        slow = cv2.GaussianBlur(utterance.opening[None].astype(np.float32), (0, 0), 2.0,
+                                borderType=cv2.BORDER_REFLECT)[0]
         base = (1 - self.laziness) * utterance.opening + self.laziness * slow
         opening = np.where(speech, np.clip(self.gain * NEUTRAL_OPENING * base, 0, 1), 0.0).astype(np.float32)
         width = np.where(speech, np.clip(utterance.width + self.width_bias, 0, 1), utterance.width).astype(np.float32)

@@ -449,7 +449,8 @@ def _prepare_batch(batch: dict, vae, config: TrainConfig, generator: torch.Gener
         motion = torch.stack([torch.from_numpy(render_landmarks(marks.numpy(), size, latent_size))
                               for marks in batch["landmarks"]]).to(device)
     if "style_frames" in batch:  # likewise for the style
-        draws["keep_style"] = (torch.rand(batch_size, generator=generator) >= config.style_dropout) & batch["has_style"]
+        keep = torch.rand(batch_size, generator=generator) >= config.style_dropout
+        draws["keep_style"] = keep & batch["has_style"]
         style = (batch["style_frames"].to(device), batch["style_audio"].to(device))
     draws = {key: value.to(device) for key, value in draws.items()}
     tensors = (latents, masked_latents, latent_mask, batch["audio"], batch["reference"])
