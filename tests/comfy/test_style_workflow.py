@@ -104,3 +104,29 @@ def test_bad_references_stop_at_the_style_node_with_a_clear_message(
     assert result.status == "error"
     assert result.error["node_type"] == "SayAnythingStyleReference"
     assert message in result.error["exception_message"]
+
+
+def test_lip_sync_video_takes_the_style(comfy, comfy_base, comfy_inputs, object_info, style_model_name):
+    from tests.comfy.test_workflows_run import long_video_prompt
+    from tests.support.media import probe
+    from tools.demo_assets import VIDEO_FILE
+
+    prompt, workflow = long_video_prompt(object_info, steps=2)
+    prompt[node_id(prompt, "SayAnythingModelLoader")]["inputs"]["model"] = style_model_name
+    lipsync = node_id(prompt, "SayAnythingLipSyncVideo")
+    whisper, model = (prompt[lipsync]["inputs"][name] for name in ("whisper", "model"))
+    prompt["reference"] = {"class_type": "LoadVideo", "inputs": {"file": VIDEO_FILE}}
+    prompt["reference_parts"] = {"class_type": "GetVideoComponents", "inputs": {"video": ["reference", 0]}}
+    prompt["style"] = {"class_type": "SayAnythingStyleReference", "inputs": {
+        "model": model, "whisper": whisper, "images": ["reference_parts", 0], "audio": ["reference_parts", 1],
+        "fps": ["reference_parts", 2], "face": "largest", "face_index": 0}}
+    pixels = {}
+    for strength in (1.0, 0.0):
+        prompt[lipsync]["inputs"].update(style=["style", 0], style_strength=strength)
+        result = run_ok(comfy, prompt, workflow)
+        pixels[strength] = probe(saved_mp4(comfy, result.prompt_id, comfy_base))["pixels"]
+    del prompt[lipsync]["inputs"]["style"]
+    result = run_ok(comfy, prompt, workflow)
+    plain = probe(saved_mp4(comfy, result.prompt_id, comfy_base))["pixels"]
+    np.testing.assert_array_equal(pixels[0.0], plain)
+    assert not np.array_equal(pixels[1.0], plain)
