@@ -142,9 +142,11 @@ def read_style_reference(
     face: str = "largest",
     face_index: int = 0,
     model_folders: Sequence[str | os.PathLike] = (),
+    progress: Callable[[int], None] | None = None,
 ) -> StyleReference:
     """``encode_style_reference`` of a video file with its own soundtrack (``run --style-video``), streamed:
-    the whole clip is tracked, but only the stretch used is decoded again into memory."""
+    the whole clip is tracked, but only the stretch used is decoded again into memory. ``progress(done)``
+    per tracked frame."""
     from .audio import load_audio
     from .face import track_faces
     from .media import VideoReader
@@ -159,7 +161,8 @@ def read_style_reference(
         message = f"The style reference needs the speaker talking, with the clip's own sound: {error}"
         raise ValueError(message) from error
     _check_inputs(loaded, audio, fps, None)
-    track = track_faces(iter(reader), fps=fps, select=face, face_index=face_index, model_folders=model_folders)
+    track = track_faces(iter(reader), fps=fps, select=face, face_index=face_index, model_folders=model_folders,
+                        progress=progress)
     try:
         return _encode(loaded, whisper, lambda indices: np.stack(list(reader.frames(indices))), reader.num_frames,
                        track, audio, fps)

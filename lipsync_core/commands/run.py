@@ -182,7 +182,8 @@ def main(args: argparse.Namespace) -> int:
         if args.style_video:
             from ..style import read_style_reference
 
-            style = read_style_reference(args.style_video, loaded, whisper, args.face, args.face_index)
+            style = read_style_reference(args.style_video, loaded, whisper, args.face, args.face_index,
+                                         progress=lambda done: progress("style reference", done, 0))
         settings = StreamSettings(
             crf=args.crf, preset=args.preset, spill_bytes=int(args.spill_mb * 2**20), spill_dir=args.temp_dir
         )
