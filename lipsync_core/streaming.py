@@ -140,9 +140,9 @@ def lipsync_file(
     settings = settings or StreamSettings()
     report = progress or (lambda stage, done, total: None)
     defaults = loaded.defaults
-    style_tokens = None if style is None else style.for_model(loaded.model)  # a wrong model fails before any work
     options = (options or inference.SamplerOptions()).resolve(defaults)
     face_options = (face_options or inference.FaceOptions()).resolve(defaults)
+    style_tokens = None if style is None else style.for_model(loaded.model)  # a wrong model fails before any work
     reader = VideoReader(video)
     fps = fps or reader.info.fps
     if fps is None:

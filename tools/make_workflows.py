@@ -99,11 +99,12 @@ class Graph:
 
 
 def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps: tuple[int, str],
-                  user_mask: tuple[int, str] | None = None, x: int = 800, sampler: dict | None = None) -> dict:
+                  user_mask: tuple[int, str] | None = None, x: int = 800,
+                  sampler: dict | None = None) -> dict[str, int]:
     """The shared middle of every workflow: fit, Whisper, face, model, sampler, paste, save.
 
-    ``sampler``: widget values of SayAnything Sampler other than the defaults. Returns the ids of the
-    model, whisper and sampler nodes (for workflows that add to the chain)."""
+    ``sampler``: widget values of SayAnything Sampler other than the defaults. Returns the node ids by role
+    (fit, whisper, face, model, sampler), for workflows that add to the chain."""
     fit = g.add("SayAnythingFitAudioToVideo", (x, 0))
     g.connect(*images, fit, "images")
     g.connect(*audio, fit, "audio")
@@ -155,7 +156,7 @@ def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps
     g.connect(fit, "audio", video, "audio")
     save = g.add("SaveVideo", (x + 2280, 0), filename_prefix="video/sayanything", format="mp4", codec="h264")
     g.connect(video, 0, save, "video")
-    return {"model": model, "whisper": whisper, "sampler": sampler}
+    return {"fit": fit, "whisper": whisper, "face": face, "model": model, "sampler": sampler}
 
 
 MODELS_NOTE = (
