@@ -69,9 +69,8 @@ def require_style_input(model, defaults=None) -> int:
     frames = (defaults or getattr(model, "defaults", None) or ModelDefaults()).style_reference_frames
     if model.config.style is None or frames < 1:
         raise ValueError(
-            "This model has no speaking-style input (it was trained without a style reference); use a model "
-            "trained with one (ModelDefaults.style_reference_frames > 0, e.g. `python -m lipsync_core toy`), or "
-            "leave the style reference out."
+            "This model has no speaking-style input (it was trained without a style reference): pick a model "
+            "trained with one (e.g. one made by `python -m lipsync_core toy`), or leave the style reference out."
         )
     return int(frames)
 
@@ -116,10 +115,11 @@ def encode_style_reference(
 
     if frames.ndim != 4 or frames.shape[-1] < 3:
         raise ValueError(f"style reference frames must be [frames, height, width, 3], got {tuple(frames.shape)}")
-    tensor = isinstance(frames, torch.Tensor)
-
-    def uint8(index: int) -> np.ndarray:
-        return frames_to_uint8(frames[index]) if tensor else np.asarray(frames[index][..., :3], np.uint8)
+    def uint8(index: int) -> np.ndarray:  # one frame at a time: no uint8 copy of a whole IMAGE batch
+        frame = frames[index]
+        if isinstance(frame, np.ndarray) and frame.dtype == np.uint8:
+            return frame[..., :3]
+        return frames_to_uint8(torch.as_tensor(frame))
 
     _check_inputs(loaded, audio, fps, len(frames))
     total = len(frames)
