@@ -26,6 +26,7 @@ from .types import (
     sampling_inputs,
     speed_inputs,
     speed_options,
+    style_inputs,
 )
 
 AUTO_EDGE = "auto"
@@ -96,6 +97,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     tooltip="Optional: the face track of this video's frames (SayAnything Load Face Track) instead "
                     "of mediapipe's, for faces mediapipe does not find.",
                 ),
+                *style_inputs(),
             ],
             outputs=[io.Video.Output(display_name="video")],
         )
@@ -117,6 +119,8 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
         reference_frame: int,
         crf: float,
         face_track=None,
+        style=None,
+        style_strength: float = 1.0,
         **speed,
     ) -> io.NodeOutput:
         from ..lipsync_core.audio import audio_from_comfy
@@ -171,6 +175,8 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     device=model.load_device,
                     progress=progress,
                     track=face_track,
+                    style=style,
+                    style_strength=style_strength,
                 )
         finally:
             mm.soft_empty_cache()
