@@ -47,6 +47,9 @@ class StyleEncoder(nn.Module):
         self.reference_layer = layer(nn.TransformerEncoderLayer)  # the pairs see each other once
         self.layers = nn.ModuleList(layer(nn.TransformerDecoderLayer) for _ in range(config.num_layers))
         self.out_norm = nn.LayerNorm(hidden)
+        # Training's auxiliary target (TrainConfig.style_motion_weight): the frame's lip opening and width,
+        # which the speaker's style decides; it teaches the encoder to read the reference directly.
+        self.motion_head = nn.Linear(hidden, 2)
         self.to_tokens = nn.Linear(hidden, audio.num_tokens * cross_attention_dim)
         nn.init.zeros_(self.to_tokens.weight)
         nn.init.zeros_(self.to_tokens.bias)
@@ -85,14 +88,33 @@ class StyleEncoder(nn.Module):
         pairs = self.pair_norm(self.embed_audio(features) + mouths)
         return self.reference_layer(pairs)
 
-    def forward(self, features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """Style tokens ``[B, F, N, C]`` for the target's Whisper features ``[B, F, L, W, D]`` given the
-        encoded reference ``[B or 1, R, hidden]``."""
-        batch, num_frames = features.shape[:2]
+    def hidden(self, features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Per-frame style state ``[B, F, hidden]`` of the target's Whisper features ``[B, F, L, W, D]`` given
+        the encoded reference ``[B or 1, R, hidden]``."""
+        batch = features.shape[0]
         if reference.shape[0] != batch:
             reference = reference.expand(batch, *reference.shape[1:])
         x = self.embed_audio(features)
         for layer in self.layers:
             x = layer(x, reference.to(x.dtype))
-        tokens = self.to_tokens(self.out_norm(x))
+        return self.out_norm(x)
+
+    def predict_mouth(self, features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """The auxiliary estimate ``[B, F, 2]`` of each frame's lip opening and width (``mouth_targets``)."""
+        return self.motion_head(self.hidden(features, reference))
+
+    def forward(self, features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Style tokens ``[B, F, N, C]`` for the target's Whisper features ``[B, F, L, W, D]`` given the
+        encoded reference ``[B or 1, R, hidden]``."""
+        batch, num_frames = features.shape[:2]
+        tokens = self.to_tokens(self.hidden(features, reference))
         return tokens.reshape(batch, num_frames, self.audio_config.num_tokens, self.cross_attention_dim)
+
+
+def mouth_targets(landmarks: torch.Tensor) -> torch.Tensor:
+    """``[..., 2]`` lip opening (inner lips 13 -> 14) and width (corners 61 -> 291) of landmarks ``[..., 478, 2]``
+    in crop pixels, over the face's width (234 -> 454), times 10 to be near 1; NaN without a face."""
+    face = (landmarks[..., 454, :] - landmarks[..., 234, :]).norm(dim=-1)
+    opening = landmarks[..., 14, 1] - landmarks[..., 13, 1]
+    width = landmarks[..., 291, 0] - landmarks[..., 61, 0]
+    return 10 * torch.stack([opening, width], dim=-1) / face[..., None]

@@ -67,6 +67,9 @@ class TrainConfig:
     motion_dropout: float = 0.3  # ours; only for models with a mouth-motion input (unet.motion_channels)
     style_dropout: float = 0.3  # ours; only for models with a style encoder (the style goes with the audio)
     style_frames: int = 40  # frames of the style reference clip (at most a prep clip's length)
+    # Weight of the style encoder's auxiliary loss: the target frames' lip opening and width from the
+    # reference and the audio (ours; the diffusion loss alone taught it nothing in the toy world).
+    style_motion_weight: float = 1.0
     noise_aug_strength: float = 0.02  # canvas augmentation, as the sampler's default
     fps: float = 25.0
     motion_bucket_id: int = 127
@@ -208,14 +211,21 @@ class DiffusionLoss(nn.Module):
                                                batch_size, latents.device),
             motion=None if motion is None else motion * draws["keep_motion"].to(motion.dtype).reshape(-1, 1, 1, 1, 1),
         )
+        auxiliary = 0.0
         if style is not None:
-            cond.style = model.encode_style(*style)
+            frames, features, targets = style
+            cond.style = model.encode_style(frames, features)
             cond.style_scale = (draws["keep_style"] & draws["keep_audio"]).float()
+            if config.style_motion_weight > 0:
+                predicted = model.style_encoder.predict_mouth(audio.to(model.dtype), cond.style)
+                known = torch.isfinite(targets).all(-1) & draws["has_style"][:, None]
+                if known.any():
+                    auxiliary = config.style_motion_weight * (predicted[known].float() - targets[known]).pow(2).mean()
         denoised = model.denoise(noisy, sigma, cond)
         weight = ((sigma**2 + 1.0) / sigma**2).reshape(-1, 1, 1, 1, 1)
         error = weight * (denoised.float() - latents.float()) ** 2 * latent_mask
         cells = latent_mask.sum(dim=(1, 2, 3, 4)).clamp(min=1.0) * latents.shape[2]
-        return (error.sum(dim=(1, 2, 3, 4)) / cells).mean()
+        return (error.sum(dim=(1, 2, 3, 4)) / cells).mean() + auxiliary
 
 
 class EMA:
@@ -339,7 +349,7 @@ def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
 
     motion_channels = model.config.unet.motion_channels
     dataset = LipSyncWindows(config.data, num_frames, use_latents=config.use_latents, seed=config.seed,
-                             landmarks=motion_channels > 0,
+                             landmarks=motion_channels > 0 or model.config.style is not None,
                              style_frames=config.style_frames if model.config.style is not None else 0)
     if vae is None:
         raise ValueError("training needs a VAE (for the canvas and samples): give --vae or --init with one")
@@ -454,9 +464,13 @@ def _prepare_batch(batch: dict, vae, config: TrainConfig, generator: torch.Gener
         motion = torch.stack([torch.from_numpy(render_landmarks(marks.numpy(), size, latent_size))
                               for marks in batch["landmarks"]]).to(device)
     if "style_frames" in batch:  # likewise for the style
+        from ..models.style_encoder import mouth_targets
+
         keep = torch.rand(batch_size, generator=generator) >= config.style_dropout
         draws["keep_style"] = keep & batch["has_style"]
-        style = (batch["style_frames"].to(device), batch["style_audio"].to(device))
+        draws["has_style"] = batch["has_style"]
+        style = (batch["style_frames"].to(device), batch["style_audio"].to(device),
+                 mouth_targets(batch["landmarks"].float()).to(device))
     draws = {key: value.to(device) for key, value in draws.items()}
     tensors = (latents, masked_latents, latent_mask, batch["audio"], batch["reference"])
     return tuple(t.to(device) for t in tensors) + (draws, motion, style)
