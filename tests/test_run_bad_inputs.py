@@ -199,7 +199,7 @@ def motion_model(tmp_path_factory, model) -> Path:
 
 def _talking_portrait(astronaut, frames: int) -> np.ndarray:
     from lipsync_core.face import track_faces
-    from tests.support.media import drop_jaw
+    from tools.demo_assets import drop_jaw
 
     landmarks = track_faces([astronaut], smoothing=None).landmarks[0]
     return np.stack([drop_jaw(astronaut, landmarks, 10 * abs(np.sin(i))) for i in range(frames)])
