@@ -187,14 +187,11 @@ def test_truncated_and_wrong_model_files(tmp_path, lipsync, astronaut, model):
 
 
 @pytest.fixture(scope="module")
-def motion_model(tmp_path_factory, model) -> Path:
-    """The shipped toy model given a (zero-initialised) mouth-motion input."""
-    from lipsync_core.checkpoint import load_checkpoint, save_checkpoint
-    from lipsync_core.motion import add_motion_input
+def motion_model(model) -> Path:
+    """The shipped toy model if it has a mouth-motion input, else a copy given one."""
+    from tests.support.motion import motion_model as with_motion_input
 
-    base, vae = load_checkpoint(model)
-    return save_checkpoint(tmp_path_factory.mktemp("motion") / "toy_motion.safetensors", add_motion_input(base),
-                           vae=vae)
+    return with_motion_input(model)
 
 
 def _talking_portrait(astronaut, frames: int) -> np.ndarray:
