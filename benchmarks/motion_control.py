@@ -103,7 +103,7 @@ def evaluate_command(args) -> None:
     from lipsync_core.motion import edit_motion, render_motion, retarget
     from lipsync_core.pipeline import SayAnythingPipeline
     from lipsync_core.toy.evaluate import opening_figures
-    from lipsync_core.toy.measure import measure_opening, pearson
+    from lipsync_core.toy.measure import measure_opening, measure_width, pearson
     from lipsync_core.toy.run import ToyRunConfig
     from lipsync_core.training.shards import ShardIndex, read_clip
 
@@ -118,7 +118,9 @@ def evaluate_command(args) -> None:
     count = min([args.frames] + [len(c["frames"]) for c in clips])
     offsets = [int(np.random.default_rng([toy.seed, n]).integers(0, len(c["frames"]) - count + 1))
                for n, c in enumerate(clips)]
-    runs = {name: [] for name in ("base_audio", "audio", "motion", "motion_audio", "gain", "reenact")}
+    runs = {name: [] for name in ("base_audio", "audio", "motion", "motion_audio", "gain", "reenact", "wide",
+                                  "narrow")}
+    widths = {name: [] for name in ("motion", "wide", "narrow")}
     truth, silent, requested, gained, driving = [], [], [], [], []
     for number, clip in enumerate(clips):
         window = slice(offsets[number], offsets[number] + count)
@@ -138,7 +140,10 @@ def evaluate_command(args) -> None:
         silence = torch.zeros_like(audio)  # the null audio condition: motion alone drives the mouth
         cases = [("base_audio", base, base_vae, audio, None), ("audio", model, vae, audio, None),
                  ("motion", model, vae, silence, own), ("motion_audio", model, vae, audio, own),
-                 ("gain", model, vae, silence, louder), ("reenact", model, vae, silence, moved)]
+                 ("gain", model, vae, silence, louder), ("reenact", model, vae, silence, moved),
+                 ("wide", model, vae, silence, edit_motion(own, width_bias=0.15)),
+                 ("narrow", model, vae, silence, edit_motion(own, width_bias=-0.15))]
+        opened = own.opening() > np.quantile(own.opening(), 0.6)  # the open frames: width shows there
         for name, network, network_vae, features, motion in cases:
             condition = None if motion is None else torch.from_numpy(render_motion(motion, latent))
             result = SayAnythingPipeline(network, network_vae)(
@@ -148,6 +153,8 @@ def evaluate_command(args) -> None:
                 seed=toy.seed + number, motion=condition)
             pixels = ((result.permute(0, 2, 3, 1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
             runs[name].append(measure_opening(pixels, landmarks))
+            if name in widths:
+                widths[name].append(float(measure_width(pixels, landmarks)[opened].mean()))
         truth.append(clip["opening"][window].numpy())
         silent.append(clip["silent"][window].numpy().astype(bool))
         requested.append(own.opening())
@@ -169,12 +176,17 @@ def evaluate_command(args) -> None:
         "gain_1_5_amplitude_ratio": round(float(np.mean(amplitude)), 3),
         "gain_1_5_amplitude_ratio_per_clip": [round(float(a), 3) for a in amplitude],
         "reenactment_r": pooled(runs["reenact"], driving),
+        # Width bias +-0.15 of the rest width: the open mouth's measured width against the unedited motion's.
+        "width_bias_plus_wider_share": float(np.mean(np.greater(widths["wide"], widths["motion"]))),
+        "width_bias_minus_narrower_share": float(np.mean(np.less(widths["narrow"], widths["motion"]))),
+        "width_bias_plus_ratio": round(float(np.mean(widths["wide"]) / np.mean(widths["motion"])), 3),
+        "width_bias_minus_ratio": round(float(np.mean(widths["narrow"]) / np.mean(widths["motion"])), 3),
         "reenactment_vs_own_audio_truth_r": pooled(runs["reenact"], truth),
         "clips": len(clips),
         "frames_per_clip": count,
     }
     record = {
-        "what": "Mouth-motion control on toy world v2 held-out clips, measured from pixels (toy ruler)",
+        "what": "Mouth-motion control on toy world held-out clips, measured from pixels (toy ruler)",
         "results": results,
         "init": str(args.init), "model": str(args.model),
         "machine": {"cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,

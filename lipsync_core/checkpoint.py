@@ -1,6 +1,7 @@
 """SayAnything checkpoint files: one safetensors file, config in the metadata, strict loading.
 
-Keys: ``unet.*``, ``audio_projection.*``, ``id_guider.*`` and optionally ``vae.*`` (a model trained with
+Keys: ``unet.*``, ``audio_projection.*``, ``id_guider.*``, ``style_encoder.*`` for a model with a
+speaking-style input, and optionally ``vae.*`` (a model trained with
 its own small VAE, such as the toy demo, ships it). Metadata::
 
     {"format": "sayanything", "format_version": "1", "config": <SayAnythingConfig JSON>,
@@ -26,7 +27,6 @@ from .models import SayAnythingModel
 
 FORMAT = "sayanything"
 FORMAT_VERSION = "1"
-MODEL_PARTS = ("unet", "audio_projection", "id_guider")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -74,7 +74,7 @@ def save_checkpoint(
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another name or pass overwrite=True")
     tensors: dict[str, torch.Tensor] = {}
-    for part in MODEL_PARTS:
+    for part in model.parts:
         for key, value in getattr(model, part).state_dict().items():
             tensors[f"{part}.{key}"] = value.detach().to("cpu", dtype).contiguous()
     defaults = defaults or getattr(model, "defaults", None) or ModelDefaults()
@@ -132,7 +132,7 @@ def load_checkpoint(
         with torch.device("meta"):
             model = SayAnythingModel(config)
             vae = build_vae(json.loads(metadata["vae_config"])) if "vae_config" in metadata else None
-        expected = {f"{part}.{k}": v for part in MODEL_PARTS for k, v in getattr(model, part).state_dict().items()}
+        expected = {f"{part}.{k}": v for part in model.parts for k, v in getattr(model, part).state_dict().items()}
         if vae is not None:
             expected.update({f"vae.{k}": v for k, v in vae.state_dict().items()})
         _check_keys_and_shapes(path, handle, expected)
@@ -143,7 +143,7 @@ def load_checkpoint(
             except SafetensorError as error:
                 raise CheckpointError(f"{path}: tensor {key} cannot be read ({error}); the file is damaged") from error
             tensors[key] = tensor.to(device, dtype or tensor.dtype)
-    for part in MODEL_PARTS:
+    for part in model.parts:
         prefix = part + "."
         getattr(model, part).load_state_dict(
             {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True, assign=True

@@ -111,10 +111,40 @@ class IDGuiderConfig:
 
 
 @dataclass
+class StyleEncoderConfig:
+    """The speaking-style reference encoder (issue 10, ours; ``models.style_encoder``).
+
+    A reference clip's frames give mouth crops (``mouth_box``: left, top, right, bottom as fractions of
+    the aligned crop, around the template's mouth, open jaw included) resized to ``mouth_size``; each is
+    paired with the clip's Whisper features of that frame. The target's per-frame audio attends to the
+    pairs through ``num_layers`` transformer layers of width ``hidden_dim``. The Whisper shapes are the
+    audio projection's.
+    """
+
+    hidden_dim: int = 256
+    num_layers: int = 2
+    num_heads: int = 4
+    mouth_size: int = 64
+    mouth_box: tuple[float, float, float, float] = (0.28, 0.5, 0.72, 0.9)
+
+    def __post_init__(self) -> None:
+        self.mouth_box = tuple(float(v) for v in self.mouth_box)
+        left, top, right, bottom = self.mouth_box
+        if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+            raise ValueError(f"mouth_box {self.mouth_box} must be (left, top, right, bottom) fractions in 0..1")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim {self.hidden_dim} does not split into {self.num_heads} heads")
+        if self.mouth_size < 8:
+            raise ValueError(f"mouth_size must be at least 8 pixels, got {self.mouth_size}")
+
+
+@dataclass
 class SayAnythingConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     audio: AudioProjectionConfig = field(default_factory=AudioProjectionConfig)
     id_guider: IDGuiderConfig = field(default_factory=IDGuiderConfig)
+    # None: no speaking-style input (every model before issue 10).
+    style: StyleEncoderConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.unet, dict):
@@ -123,6 +153,8 @@ class SayAnythingConfig:
             self.audio = AudioProjectionConfig(**self.audio)
         if isinstance(self.id_guider, dict):
             self.id_guider = IDGuiderConfig(**self.id_guider)
+        if isinstance(self.style, dict):
+            self.style = StyleEncoderConfig(**self.style)
         if len(self.id_guider.channels) != len(self.unet.block_out_channels):
             raise ValueError(
                 f"id_guider.channels {self.id_guider.channels} needs one entry per UNet resolution "
@@ -152,6 +184,8 @@ class SayAnythingConfig:
         data = dataclasses.asdict(self)
         if not self.unet.motion_channels:  # files without a motion input stay as they were
             del data["unet"]["motion_channels"]
+        if self.style is None:  # nor do files without a style input
+            del data["style"]
         return data
 
     @classmethod
@@ -160,7 +194,7 @@ class SayAnythingConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown config sections {sorted(unknown)}; expected {sorted(known)}")
-        return cls(**{key: dict(value) for key, value in data.items()})
+        return cls(**{key: None if value is None else dict(value) for key, value in data.items()})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -192,6 +226,8 @@ class ModelDefaults:
     mask_expand: float = 0.08  # fractions of the face size
     mask_feather: float = 0.06
     mask_hold: float = 0.5  # seconds the crop-space mask holds the jaw's outline (see face_masks)
+    # Reference frames the style encoder was trained with (issue 10); 0: the model takes no style reference.
+    style_reference_frames: int = 0
     # Sigmas (low, high) where this model's lips are decided: the faster speed presets run the guidance
     # branches only there. None: the preset's (lipsync_core.speed.SPEED_PRESETS).
     guidance_interval: tuple[float, float] | None = None

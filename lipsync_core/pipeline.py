@@ -349,6 +349,8 @@ class SayAnythingPipeline:
         motion: torch.Tensor | None = None,
         speed: SpeedSettings | None = None,
         preview_callback: PreviewCallback | None = None,
+        style: torch.Tensor | None = None,
+        style_scale: float = 1.0,
     ) -> torch.Tensor:
         """Regenerate the masked region of ``frames`` to match ``audio_features``.
 
@@ -378,6 +380,9 @@ class SayAnythingPipeline:
                 default: the full sampler).
             preview_callback: ``preview_callback(start, x0)`` with each window's clean-latent estimate
                 ``[F, 4, h, w]`` (scaled latents, CPU) as it is computed, for a sampling preview.
+            style: ``[1, R, hidden]`` speaking-style reference (``model.encode_style``) for a model with a
+                style encoder; it goes with the audio, so the guidance branches without audio have none.
+            style_scale: weight of the style tokens (1: as trained; 0: none).
 
         Returns ``[T, 3, S, S]`` float32 on the CPU in -1..1, equal to ``frames`` wherever ``mask`` is 0.
         The steps are also public for videos that do not fit in memory (``lipsync_core.streaming``):
@@ -433,6 +438,8 @@ class SayAnythingPipeline:
             motion=motion,
             speed=speed,
             preview_callback=preview_callback,
+            style=style,
+            style_scale=style_scale,
         )
 
         # 5. Decode and composite: pixels outside the mask are the input's, exactly.
@@ -523,12 +530,14 @@ class SayAnythingPipeline:
         motion: torch.Tensor | None = None,
         speed: SpeedSettings | None = None,
         preview_callback: PreviewCallback | None = None,
+        style: torch.Tensor | None = None,
+        style_scale: float = 1.0,
     ) -> None:
         """Run the sampler on ``video.latents`` in place: every window denoised at every step, blended
         into one estimate per frame, one Euler step. Frames are stepped as soon as no later window
         covers them, so besides the latents only one window's blend is held (``speed.window_batch``
         windows' with batching). ``motion`` ``[T, C, h, w]``: the rendered mouth motion for a model with
-        a motion input."""
+        a motion input; ``style`` / ``style_scale`` as in ``__call__``."""
         model = self.model
         device = torch.device(device) if device is not None else model.device
         speed = speed or SpeedSettings()
@@ -593,6 +602,8 @@ class SayAnythingPipeline:
                     None if motion is None else torch.stack([motion[start:end] for start, end in spans]).to(
                         device, torch.float32),
                     cache,
+                    style,
+                    style_scale,
                 ).cpu()
                 for index, window_denoised in zip(group, denoised):
                     start, end = windows[index]
@@ -650,6 +661,8 @@ class SayAnythingPipeline:
         added_time_ids: torch.Tensor,
         motion: torch.Tensor | None = None,
         deep_cache: DeepFeatureCache | None = None,
+        style: torch.Tensor | None = None,
+        style_scale: float = 1.0,
     ) -> torch.Tensor:
         """All guidance branches of ``G`` windows ``[G, F, 4, h, w]`` in one batch (branch-major), combined:
         ``[G, F, 4, h, w]``."""
@@ -668,6 +681,10 @@ class SayAnythingPipeline:
             added_time_ids=added_time_ids.expand(count * windows, 3),
             motion=None if motion is None else per_branch(motion),
         )
+        if style is not None:
+            cond.style = style.to(latents.device)
+            scales = torch.tensor([style_scale if b.use_audio else 0.0 for b in batch.branches])
+            cond.style_scale = scales.repeat_interleave(windows).to(latents.device)
         extra = {} if deep_cache is None else {"deep_cache": deep_cache}  # the plain call when nothing is cached
         denoised = self.model.denoise(per_branch(latents), float(sigma), cond, **extra)
         return (batch.coefficients * denoised.unflatten(0, (count, windows))).sum(0)

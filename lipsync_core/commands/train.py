@@ -27,6 +27,10 @@ _HELP = {
     "audio_dropout": "probability of training a sample with the null audio (zero Whisper features)",
     "reference_dropout": "probability of training a sample without the reference (zero ID residuals)",
     "motion_dropout": "probability of training a sample without the mouth motion (models with a motion input)",
+    "style_dropout": "probability of training a sample without the speaking-style reference (models with a "
+                     "style encoder; samples without audio never get one)",
+    "style_frames": "frames of the style reference: a stretch of another clip of the same speaker (at most a "
+                    "prep clip's length; speakers are named by the video file up to '__')",
     "sample_every": "write a sample strip every N steps (0 = never)",
     "inference_defaults": "sampler settings written into the model files' defaults, e.g. '{\"steps\": 20}'",
 }

@@ -11,6 +11,7 @@ from torch import nn
 from ..configs import SayAnythingConfig
 from .audio_projection import AudioProjection
 from .id_guider import IDGuider
+from .style_encoder import StyleEncoder
 from .unet import DeepFeatureCache, SayAnythingUNet
 
 
@@ -27,6 +28,9 @@ class Conditioning:
     added_time_ids: ``[B, 3]`` from ``make_added_time_ids``.
     motion: ``[B, F, motion_channels, h, w]`` rendered mouth motion (``motion.render_motion``) for models
         with a motion input; None (or zeros) is the "no motion" condition.
+    style: ``[B or 1, R, hidden]`` speaking-style reference from ``encode_style`` for models with a style
+        encoder; None is the "no style" condition. ``style_scale`` ``[B]`` weighs its tokens per item (0:
+        none, as training's style dropout and the guidance branches without audio have it).
     """
 
     masked_latents: torch.Tensor
@@ -35,6 +39,8 @@ class Conditioning:
     id_features: Sequence[torch.Tensor] | None
     added_time_ids: torch.Tensor
     motion: torch.Tensor | None = None
+    style: torch.Tensor | None = None
+    style_scale: torch.Tensor | None = None
 
 
 def make_added_time_ids(
@@ -71,10 +77,17 @@ class SayAnythingModel(nn.Module):
         self.unet = SayAnythingUNet(**config.unet.diffusers_kwargs())
         self.audio_projection = AudioProjection(config.audio, config.unet.cross_attention_dim)
         self.id_guider = IDGuider(config.id_guider, config.unet.block_out_channels)
+        if config.style is not None:
+            self.style_encoder = StyleEncoder(config.style, config.audio, config.unet.cross_attention_dim)
         # The mask channel (the 9th input) and any motion channels start at zero so an SVD-initialised
         # model starts as SVD and a model given a motion input starts as the model without it.
         with torch.no_grad():
             self.unet.conv_in.weight[:, 8:].zero_()
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The named sub-networks this model has (what a checkpoint stores)."""
+        return ("unet", "audio_projection", "id_guider") + (("style_encoder",) if self.config.style else ())
 
     @property
     def dtype(self) -> torch.dtype:
@@ -93,6 +106,17 @@ class SayAnythingModel(nn.Module):
         """The "no reference" condition, shaped like real ID features."""
         return [torch.zeros_like(feature) for feature in like]
 
+    def encode_style(self, frames: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
+        """The speaking-style reference ``[B, R, hidden]`` of aligned crops ``[(B,) R, 3, S, S]`` in -1..1 and
+        their per-frame Whisper features ``[(B,) R, L, W, D]``; compute once per video, reuse for every window."""
+        if self.config.style is None:
+            raise ValueError("This model has no speaking-style input (its config has no style encoder); "
+                             "use a model trained with a style reference or leave the style out.")
+        if frames.ndim == 4:
+            frames, audio_features = frames[None], audio_features[None]
+        return self.style_encoder.encode_reference(frames.to(self.device, self.dtype),
+                                                   audio_features.to(self.device, self.dtype))
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -101,9 +125,19 @@ class SayAnythingModel(nn.Module):
         added_time_ids: torch.Tensor,
         id_features: Sequence[torch.Tensor] | None = None,
         deep_cache: DeepFeatureCache | None = None,
+        style: torch.Tensor | None = None,
+        style_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Raw UNet output for ``sample [B, F, 9, h, w]`` (scaled noisy latents ++ masked latents ++ mask)."""
-        context = self.audio_projection(audio_features.to(self.device))
+        audio_features = audio_features.to(self.device)
+        context = self.audio_projection(audio_features)
+        if style is not None:
+            if self.config.style is None:
+                raise ValueError("This model has no speaking-style input; give style=None.")
+            tokens = self.style_encoder(audio_features, style)
+            if style_scale is not None:
+                tokens = tokens * style_scale.to(tokens.dtype).reshape(-1, 1, 1, 1)
+            context = context + tokens
         return self.unet(
             sample, timestep, context.to(sample.dtype), added_time_ids, id_residuals=id_features, deep_cache=deep_cache
         )
@@ -149,13 +183,12 @@ class SayAnythingModel(nn.Module):
             cond.added_time_ids.to(sample.device, torch.float32),
             cond.id_features,
             deep_cache,
+            cond.style,
+            cond.style_scale,
         )
         return c_skip * noisy_latents + c_out * output.to(torch.float32)
 
     def num_parameters(self) -> dict[str, int]:
-        counts = {
-            name: sum(p.numel() for p in getattr(self, name).parameters())
-            for name in ("unet", "audio_projection", "id_guider")
-        }
+        counts = {name: sum(p.numel() for p in getattr(self, name).parameters()) for name in self.parts}
         counts["total"] = sum(counts.values())
         return counts

@@ -19,7 +19,10 @@ in ``proof.py``):
   skin inside the mask (mouth box excluded) of the output, of the VAE's own reconstruction of the same
   frames (the floor any output of this VAE has) and their ratio; ``no_reference_ratio`` the same
   with the reference removed (zero ID-Guider features);
-- ``outside_identical``: share of pixels outside the mask bit-identical to the input.
+- ``outside_identical``: share of pixels outside the mask bit-identical to the input;
+- ``style`` (models with a style encoder, issue 10): each clip again with a style reference (the first
+  ``style_frames`` of another clip of the same character) and, for the first half, with the reference of
+  the held-out character whose gain differs most (the swap test); see ``style_figures``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .measure import measure_opening, pearson
+from .measure import measure_opening, measure_width, pearson, slope
 
 CLOSED_THRESHOLD = 0.15
 MAX_LAG = 4
@@ -143,6 +146,8 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
     offsets = [int(np.random.default_rng([config.seed, number]).integers(0, len(c["frames"]) - count + 1))
                for number, c in enumerate(clips)]
     half = max(1, (len(clips) + 1) // 2)
+    styles = _style_references(model, index, entries, config) if model.config.style is not None else None
+    style_runs: dict[str, list] = {"own": [], "style": [], "style_swap": []}  # (opening, width) per clip
     for number, clip in enumerate(clips):
         partner = (number + 1) % len(clips)
         other, other_start = clips[partner], offsets[partner]
@@ -159,17 +164,26 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
         source = clip["frames"][window].numpy()
         skin = skin_region(clip["mask"][window].numpy() / 255.0, landmarks)
         runs = [("own", clip["whisper"][window], id_features), ("dub", other["whisper"][other_window], id_features)]
+        if styles is not None:
+            runs.append(("style", clip["whisper"][window], id_features, styles["own"][number]))
+            if number < half:
+                runs.append(("style_swap", clip["whisper"][window], id_features, styles["swap"][number]))
         if number < half:
             if silence_features is not None:
                 runs.append(("silence", silence_features[:count], id_features))
             runs.append(("no_reference", clip["whisper"][window], model.zero_id_features(id_features)))
-        for name, features, ids in runs:
+        for name, features, ids, *style in runs:
             result = pipeline(
                 frames, mask, features.float(), id_features=ids,
                 num_inference_steps=config.sample_steps, reference_guidance_scale=config.reference_guidance,
                 audio_guidance_scale=config.audio_guidance, window_length=config.num_frames,
-                window_overlap=config.num_frames // 4, noise_aug_strength=0.0, seed=config.seed + number)
+                window_overlap=config.num_frames // 4, noise_aug_strength=0.0, seed=config.seed + number,
+                style=style[0] if style else None)
             pixels = _to_uint8(result)
+            if name in style_runs and styles is not None:
+                style_runs[name].append((measure_opening(pixels, landmarks), measure_width(pixels, landmarks)))
+                if name != "own":
+                    continue
             if name == "no_reference":
                 errors["no_reference"].append(colour_error(pixels, source, skin))
                 continue
@@ -188,6 +202,12 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
         new_silent.append(other["silent"][other_window].numpy().astype(bool))
     results = dubbing_figures(measured["own"], truth, silent, measured["dub"], new_truth, new_silent,
                               measured["silence"])
+    if styles is not None:
+        windows = [slice(o, o + count) for o in offsets]
+        source = [(measure_opening(c["frames"][w].numpy(), c["landmarks"][w].numpy()),
+                   measure_width(c["frames"][w].numpy(), c["landmarks"][w].numpy())) for c, w in zip(clips, windows)]
+        results["style"] = style_figures([{key: c[key][w].numpy() for key in ("opening", "neutral_opening", "silent")}
+                                          for c, w in zip(clips, windows)], source, style_runs, styles)
     ruler = pearson(np.concatenate([measure_opening(c["frames"][o:o + count].numpy(),
                                                     c["landmarks"][o:o + count].numpy())
                                     for c, o in zip(clips, offsets)]), np.concatenate(truth))
@@ -211,6 +231,95 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
         _write_figures(Path(output), np.concatenate(measured["own"]), np.concatenate(measured["dub"]),
                        np.concatenate(truth), strips, measured["own"][0], truth[0], results)
     return results
+
+
+def encode_clip_style(model, clip: dict, count: int) -> torch.Tensor:
+    """The style reference of a shard clip (``frames``, ``whisper``, ``silent``): its ``count`` frames with
+    the most speech, since a style shows only while the character talks."""
+    speech = np.convolve(1 - clip["silent"].numpy().astype(np.float32), np.ones(count), "valid")
+    start = int(np.argmax(speech))
+    span = slice(start, start + count)
+    frames = clip["frames"][span].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return model.encode_style(frames, clip["whisper"][span].float())
+
+
+def _style_references(model, index, entries, config) -> dict:
+    """Encoded style references per evaluated clip: ``own`` (another clip of the same character) and
+    ``swap`` (a clip of the held-out character whose gain differs most), plus their true styles."""
+    from ..training.dataset import clip_identity
+    from ..training.shards import read_clip
+
+    frames_needed = config.style_frames
+    by_identity: dict[str, list[int]] = {}
+    for number, (_, _, length, info) in enumerate(index.entries):
+        if length >= frames_needed and not info.get("listening"):
+            by_identity.setdefault(clip_identity(info), []).append(number)
+
+    def encoded(number: int) -> torch.Tensor:
+        path, clip, _, _ = index.entries[number]
+        return encode_clip_style(model, read_clip(path, clip, ("frames", "whisper", "silent")), frames_needed)
+
+    gains = {clip_identity(info): (info.get("speaking_style") or {}).get("gain", 1.0)
+             for _, _, _, info in index.entries}
+    own, swap, own_style, swap_style = [], [], [], []
+    for number, (_, _, _, info) in enumerate(entries):
+        identity = clip_identity(info)
+        partners = [n for n in by_identity.get(identity, []) if n != number] or [number]
+        own.append(encoded(partners[0]))
+        other = max((i for i in by_identity if i != identity), key=lambda i: abs(gains[i] - gains[identity]))
+        swap.append(encoded(by_identity[other][0]))
+        own_style.append(info.get("speaking_style") or {})
+        swap_style.append(index.entries[by_identity[other][0]][3].get("speaking_style") or {})
+    return {"own": own, "swap": swap, "own_style": own_style, "swap_style": swap_style}
+
+
+def style_figures(truths: list[dict], source: list[tuple], runs: dict[str, list], styles: dict) -> dict:
+    """Speaking-style figures (issue 10) from per-clip (opening, width) measurements.
+
+    Amplitude: the slope of a clip's measured opening on the neutral speaker's opening (speech frames),
+    in the ruler's units of the true styled opening (``ruler_amplitude``, fitted on the sources); its
+    truth is the same slope of the clip's true opening. Width: the open mouth's measured width
+    (``measure_width``, frames open >= 0.25 in truth) against the source's own, measured alike.
+    ``*_error``: mean absolute error without (``plain``) and with the reference; ``swap_toward``: share
+    of swapped clips whose amplitude moved from the own-reference result toward the other character's
+    truth, ``swap_shift``: that move as a fraction of the true difference.
+    """
+    def amplitude(opening, truth):
+        speech = ~truth["silent"].astype(bool)
+        return slope(opening[speech], truth["neutral_opening"][speech])
+
+    def open_width(width, truth):
+        keep = ~truth["silent"].astype(bool) & (truth["opening"] >= 0.25)
+        return float(width[keep].mean()) if keep.any() else float("nan")
+
+    true_amp = [amplitude(t["opening"], t) for t in truths]
+    ruler = float(np.median([amplitude(o, t) / a for (o, _), t, a in zip(source, truths, true_amp)]))
+    figures: dict = {"ruler_amplitude": ruler}
+    for name in ("own", "style"):
+        amps = [amplitude(o, t) / ruler for (o, _), t in zip(runs[name], truths)]
+        widths = [open_width(w, t) - open_width(sw, t) for (_, w), (_, sw), t in zip(runs[name], source, truths)]
+        label = "plain" if name == "own" else "reference"
+        figures[f"amplitude_error_{label}"] = float(np.mean(np.abs(np.subtract(amps, true_amp))))
+        figures[f"width_error_{label}"] = float(np.nanmean(np.abs(widths)))
+        figures[f"amplitude_{label}"] = [round(a, 4) for a in amps]
+    figures["amplitude_true"] = [round(a, 4) for a in true_amp]
+    figures["amplitude_error_ratio"] = (figures["amplitude_error_reference"]
+                                        / max(figures["amplitude_error_plain"], 1e-9))
+    figures["width_error_ratio"] = figures["width_error_reference"] / max(figures["width_error_plain"], 1e-9)
+    figures["gains"] = [round(s.get("gain", 1.0), 4) for s in styles["own_style"]]
+    swapped = runs["style_swap"]
+    if swapped:
+        own_amp = figures["amplitude_reference"][: len(swapped)]
+        swap_amp = [amplitude(o, t) / ruler for (o, _), t in zip(swapped, truths)]
+        # The other character's amplitude on this clip's speech, minus this one's.
+        want = [t * (s.get("gain", 1.0) / o.get("gain", 1.0) - 1)
+                for s, o, t in zip(styles["swap_style"], styles["own_style"], true_amp)]
+        moved = [b - a for a, b in zip(own_amp, swap_amp)]
+        figures["swap_toward"] = float(np.mean([np.sign(m) == np.sign(w) for m, w in zip(moved, want)]))
+        figures["swap_shift"] = float(np.mean([m / w for m, w in zip(moved, want) if w]))
+        figures["amplitude_swap"] = [round(a, 4) for a in swap_amp]
+        figures["swap_gains"] = [round(s.get("gain", 1.0), 4) for s in styles["swap_style"][: len(swapped)]]
+    return figures
 
 
 def _write_figures(output: Path, own, shuffled, truth, strips, first_own, first_truth, results) -> None:

@@ -43,6 +43,36 @@ def measure_opening(frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return result
 
 
+def measure_width(frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Measured width of the open mouth per frame: the dark interior's extent along the lips' centre line,
+    over the face's half-width (scale-free); ~0 where the mouth is shut. Same inputs as ``measure_opening``."""
+    frames = np.asarray(frames)
+    luma = frames.astype(np.float32) @ _LUMA
+    darkness = np.clip((_INTERIOR_LUMA + 34.0 - luma) / 25.0, 0.0, 1.0)
+    height, width = luma.shape[1:]
+    result = np.zeros(len(frames), np.float32)
+    for i in range(len(frames)):
+        corners = landmarks[i, [61, 291]]
+        centre_x, centre_y = corners.mean(0)
+        face_half = 0.5 * float(np.linalg.norm(landmarks[i, 454] - landmarks[i, 234]))
+        mouth_half = 0.5 * float(np.linalg.norm(corners[1] - corners[0]))
+        x0 = max(int(round(centre_x - 1.6 * mouth_half)), 0)
+        x1 = min(int(round(centre_x + 1.6 * mouth_half)) + 1, width)
+        y0, y1 = max(int(round(centre_y)) - 1, 0), min(int(round(centre_y)) + 2, height)
+        band = darkness[i, y0:y1, x0:x1]
+        result[i] = band.max(0).sum() / face_half if band.size else 0.0
+    return result
+
+
+def slope(measured: np.ndarray, reference: np.ndarray) -> float:
+    """Least-squares slope of ``measured`` on ``reference`` (with an intercept): how much one moves per unit
+    of the other."""
+    a, b = np.asarray(measured, np.float64).ravel(), np.asarray(reference, np.float64).ravel()
+    b = b - b.mean()
+    denominator = (b * b).sum()
+    return float(((a - a.mean()) * b).sum() / denominator) if denominator > 0 else 0.0
+
+
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     a, b = a - a.mean(), b - b.mean()

@@ -18,14 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..configs import AudioProjectionConfig, IDGuiderConfig, SayAnythingConfig, UNetConfig
+from ..configs import AudioProjectionConfig, IDGuiderConfig, SayAnythingConfig, StyleEncoderConfig, UNetConfig
 from .world import ToyClip, WorldConfig, generate_world
 
 Report = Callable[[str], None]
 
 
-def toy_model_config(num_frames: int = 8) -> SayAnythingConfig:
-    """The toy SayAnything: SVD's topology at 16x16 latents (ours)."""
+def toy_model_config(num_frames: int = 8, motion_channels: int = 2, style: bool = True) -> SayAnythingConfig:
+    """The toy SayAnything: SVD's topology at 16x16 latents, with the mouth-motion input and the style
+    encoder (ours)."""
     return SayAnythingConfig(
         unet=UNetConfig(
             block_out_channels=(32, 64),
@@ -34,9 +35,12 @@ def toy_model_config(num_frames: int = 8) -> SayAnythingConfig:
             cross_attention_dim=64,
             addition_time_embed_dim=16,
             num_frames=num_frames,
+            in_channels=9 + motion_channels,
+            motion_channels=motion_channels,
         ),
         audio=AudioProjectionConfig(num_tokens=4, hidden_dim=64),
         id_guider=IDGuiderConfig(channels=(16, 32), latent_scale_factor=4),
+        style=StyleEncoderConfig(hidden_dim=64, num_layers=2, num_heads=4, mouth_size=32) if style else None,
     )
 
 
@@ -47,13 +51,17 @@ class ToyRunConfig:
     # The VAE trains on chunks as long as the pipeline decodes (SamplerOptions.decode_chunk = the
     # window): its temporal decoder's colour drifts over frames it never saw in a chunk.
     vae_steps: int = 400
-    train_steps: int = 2000
+    train_steps: int = 2400
     batch_size: int = 4
     learning_rate: float = 1e-3
     p_mean: float = -0.4
     p_std: float = 1.2
     audio_dropout: float = 0.1
     reference_dropout: float = 0.1
+    # Motion is the easiest condition to follow: held back often, so audio and style still learn.
+    motion_dropout: float = 0.6
+    style_dropout: float = 0.3
+    style_frames: int = 48
     eval_clips: int = 8
     eval_frames: int = 64
     sample_steps: int = 10
@@ -148,11 +156,13 @@ def write_world_shards(clips: list[ToyClip], folder: Path, whisper, vae, packed_
             "frames": clip.frames, "mask": mask, "landmarks": clip.landmarks,
             "whisper": features.half().numpy(), "latents": latents.half().numpy(),
             "masked_latents": masked_latents.half().numpy(),
-            "opening": clip.opening, "silent": clip.silent.astype(np.uint8),
+            "opening": clip.opening, "silent": clip.silent.astype(np.uint8), "width": clip.width,
+            "neutral_opening": clip.neutral_opening,
         })
         infos.append({"source": f"toy-{clip.identity}-{number}", "start_frame": 0, "fps": 25.0,
                       "num_frames": count, "split": clip.split, "identity": clip.identity,
                       "sentences": clip.sentences, "voice": clip.voice, "speed": clip.speed, "style": clip.style,
+                      "listening": not clip.sentences, "speaking_style": clip.meta.get("speaking_style"),
                       **mask_info(clip.frames.shape[1], "nose", world.mask_hold, clip.meta.get("mask_expand", 0.08))})
         if len(batch) == clips_per_shard or number == len(clips) - 1:
             write_shard(folder / f"shard-{number // clips_per_shard:05d}.safetensors", batch, infos)
@@ -225,6 +235,7 @@ def run_toy(output: str | Path, whisper_dir: str | Path, config: ToyRunConfig | 
         batch_size=config.batch_size, max_steps=config.train_steps, learning_rate=config.learning_rate,
         lr_warmup_steps=min(100, config.train_steps // 10), p_mean=config.p_mean, p_std=config.p_std,
         audio_dropout=config.audio_dropout, reference_dropout=config.reference_dropout,
+        motion_dropout=config.motion_dropout, style_dropout=config.style_dropout, style_frames=config.style_frames,
         noise_aug_strength=0.0, embed_vae=True, seed=config.seed, log_every=25,
         checkpoint_every=config.checkpoint_every, weight_decay=0.0, inference_defaults=config.inference_defaults())
 

@@ -3,18 +3,51 @@
 Each clip is a small "video" (the character talking, its head moving, turning and changing scale,
 the jaw dropping as the mouth opens) plus what the pipeline makes of it: the aligned face crops and
 the held adaptive mask of ``face.prepare_face_crops``, the very call inference runs, fed the
-character's known landmarks (mediapipe does not see drawn faces).
+character's known landmarks (mediapipe does not see drawn faces). Every character has a speaking
+style of its own (``SpeakingStyle``: how wide, how round, how crisp), seen only in its own clips.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from .characters import Character, draw_background, draw_character, draw_mouth, landmarks
-from .speech import HELD_OUT_SENTENCES, SENTENCES, SPEEDS, VOICES, compose, speak
+from .speech import HELD_OUT_SENTENCES, SENTENCES, SPEEDS, VOICES, Utterance, compose, speak
+
+# A character of gain 1 opens its mouth this much for the loudest speech: room above it for wide speakers.
+NEUTRAL_OPENING = 0.75
+
+
+@dataclass
+class SpeakingStyle:
+    """How one character speaks (issue 10): seen only in its own clips, drawn once per identity.
+
+    ``gain`` scales the opening, ``width_bias`` widens (> 0) or rounds (< 0) the mouth while speaking,
+    ``laziness`` blends the opening with a slow copy of itself (0: crisp articulation).
+    """
+
+    gain: float = 1.0
+    width_bias: float = 0.0
+    laziness: float = 0.0
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> SpeakingStyle:
+        return cls(gain=float(rng.uniform(0.55, 1.3)), width_bias=float(rng.uniform(-0.3, 0.3)),
+                   laziness=float(rng.uniform(0.0, 0.6)))
+
+    def apply(self, utterance: Utterance) -> tuple[np.ndarray, np.ndarray]:
+        """The styled mouth targets (opening, width) of an utterance; silent frames stay shut and neutral."""
+        speech = ~utterance.silent
+        slow = cv2.GaussianBlur(utterance.opening[None].astype(np.float32), (0, 0), 2.0,
+                                borderType=cv2.BORDER_REFLECT)[0]
+        base = (1 - self.laziness) * utterance.opening + self.laziness * slow
+        opening = np.where(speech, np.clip(self.gain * NEUTRAL_OPENING * base, 0, 1), 0.0).astype(np.float32)
+        width = np.where(speech, np.clip(utterance.width + self.width_bias, 0, 1), utterance.width).astype(np.float32)
+        return opening, width
 
 
 @dataclass
@@ -35,6 +68,8 @@ class WorldConfig:
     # The training clips' mask expand is drawn from this range (the evaluation's and inference's is
     # prepare_face_crops' 0.08), so the mask's size tells the model nothing about the source mouth.
     train_mask_expand: tuple[float, float] = (0.04, 0.12)
+    # Each character speaks its own way (SpeakingStyle.random); False: every one as SpeakingStyle().
+    speaking_styles: bool = True
     seed: int = 0
 
 
@@ -52,10 +87,12 @@ class ToyClip:
     opening: np.ndarray  # float32 [T] ground truth in 0..1
     width: np.ndarray  # float32 [T]
     silent: np.ndarray  # bool [T]
-    style: str = "photo"
+    style: str = "photo"  # the drawing style
     video: np.ndarray | None = None  # uint8 [T, V, V, 3] the rendered video (held-out clips only)
     video_landmarks: np.ndarray | None = None  # float32 [T, 478, 2] in video pixels (held-out clips only)
-    meta: dict = field(default_factory=dict)
+    # The opening a neutral speaker (SpeakingStyle()) would have: what style figures are measured against.
+    neutral_opening: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)  # mask_expand, speaking_style
 
 
 def head_motion(rng: np.random.Generator, num_frames: int, fps: float) -> np.ndarray:
@@ -125,16 +162,17 @@ def generate_world(config: WorldConfig, progress=None) -> list[ToyClip]:
         ("eval", config.train_identities + i) for i in range(config.eval_identities)]
     total = len(identities) * config.clips_per_identity + config.train_identities * config.listening_clips_per_identity
 
-    def add_clip(character, split, identity, sentences, voice, speed, utterance, clip_rng, mask_rng):
+    def add_clip(character, style, split, identity, sentences, voice, speed, utterance, clip_rng, mask_rng):
         mask_expand = 0.08 if split == "eval" else float(mask_rng.uniform(*config.train_mask_expand))
-        video, points = render_clip(character, utterance.opening, utterance.width, config.video_size, clip_rng,
-                                    config.fps)
+        opening, width = style.apply(utterance)
+        video, points = render_clip(character, opening, width, config.video_size, clip_rng, config.fps)
         crops, crop_points, masks = crop_clip(video, points, config, mask_expand)
         held_out = split == "eval"
+        neutral = SpeakingStyle().apply(utterance)[0]
         clips.append(ToyClip(identity, split, sentences, voice, speed, utterance.waveform, crops, crop_points,
-                             masks, utterance.opening, utterance.width, utterance.silent, character.style,
-                             video if held_out else None, points if held_out else None,
-                             {"mask_expand": float(mask_expand)}))
+                             masks, opening, width, utterance.silent, character.style,
+                             video if held_out else None, points if held_out else None, neutral,
+                             {"mask_expand": float(mask_expand), "speaking_style": dataclasses.asdict(style)}))
         if progress is not None:
             progress(len(clips), total)
 
@@ -142,6 +180,8 @@ def generate_world(config: WorldConfig, progress=None) -> list[ToyClip]:
         character = Character.random(np.random.default_rng([config.seed, identity]), 2 * config.video_size)
         # Its own stream, so the speech clips are the same whether or not listening clips are drawn.
         own_rng = np.random.default_rng([config.seed, identity, 1])
+        style = SpeakingStyle.random(np.random.default_rng([config.seed, identity, 2])) if config.speaking_styles \
+            else SpeakingStyle()
         for _ in range(config.clips_per_identity):
             sentences = [int(s) for s in rng.choice(sentence_split(split), config.sentences_per_clip, replace=False)]
             voice, speed = VOICES[rng.integers(len(VOICES))], int(SPEEDS[rng.integers(len(SPEEDS))])
@@ -152,10 +192,10 @@ def generate_world(config: WorldConfig, progress=None) -> list[ToyClip]:
                     speech_cache[key] = speak(SENTENCES[sentence], voice, speed)
                 segments.append(speech_cache[key])
             pauses = [rng.uniform(0.3, 0.8)] + [rng.uniform(0.4, 0.9) for _ in segments[1:]] + [rng.uniform(0.3, 0.6)]
-            add_clip(character, split, identity, sentences, voice, speed, compose(segments, pauses, config.fps), rng,
-                     own_rng)
+            add_clip(character, style, split, identity, sentences, voice, speed,
+                     compose(segments, pauses, config.fps), rng, own_rng)
         if split == "train":
             for _ in range(config.listening_clips_per_identity):
                 silence = compose([], [float(own_rng.uniform(*config.listening_seconds))], config.fps)
-                add_clip(character, split, identity, [], "", 0, silence, own_rng, own_rng)
+                add_clip(character, style, split, identity, [], "", 0, silence, own_rng, own_rng)
     return clips

@@ -19,13 +19,16 @@ class LipSyncWindows(torch.utils.data.Dataset):
     to copy the target mouth from it) -- and ``latents`` / ``masked_latents`` when the shards carry
     them (``use_latents``; otherwise the trainer encodes frames on the fly), and with ``landmarks`` the
     window's ``landmarks`` [T, 478, 2] (crop pixels, NaN without a face; the mouth-motion condition).
+    With ``style_frames`` R > 0 also a speaking-style reference (issue 10): ``style_frames`` [R, 3, S, S]
+    and ``style_audio`` [R, L, W, D] from another clip of the same speaker (``clip_identity``) that has
+    speech, else a stretch of the same clip away from the window, else none (``has_style`` False).
     Randomness (the reference frame) depends only on (seed, epoch, index), so a resumed run sees exactly the
     items it would have seen.
     """
 
     def __init__(self, folder: str | os.PathLike, num_frames: int, stride: int | None = None,
                  reference_gap: int | None = None, use_latents: bool = True, seed: int = 0,
-                 splits: tuple[str, ...] | None = None, landmarks: bool = False):
+                 splits: tuple[str, ...] | None = None, landmarks: bool = False, style_frames: int = 0):
         if num_frames < 1:
             raise ValueError(f"num_frames must be positive, got {num_frames}")
         self.index = ShardIndex.scan(folder)
@@ -36,7 +39,13 @@ class LipSyncWindows(torch.utils.data.Dataset):
         self.use_latents = use_latents and bool(read_clip(first_path, first_clip, ("latents",), slice(0, 1)))
         self.seed = seed
         self.landmarks = landmarks
+        self.style_frames = style_frames
         self.epoch = 0
+        # Clips that can serve as a style reference, by speaker: long enough and not a listening clip.
+        self.references: dict[str, list[int]] = {}
+        for entry, (_, _, length, info) in enumerate(self.index.entries):
+            if style_frames and length >= style_frames and not info.get("listening"):
+                self.references.setdefault(clip_identity(info), []).append(entry)
         stride = stride or max(num_frames // 2, 1)
         self.windows: list[tuple[int, int]] = []
         for entry, (_, _, length, info) in enumerate(self.index.entries):
@@ -85,4 +94,41 @@ class LipSyncWindows(torch.utils.data.Dataset):
             item_out["masked_latents"] = window["masked_latents"].float()
         if self.landmarks:
             item_out["landmarks"] = window["landmarks"].float()
+        if self.style_frames:
+            item_out.update(self.style_reference(rng, entry, start))
         return item_out
+
+    def style_reference(self, rng: np.random.Generator, entry: int, start: int) -> dict[str, torch.Tensor]:
+        count = self.style_frames
+        path, clip, length, info = self.index.entries[entry]
+        others = [e for e in self.references.get(clip_identity(info), []) if e != entry]
+        span = None
+        if others:
+            other = others[rng.integers(len(others))]
+            path, clip, length, _ = self.index.entries[other]
+            begin = int(rng.integers(0, length - count + 1))
+            span = slice(begin, begin + count)
+        else:  # the same clip, clear of the window by reference_gap on the side with room
+            before = start - self.reference_gap - count
+            after = start + self.num_frames + self.reference_gap
+            if before >= 0:
+                span = slice(before, before + count)
+            elif after + count <= length:
+                span = slice(after, after + count)
+        if span is None:
+            first = self.index.entries[entry]
+            shape = read_clip(first[0], first[1], ("frames", "whisper"), slice(0, 1))
+            return {"style_frames": torch.zeros(count, 3, *shape["frames"].shape[1:3]),
+                    "style_audio": torch.zeros(count, *shape["whisper"].shape[1:]),
+                    "has_style": torch.tensor(False)}
+        window = read_clip(path, clip, ("frames", "whisper"), span)
+        return {"style_frames": window["frames"].permute(0, 3, 1, 2).float() / 127.5 - 1.0,
+                "style_audio": window["whisper"].float(), "has_style": torch.tensor(True)}
+
+
+def clip_identity(info: dict) -> str:
+    """Who speaks in a shard clip: its ``identity`` (the toy world's), else its source video's name up to a
+    ``__`` (``anna__take2.mp4`` and ``anna__take5.mp4`` are one speaker), else the whole name."""
+    if "identity" in info:
+        return str(info["identity"])
+    return str(info.get("source", "")).rsplit(".", 1)[0].split("__")[0]

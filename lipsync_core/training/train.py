@@ -6,7 +6,8 @@ Objective (SVD's EDM, ours where marked): clean latents ``x0`` of a window, ``si
 weighted squared error ``(sigma^2 + 1) / sigma^2 * |D - x0|^2`` averaged over the latent cells of the
 editing mask (ours: outside the mask the canvas already holds the answer). Condition dropout (ours)
 replaces the audio by zero features and/or the ID residuals by zeros -- the very null conditions the
-sampler's guidance branches use.
+sampler's guidance branches use -- and drops the mouth motion and the speaking style (which goes with
+the audio, as in the sampler) for models that have them.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class TrainConfig:
     audio_dropout: float = 0.1  # ours
     reference_dropout: float = 0.1  # ours
     motion_dropout: float = 0.3  # ours; only for models with a mouth-motion input (unet.motion_channels)
+    style_dropout: float = 0.3  # ours; only for models with a style encoder (the style goes with the audio)
+    style_frames: int = 40  # frames of the style reference clip (at most a prep clip's length)
     noise_aug_strength: float = 0.02  # canvas augmentation, as the sampler's default
     fps: float = 25.0
     motion_bucket_id: int = 127
@@ -86,7 +89,7 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.optimizer not in ("adamw", "adamw8bit"):
             raise ValueError(f"optimizer must be adamw or adamw8bit, got {self.optimizer!r}")
-        for name in ("audio_dropout", "reference_dropout", "motion_dropout"):
+        for name in ("audio_dropout", "reference_dropout", "motion_dropout", "style_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")
         if self.batch_size < 1 or self.max_steps < 1 or self.gradient_accumulation_steps < 1:
@@ -162,7 +165,7 @@ def trained_defaults(config: TrainConfig, model: SayAnythingModel, dataset: LipS
 
 def select_trainable(model: SayAnythingModel, trainable: str) -> list[nn.Parameter]:
     """Set requires_grad per the chosen parts and return the trainable parameters."""
-    new_prefixes = ("audio_projection.", "id_guider.", "unet.conv_in.")
+    new_prefixes = ("audio_projection.", "id_guider.", "unet.conv_in.", "style_encoder.")
     for name, parameter in model.named_parameters():
         if trainable == "all":
             keep = True
@@ -184,7 +187,8 @@ class DiffusionLoss(nn.Module):
 
     def forward(self, latents: torch.Tensor, masked_latents: torch.Tensor, latent_mask: torch.Tensor,
                 audio: torch.Tensor, reference: torch.Tensor, draws: dict[str, torch.Tensor],
-                motion: torch.Tensor | None = None) -> torch.Tensor:
+                motion: torch.Tensor | None = None, style: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ) -> torch.Tensor:
         config, model = self.config, self.model
         batch_size = latents.shape[0]
         sigma = draws["sigma"]
@@ -202,6 +206,9 @@ class DiffusionLoss(nn.Module):
                                                batch_size, latents.device),
             motion=None if motion is None else motion * draws["keep_motion"].to(motion.dtype).reshape(-1, 1, 1, 1, 1),
         )
+        if style is not None:
+            cond.style = model.encode_style(*style)
+            cond.style_scale = (draws["keep_style"] & draws["keep_audio"]).float()
         denoised = model.denoise(noisy, sigma, cond)
         weight = ((sigma**2 + 1.0) / sigma**2).reshape(-1, 1, 1, 1, 1)
         error = weight * (denoised.float() - latents.float()) ** 2 * latent_mask
@@ -327,11 +334,14 @@ def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
 
     motion_channels = model.config.unet.motion_channels
     dataset = LipSyncWindows(config.data, num_frames, use_latents=config.use_latents, seed=config.seed,
-                             landmarks=motion_channels > 0)
+                             landmarks=motion_channels > 0,
+                             style_frames=config.style_frames if model.config.style is not None else 0)
     if vae is None:
         raise ValueError("training needs a VAE (for the canvas and samples): give --vae or --init with one")
     vae.requires_grad_(False).eval()
     defaults = trained_defaults(config, model, dataset)
+    if model.config.style is not None:
+        defaults = defaults.replace(style_reference_frames=config.style_frames)
     sampler = EpochSampler(len(dataset), config.seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
                                          num_workers=config.num_workers)
@@ -430,17 +440,21 @@ def _prepare_batch(batch: dict, vae, config: TrainConfig, generator: torch.Gener
         "keep_audio": torch.rand(batch_size, generator=generator) >= config.audio_dropout,
         "keep_reference": torch.rand(batch_size, generator=generator) >= config.reference_dropout,
     }
-    motion = None
-    if motion_channels:  # drawn last: runs without a motion input keep their random sequence
+    motion = style = None
+    if motion_channels:  # drawn after the others: runs without a motion input keep their random sequence
         from ..motion import render_landmarks
 
         draws["keep_motion"] = torch.rand(batch_size, generator=generator) >= config.motion_dropout
         size, latent_size = frames.shape[-1], tuple(latents.shape[-2:])
         motion = torch.stack([torch.from_numpy(render_landmarks(marks.numpy(), size, latent_size))
                               for marks in batch["landmarks"]]).to(device)
+    if "style_frames" in batch:  # likewise for the style
+        keep = torch.rand(batch_size, generator=generator) >= config.style_dropout
+        draws["keep_style"] = keep & batch["has_style"]
+        style = (batch["style_frames"].to(device), batch["style_audio"].to(device))
     draws = {key: value.to(device) for key, value in draws.items()}
     tensors = (latents, masked_latents, latent_mask, batch["audio"], batch["reference"])
-    return tuple(t.to(device) for t in tensors) + (draws, motion)
+    return tuple(t.to(device) for t in tensors) + (draws, motion, style)
 
 
 def _save_state(accelerator, output: Path, step: int, keep: int) -> None:

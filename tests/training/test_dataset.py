@@ -55,3 +55,43 @@ def test_windows_layouts_and_reference_away_from_window(shard_folder):
     assert torch.equal(dataset[5]["reference"], dataset[5]["reference"])
     # Shards without cached latents: the trainer encodes frames itself.
     assert LipSyncWindows(shard_folder, num_frames=8, use_latents=True).use_latents is False
+
+
+def _numbered_clip(length: int, value: int) -> dict[str, np.ndarray]:
+    """A clip whose every frame and feature says which clip and frame it is (frame f of clip v: v * 100 + f)."""
+    codes = value * 100 + np.arange(length)
+    frames = np.broadcast_to((codes % 256).astype(np.uint8)[:, None, None, None], (length, 8, 8, 3)).copy()
+    whisper = np.broadcast_to(codes.astype(np.float16)[:, None, None, None], (length, 5, 10, 384)).copy()
+    return {"frames": frames, "mask": np.zeros((length, 8, 8), np.uint8), "whisper": whisper,
+            "landmarks": np.zeros((length, 478, 2), np.float32)}
+
+
+def test_style_references_come_from_another_clip_of_the_same_speaker(tmp_path):
+    # speaker a: two talking clips and a listening one; speaker b: one long clip; speaker c: one short clip
+    clips = [_numbered_clip(30, 1), _numbered_clip(30, 2), _numbered_clip(30, 3), _numbered_clip(60, 4),
+             _numbered_clip(12, 5)]
+    infos = [{"source": "a__take1.mp4"}, {"source": "a__take2.mp4"}, {"source": "a__idle.mp4", "listening": True},
+             {"source": "b.mp4"}, {"source": "c.mp4"}]
+    for info, clip in zip(infos, clips):
+        info.update({"start_frame": 0, "fps": 25.0, "num_frames": len(clip["frames"])})
+    write_shard(tmp_path / "shard-00000.safetensors", clips, infos)
+    dataset = LipSyncWindows(tmp_path, num_frames=4, stride=4, use_latents=False, style_frames=10)
+
+    def reference_codes(item: dict) -> np.ndarray:
+        return item["style_audio"][:, 0, 0, 0].numpy().astype(int)
+
+    for number, (entry, start) in enumerate(dataset.windows):
+        item = dataset[number]
+        codes = reference_codes(item)
+        assert item["style_frames"].shape == (10, 3, 8, 8) and item["style_audio"].shape == (10, 5, 10, 384)
+        if entry in (0, 1, 2):  # speaker a: always another talking clip, never the listening one
+            assert bool(item["has_style"]) and len(set(codes // 100)) == 1
+            assert set(codes // 100) <= {1, 2} - {entry + 1}
+        elif entry == 3:  # speaker b has one clip: a stretch of it clear of the window
+            assert bool(item["has_style"]) and set(codes // 100) == {4}
+            frames = codes % 100
+            assert frames.max() < start - 4 or frames.min() >= start + 8
+        else:  # speaker c: too short for a reference anywhere
+            assert not bool(item["has_style"]) and not item["style_audio"].any()
+            continue
+        np.testing.assert_array_equal(np.diff(codes), 1)  # consecutive frames of one clip

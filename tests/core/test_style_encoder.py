@@ -1,0 +1,128 @@
+"""The speaking-style encoder (issue 10): zero-initialised, carried by the checkpoint, steering the sampler."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from lipsync_core.checkpoint import load_checkpoint, save_checkpoint
+from lipsync_core.configs import ModelDefaults, SayAnythingConfig, StyleEncoderConfig
+from lipsync_core.models import Conditioning, SayAnythingModel, make_added_time_ids
+from lipsync_core.pipeline import SayAnythingPipeline
+from tests.core.conftest import randomize_zero_inits
+
+FRAMES, LATENT, REFERENCE = 4, 8, 6
+
+
+def _style_config(tiny_config: SayAnythingConfig) -> SayAnythingConfig:
+    return dataclasses.replace(tiny_config, style=StyleEncoderConfig(hidden_dim=32, num_heads=2, mouth_size=16))
+
+
+def _features(config: SayAnythingConfig, *leading: int, seed: int = 3) -> torch.Tensor:
+    audio = config.audio
+    return torch.randn(*leading, audio.num_layers, audio.window, audio.feature_dim,
+                       generator=torch.Generator().manual_seed(seed))
+
+
+def _cond(config: SayAnythingConfig, style=None) -> Conditioning:
+    generator = torch.Generator().manual_seed(4)
+    return Conditioning(
+        masked_latents=torch.randn(1, FRAMES, 4, LATENT, LATENT, generator=generator),
+        mask=(torch.rand(1, FRAMES, 1, LATENT, LATENT, generator=generator) > 0.5).float(),
+        audio_features=_features(config, 1, FRAMES),
+        id_features=None,
+        added_time_ids=make_added_time_ids(25, 127, 0.02),
+        style=style,
+    )
+
+
+def _reference(model: SayAnythingModel, size: int = 32) -> torch.Tensor:
+    frames = torch.rand(REFERENCE, 3, size, size, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    return model.encode_style(frames, _features(model.config, REFERENCE, seed=7))
+
+
+def _liven(model: SayAnythingModel) -> SayAnythingModel:
+    """Trained-like (random) weights in the encoder's zero-initialised output layer."""
+    with torch.no_grad():
+        model.style_encoder.to_tokens.weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(8))
+    return model
+
+
+def test_a_zero_initialised_style_encoder_leaves_the_model_unchanged(tiny_config):
+    torch.manual_seed(0)
+    base = randomize_zero_inits(SayAnythingModel(tiny_config).eval())
+    styled = SayAnythingModel(_style_config(tiny_config)).eval()
+    styled.load_state_dict({**styled.state_dict(), **base.state_dict()})
+    noisy = torch.randn(1, FRAMES, 4, LATENT, LATENT, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        reference = base.denoise(noisy, 2.0, _cond(tiny_config))
+        style = _reference(styled)
+        assert style.shape == (1, REFERENCE, 32)
+        torch.testing.assert_close(styled.denoise(noisy, 2.0, _cond(styled.config, style)), reference, rtol=0, atol=0)
+        torch.testing.assert_close(styled.denoise(noisy, 2.0, _cond(styled.config)), reference, rtol=0, atol=0)
+        # once trained, the style tokens steer the output, and another reference steers it elsewhere
+        _liven(styled)
+        steered = styled.denoise(noisy, 2.0, _cond(styled.config, style))
+        assert (steered - reference).abs().max() > 1e-3
+        other = styled.encode_style(torch.zeros(REFERENCE, 3, 32, 32), _features(styled.config, REFERENCE, seed=9))
+        assert (styled.denoise(noisy, 2.0, _cond(styled.config, other)) - steered).abs().max() > 1e-4
+        # style_scale 0 is exactly no style: what style dropout and the no-audio branches rely on
+        cond = _cond(styled.config, style)
+        cond.style_scale = torch.zeros(1)
+        torch.testing.assert_close(styled.denoise(noisy, 2.0, cond), reference, rtol=0, atol=0)
+
+
+def test_bad_style_inputs_get_clear_messages(tiny_config):
+    base = SayAnythingModel(tiny_config).eval()
+    with pytest.raises(ValueError, match="has no speaking-style input"):
+        base.encode_style(torch.zeros(REFERENCE, 3, 32, 32), _features(tiny_config, REFERENCE))
+    with pytest.raises(ValueError, match="has no speaking-style input"):
+        base.denoise(torch.zeros(1, FRAMES, 4, LATENT, LATENT), 1.0, _cond(tiny_config, torch.zeros(1, 3, 32)))
+    styled = SayAnythingModel(_style_config(tiny_config)).eval()
+    with pytest.raises(ValueError, match="one Whisper feature window per frame"):
+        styled.encode_style(torch.zeros(REFERENCE, 3, 32, 32), _features(tiny_config, REFERENCE - 1))
+    with pytest.raises(ValueError, match="square aligned face crops"):
+        styled.encode_style(torch.zeros(REFERENCE, 3, 32, 24), _features(tiny_config, REFERENCE))
+    with pytest.raises(ValueError, match=r"must end in \[layers, window, dim\]"):
+        styled.encode_style(torch.zeros(REFERENCE, 3, 32, 32), torch.zeros(REFERENCE, 5, 4, 384))
+    with pytest.raises(ValueError, match="mouth_box"):
+        StyleEncoderConfig(mouth_box=(0.5, 0.5, 0.4, 0.9))
+
+
+def test_checkpoints_carry_the_style_encoder_and_old_configs_stay_as_they_were(tiny_config, tmp_path):
+    assert "style" not in tiny_config.to_dict()
+    torch.manual_seed(0)
+    styled = _liven(SayAnythingModel(_style_config(tiny_config)).eval())
+    path = save_checkpoint(tmp_path / "styled.safetensors", styled,
+                           defaults=ModelDefaults.for_preset("tiny").replace(style_reference_frames=REFERENCE))
+    loaded, _ = load_checkpoint(path)
+    assert loaded.config.style == styled.config.style and loaded.defaults.style_reference_frames == REFERENCE
+    for key, value in styled.style_encoder.state_dict().items():
+        torch.testing.assert_close(loaded.style_encoder.state_dict()[key], value, rtol=0, atol=0)
+    assert ModelDefaults().style_reference_frames == 0  # files without the key: no style support
+
+
+def test_the_sampler_gives_the_style_to_the_audio_branches_only(tiny_config, tiny_vae):
+    torch.manual_seed(0)
+    model = _liven(randomize_zero_inits(SayAnythingModel(_style_config(tiny_config)).eval()))
+    pipe = SayAnythingPipeline(model, tiny_vae)
+    g = torch.Generator().manual_seed(0)
+    frames, size = 6, 32
+    video = torch.rand(frames, 3, size, size, generator=g) * 2 - 1
+    mask = torch.zeros(frames, 1, size, size)
+    mask[:, :, size // 2:, 8:24] = 1.0
+    audio = _features(model.config, frames)
+    args = dict(reference=video[:1], num_inference_steps=2, window_length=4, window_overlap=1, seed=3)
+    with torch.no_grad():
+        style = _reference(model)
+    plain = pipe(video, mask, audio, **args)
+    styled = pipe(video, mask, audio, style=style, **args)
+    assert (styled - plain).abs().max() > 1e-3
+    torch.testing.assert_close(pipe(video, mask, audio, style=style, style_scale=0.0, **args), plain, rtol=0, atol=0)
+    # Without audio guidance (scale 1) only the fully conditioned branch runs, and it holds the style;
+    # with audio guidance 0 no branch has audio, so the style cannot act.
+    silent_args = dict(args, audio_guidance_scale=0.0)
+    torch.testing.assert_close(pipe(video, mask, audio, style=style, **silent_args),
+                               pipe(video, mask, audio, **silent_args), rtol=0, atol=0)
