@@ -91,8 +91,8 @@ def main() -> None:
             rows.append(np.concatenate(list(pixels[picks]), axis=1))
         curves[f"character {identity}: its own style, the truth"] = truth
     _write_picture(Path(args.picture), rows, curves)
-    results = json.loads((Path(args.run) / "results.json").read_text()) if (Path(args.run) / "results.json").is_file() \
-        else {}
+    results_path = Path(args.run) / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     record = {
         "what": "Speaking-style reference on toy-world held-out characters (issue 10), measured from pixels",
         "sentence": SENTENCES[-1],

@@ -457,6 +457,8 @@ def generate(
     callback: StepCallback | None = None,
     motion=None,
     preview: Callable[[torch.Tensor], None] | None = None,
+    style=None,
+    style_strength: float = 1.0,
 ) -> torch.Tensor:
     """Regenerate the masked region of the crops; returns IMAGE crops ``[T, S, S, 3]``.
 
@@ -465,6 +467,7 @@ def generate(
     ``motion``: a ``lipsync_core.motion.MouthMotion`` for a model with a mouth-motion input (resampled to
     ``fps``; another length is a clear error).
     ``preview(image)``: after every window, ``preview_frame`` of its clean estimate (IMAGE ``[1, S, S, 3]``).
+    ``style``: a ``lipsync_core.style.StyleReference`` of this model, weighted by ``style_strength`` (0: none).
     """
     from .pipeline import SayAnythingPipeline
 
@@ -504,6 +507,8 @@ def generate(
         motion=condition,
         speed=options.speed_settings(),
         preview_callback=None if preview is None else (lambda start, x0: preview(preview_frame(loaded.vae, x0))),
+        style=None if style is None else style.for_model(loaded.model),
+        style_scale=style_strength,
     )
     return model_to_images(generated)
 
@@ -536,11 +541,14 @@ def lipsync(
     device: str | torch.device | None = None,
     callback: StepCallback | None = None,
     motion=None,
+    style=None,
+    style_strength: float = 1.0,
 ):
     """Steps 2-8 on frames ``[T, H, W, 3]`` 0..1 (or one image) and speech; returns ``(frames, audio, mask)``.
 
     Settings left ``None`` come from the model file's defaults. ``motion``: a ``MouthMotion`` (e.g. of a
-    driving video), moved onto this face's mouth, for a model with a mouth-motion input. ``track`` (a
+    driving video), moved onto this face's mouth, for a model with a mouth-motion input. ``style``: a
+    ``StyleReference`` (``lipsync_core.style``) of the speaker, weighted by ``style_strength``. ``track`` (a
     ``lipsync_core.face.FaceTrack``
     of the given frames) replaces mediapipe tracking, for faces another tracker found or landmarks known
     in advance (the toy world's drawn characters). ``lipsync_core.streaming.lipsync_file`` does the same
@@ -577,7 +585,7 @@ def lipsync(
         motion = target_motion(motion, track, fps)
     generated = generate(
         loaded, crops, crop_mask, features, id_features, options, fps=fps, device=device, callback=callback,
-        motion=motion,
+        motion=motion, style=style, style_strength=style_strength,
     )
     return paste_faces(frames, generated, crop_mask, crop), audio, mask
 

@@ -119,14 +119,17 @@ def lipsync_file(
     progress: ProgressCallback | None = None,
     track=None,
     motion=None,
+    style=None,
+    style_strength: float = 1.0,
 ) -> str:
     """Lip-sync ``video`` (a file, or an image held as a still) to ``speech`` (mono ``Audio``) into ``output``.
 
     ``mux_audio``: ``(samples float32 [channels, n], sample_rate)`` put in the output as it is (cut or
     padded to the video); default: ``speech``. ``track``: a ``FaceTrack`` of the source frames instead of
     mediapipe's. ``motion``: a ``MouthMotion`` (e.g. of a driving video) moved onto this face's mouth, for a
-    model with a mouth-motion input. The output keeps the source's size, fps, pixel format
-    and rotation. It appears under its name only when complete. Returns the output path.
+    model with a mouth-motion input. ``style`` / ``style_strength``: a speaking-style reference
+    (``lipsync_core.style.StyleReference``), as in ``inference.generate``. The output keeps the source's
+    size, fps, pixel format and rotation. It appears under its name only when complete. Returns the output path.
     """
     from . import inference
     from .audio import fit_audio_video
@@ -143,6 +146,7 @@ def lipsync_file(
         require_motion_input(loaded.model)  # before minutes of tracking
     options = (options or inference.SamplerOptions()).resolve(defaults)
     face_options = (face_options or inference.FaceOptions()).resolve(defaults)
+    style_tokens = None if style is None else style.for_model(loaded.model)  # a wrong model fails before any work
     reader = VideoReader(video)
     fps = fps or reader.info.fps
     if fps is None:
@@ -246,6 +250,8 @@ def lipsync_file(
         device=model_device,
         motion=condition,
         speed=speed,
+        style=style_tokens,
+        style_scale=style_strength,
     )
 
     # 5. Decode, paste into the re-read source frames (the third decode), encode

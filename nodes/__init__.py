@@ -17,6 +17,7 @@ from .motion import (
     SayAnythingMouthMotionPreview,
 )
 from .sampler import SayAnythingSampler
+from .style import SayAnythingStyleReference
 from .video import SayAnythingLipSyncVideo
 from .whisper import SayAnythingWhisperFeatures, SayAnythingWhisperLoader
 
@@ -37,6 +38,7 @@ NODES: list[type[io.ComfyNode]] = [
     SayAnythingMouthMotionFromVideo,
     SayAnythingMouthMotionEdit,
     SayAnythingMouthMotionPreview,
+    SayAnythingStyleReference,
 ]
 
 

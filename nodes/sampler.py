@@ -17,6 +17,7 @@ from .types import (
     sampling_inputs,
     speed_inputs,
     speed_options,
+    style_inputs,
 )
 
 PREVIEW_SIZE = 512  # longest side of the sampling preview ComfyUI shows on the node
@@ -38,7 +39,8 @@ class SayAnythingSampler(io.ComfyNode):
             description="Regenerates the masked mouth region of the face crops so the lips follow the audio "
             "(EDM Euler, separate reference and audio guidance, overlapping windows blended every step). Connect "
             "crops and crop_mask from SayAnything Face Crop, audio_features from SayAnything Whisper Features and "
-            "id_features from SayAnything Reference Encode (ID-Guider); crops go to SayAnything Face Paste.",
+            "id_features from SayAnything Reference Encode (ID-Guider), optionally style from SayAnything Style "
+            "Reference; crops go to SayAnything Face Paste.",
             inputs=[
                 SayAnythingModel.Input("model", tooltip="From SayAnything Model Loader."),
                 io.Image.Input("crops", tooltip="Aligned face crops from SayAnything Face Crop."),
@@ -94,6 +96,7 @@ class SayAnythingSampler(io.ComfyNode):
                     tooltip="Frames the VAE decodes at once; lower it if decoding runs out of memory.",
                 ),
                 *speed_inputs(),
+                *style_inputs(),
             ],
             outputs=[io.Image.Output(display_name="crops")],
         )
@@ -116,6 +119,8 @@ class SayAnythingSampler(io.ComfyNode):
         decode_chunk: int,
         noise_aug_strength: float = -1.0,
         mouth_motion=None,
+        style=None,
+        style_strength: float = 1.0,
         **speed,
     ) -> io.NodeOutput:
         from ..lipsync_core.inference import SamplerOptions, generate
@@ -157,6 +162,8 @@ class SayAnythingSampler(io.ComfyNode):
                     callback=on_step,
                     motion=mouth_motion,
                     preview=on_preview,
+                    style=style,
+                    style_strength=style_strength,
                 )
         finally:
             mm.soft_empty_cache()

@@ -22,6 +22,7 @@ FaceTrack = io.Custom("SAYANYTHING_FACE_TRACK")
 FaceCrop = io.Custom("SAYANYTHING_FACE_CROP")
 IdFeatures = io.Custom("SAYANYTHING_ID_FEATURES")
 MouthMotion = io.Custom("SAYANYTHING_MOUTH_MOTION")  # lipsync_core.motion.MouthMotion
+SpeakingStyle = io.Custom("SAYANYTHING_STYLE")  # lipsync_core.style.StyleReference
 
 CATEGORY = "SayAnything"
 PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
@@ -133,6 +134,28 @@ def speed_inputs() -> list:
             "compile",
             default=False,
             tooltip="torch.compile the UNet: the first run compiles (slow), later runs are faster on a GPU.",
+        ),
+    ]
+
+
+def style_inputs() -> list:
+    """The speaking-style reference and its weight, shared by SayAnything Sampler and Lip Sync Video (optional
+    and last in both nodes, so workflows saved before them keep their widget values)."""
+    return [
+        SpeakingStyle.Input(
+            "style",
+            optional=True,
+            tooltip="Optional: how this person speaks (SayAnything Style Reference of a clip of the same speaker), "
+            "for models trained with a style reference.",
+        ),
+        io.Float.Input(
+            "style_strength",
+            default=1.0,
+            min=0.0,
+            max=3.0,
+            step=0.05,
+            optional=True,
+            tooltip="Weight of the speaking style: 1 = as trained, 0 = none, above 1 exaggerates it.",
         ),
     ]
 

@@ -27,6 +27,7 @@ from .types import (
     sampling_inputs,
     speed_inputs,
     speed_options,
+    style_inputs,
 )
 
 AUTO_EDGE = "auto"
@@ -105,6 +106,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     "models with a mouth-motion input; moved onto this face's mouth and resampled to the video's "
                     "fps, it must last as long as the output.",
                 ),
+                *style_inputs(),
             ],
             outputs=[io.Video.Output(display_name="video")],
         )
@@ -127,6 +129,8 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
         crf: float,
         face_track=None,
         mouth_motion=None,
+        style=None,
+        style_strength: float = 1.0,
         **speed,
     ) -> io.NodeOutput:
         from ..lipsync_core.audio import audio_from_comfy
@@ -182,6 +186,8 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     progress=progress,
                     track=face_track,
                     motion=mouth_motion,
+                    style=style,
+                    style_strength=style_strength,
                 )
         finally:
             mm.soft_empty_cache()

@@ -106,7 +106,7 @@ def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps
     """The shared middle of every workflow: fit, Whisper, face, model, sampler, paste, save.
 
     ``sampler``: widget values of SayAnything Sampler other than the defaults. Returns the node ids by role
-    (fit, whisper, face, sampler), for workflows that add to the chain."""
+    (fit, whisper, face, model, sampler), for workflows that add to the chain."""
     fit = g.add("SayAnythingFitAudioToVideo", (x, 0), mode=fit_mode)
     g.connect(*images, fit, "images")
     g.connect(*audio, fit, "audio")
@@ -158,7 +158,7 @@ def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps
     g.connect(fit, "audio", video, "audio")
     save = g.add("SaveVideo", (x + 2280, 0), filename_prefix="video/sayanything", format="mp4", codec="h264")
     g.connect(video, 0, save, "video")
-    return {"fit": fit, "whisper": whisper, "face": face, "sampler": sampler}
+    return {"fit": fit, "whisper": whisper, "face": face, "model": model, "sampler": sampler}
 
 
 MODELS_NOTE = (
@@ -286,6 +286,33 @@ def exaggerate_motion(object_info: dict) -> dict:
     )
 
 
+def style_reference(object_info: dict) -> dict:
+    g = Graph(object_info)
+    load = g.add("LoadVideo", (0, 0), title="Video to dub", file=VIDEO_FILE)
+    parts = g.add("GetVideoComponents", (0, 260))
+    g.connect(load, 0, parts, "video")
+    speech = g.add("SayAnythingLoadAudio", (0, 480), title="New speech", audio=SPEECH_FILE)
+    chain = lipsync_chain(g, images=(parts, "images"), audio=(speech, "audio"), fps=(parts, "fps"))
+    # The reference: another clip of the same speaker talking, with its own sound.
+    clip = g.add("LoadVideo", (0, 1100), title="Style reference: the speaker talking", file=VIDEO_FILE)
+    clip_parts = g.add("GetVideoComponents", (0, 1360))
+    g.connect(clip, 0, clip_parts, "video")
+    style = g.add("SayAnythingStyleReference", (800, 1100))
+    g.connect(chain["model"], "model", style, "model")
+    g.connect(chain["whisper"], "whisper", style, "whisper")
+    for name in ("images", "audio", "fps"):
+        g.connect(clip_parts, name, style, name)
+    g.connect(style, "style", chain["sampler"], "style")
+    return g.workflow(
+        "SayAnything with a speaking-style reference: the lips of input/" + VIDEO_FILE + " follow the speech in "
+        "input/" + SPEECH_FILE + " the way the speaker in the reference clip speaks (how wide, how round, how "
+        "crisp). Load a clip of the same person talking, with its own sound, into the lower Load Video (here the "
+        "demo video stands in); its stretch with the most speech is used (about 2 s for the default model). "
+        "style_strength on the Sampler weighs it (0 = none). Needs a model trained with a style reference. "
+        + MODELS_NOTE
+    )
+
+
 WORKFLOWS = {
     "sayanything_video_lipsync.json": video_lipsync,
     "sayanything_talking_image.json": talking_image,
@@ -293,6 +320,7 @@ WORKFLOWS = {
     "sayanything_long_video.json": long_video,
     "sayanything_reenact_mouth.json": reenact_mouth,
     "sayanything_exaggerate_motion.json": exaggerate_motion,
+    "sayanything_style_reference.json": style_reference,
 }
 
 

@@ -85,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a mouth-motion input; resampled to the output's fps, its length must match the output's)",
     )
     parser.add_argument("--motion-gain", type=float, default=1.0, help="articulation of --motion-video (1.5 = +50%%)")
+    parser.add_argument(
+        "--style-video",
+        help="reference clip of the speaker talking, with its own sound: the lips move the way this person speaks "
+        "(needs a model with a speaking-style input; its stretch with the most speech is used)",
+    )
+    parser.add_argument("--style-strength", type=float, default=1.0,
+                        help="weight of --style-video's speaking style (1: as trained, 0: none)")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
 
@@ -131,6 +138,8 @@ def main(args: argparse.Namespace) -> int:
 
         if probe_video(args.video).is_image and not args.fps:  # before any model is loaded
             raise ValueError(f"{args.video} is an image: give the frame rate with --fps (e.g. --fps 25)")
+        if args.style_video:
+            probe_video(args.style_video)  # a missing or unreadable reference fails before the models load
         speech = inference.load_audio(args.audio, start=args.audio_start, duration=args.audio_duration)
         channels, rate = read_audio_channels(args.audio)
         first = round(args.audio_start * rate)
@@ -169,6 +178,12 @@ def main(args: argparse.Namespace) -> int:
         dtype = resolve_dtype(args.precision, args.device)
         loaded = inference.load_model(args.model, svd_path=args.svd, dtype=dtype, device=args.device)
         whisper = inference.load_whisper(args.whisper, device=args.device)
+        style = None
+        if args.style_video:
+            from ..style import read_style_reference
+
+            style = read_style_reference(args.style_video, loaded, whisper, args.face, args.face_index,
+                                         progress=lambda done: progress("style reference", done, 0))
         settings = StreamSettings(
             crf=args.crf, preset=args.preset, spill_bytes=int(args.spill_mb * 2**20), spill_dir=args.temp_dir
         )
@@ -188,6 +203,8 @@ def main(args: argparse.Namespace) -> int:
             device=args.device,
             progress=progress,
             motion=motion,
+            style=style,
+            style_strength=args.style_strength,
         )
     except (ValueError, FileNotFoundError) as error:
         progress.close()

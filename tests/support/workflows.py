@@ -51,6 +51,8 @@ PACK_NODES = {
     "SayAnythingMouthMotionEdit": (["SAYANYTHING_MOUTH_MOTION", "IMAGE"],
                                    ["motion", "gain", "smoothing", "width_bias", "shift"]),
     "SayAnythingMouthMotionPreview": (["IMAGE"], ["motion"]),
+    "SayAnythingStyleReference": (["SAYANYTHING_STYLE"], ["model", "whisper", "images", "audio", "fps", "face",
+                                                          "face_index"]),
 }
 
 # Small but real: 64 px crops (16x16 latents with the tiny VAE), 2 steps, windows of 4.

@@ -1,0 +1,61 @@
+"""Models for the speaking-style tests (issue 10): one with a style input whose encoder steers the output,
+and one without a style input.
+
+SWITCH once the shipped toy model (lipsync_core/toy/assets/toy_sayanything.safetensors) has a style
+encoder: ``write_style_model`` stands in for it (the shipped weights plus a fresh encoder); the workflow
+test (tests/comfy/test_style_workflow.py, ``style_model_name``) should then run the shipped model as the
+workflow names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+STYLE_FRAMES = 48  # style_reference_frames of the toy run (ToyRunConfig.style_frames)
+
+
+def _shipped():
+    from lipsync_core.checkpoint import load_checkpoint
+    from lipsync_core.toy.demo import DEMO_MODEL
+
+    return load_checkpoint(DEMO_MODEL)
+
+
+def _rebuilt(base, style):
+    """``base``'s weights in a model whose config has ``style`` (None: no style input)."""
+    from lipsync_core.models import SayAnythingModel
+
+    model = SayAnythingModel(dataclasses.replace(base.config, style=style))
+    missing, _unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    assert all(key.startswith("style_encoder.") for key in missing), missing
+    return model.eval()
+
+
+def write_style_model(path: Path, seed: int = 0) -> Path:
+    """The shipped toy model with the toy config's style encoder (fresh weights, its zero-initialised output
+    layer made random so a style steers the output) and ``STYLE_FRAMES`` reference frames."""
+    from lipsync_core.checkpoint import save_checkpoint
+    from lipsync_core.toy.run import toy_model_config
+
+    base, vae = _shipped()
+    torch.manual_seed(seed)
+    model = _rebuilt(base, base.config.style or toy_model_config().style)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        layer = model.style_encoder.to_tokens
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * 0.5)
+        layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator) * 0.5)
+    defaults = base.defaults.replace(style_reference_frames=STYLE_FRAMES)
+    return save_checkpoint(path, model, vae=vae, defaults=defaults, overwrite=True)
+
+
+def write_plain_model(path: Path) -> Path:
+    """The shipped toy model without a speaking-style input (whatever the shipped file has)."""
+    from lipsync_core.checkpoint import save_checkpoint
+
+    base, vae = _shipped()
+    return save_checkpoint(path, _rebuilt(base, None), vae=vae,
+                           defaults=base.defaults.replace(style_reference_frames=0), overwrite=True)
