@@ -140,13 +140,13 @@ def lipsync_file(
     settings = settings or StreamSettings()
     report = progress or (lambda stage, done, total: None)
     defaults = loaded.defaults
-    if motion is not None:
-        from .motion import require_motion_input
-
-        require_motion_input(loaded.model)  # before minutes of tracking
     options = (options or inference.SamplerOptions()).resolve(defaults)
     face_options = (face_options or inference.FaceOptions()).resolve(defaults)
     style_tokens = None if style is None else style.for_model(loaded.model)  # a wrong model fails before any work
+    if motion is not None:
+        from .motion import require_motion_input
+
+        require_motion_input(loaded.model)  # likewise
     reader = VideoReader(video)
     fps = fps or reader.info.fps
     if fps is None:
