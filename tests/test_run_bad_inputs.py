@@ -218,8 +218,11 @@ def test_motion_video_of_another_length_is_a_clear_error(tmp_path, lipsync, astr
     assert_refused(done, "mouth motion lasts 1.00 s", "the video has 8 frames")
 
 
-def test_motion_video_needs_a_model_with_a_motion_input(tmp_path, lipsync, astronaut):
+def test_motion_video_needs_a_model_with_a_motion_input(tmp_path, lipsync, astronaut, model):
+    from tests.support.motion import plain_model
+
     video = write_clip(tmp_path / "target.mkv", portrait_clip(astronaut, 4), FPS)
     driving = write_clip(tmp_path / "driving.mkv", _talking_portrait(astronaut, 4), FPS)
-    done, _ = lipsync(video, None, "--audio-duration", "1", "--motion-video", driving)
+    plain = plain_model(model, tmp_path / "plain.safetensors")  # whatever the shipped model has
+    done, _ = lipsync(video, None, "--audio-duration", "1", "--motion-video", driving, model_file=plain)
     assert_refused(done, "has no mouth-motion input")

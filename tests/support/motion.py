@@ -35,3 +35,23 @@ def motion_model(source: Path, seed: int = 0) -> Path:
         noise = torch.randn(weight[:, -channels:].shape, generator=torch.Generator().manual_seed(seed))
         weight[:, -channels:] = noise * weight[:, :-channels].std()
     return save_checkpoint(target, model, vae=vae)
+
+
+def plain_model(source: Path, target: Path) -> Path:
+    """``source`` without a mouth-motion input (its motion weights dropped, the rest as they are): a model
+    that must refuse a motion, whatever the shipped one has."""
+    import dataclasses
+
+    from lipsync_core.checkpoint import load_checkpoint, save_checkpoint
+    from lipsync_core.models import SayAnythingModel
+
+    base, vae = load_checkpoint(source)
+    channels = base.config.unet.motion_channels
+    unet = dataclasses.replace(base.config.unet, in_channels=base.config.unet.in_channels - channels,
+                               motion_channels=0)
+    model = SayAnythingModel(dataclasses.replace(base.config, unet=unet))
+    state = base.state_dict()
+    if channels:
+        state["unet.conv_in.weight"] = state["unet.conv_in.weight"][:, :-channels]
+    model.load_state_dict(state)
+    return save_checkpoint(target, model, vae=vae, defaults=base.defaults, overwrite=True)
