@@ -18,7 +18,8 @@ _HELP = {
     "init": "start from a SayAnything checkpoint or a single-file SVD (svd_xt*.safetensors)",
     "vae": "VAE source: a SayAnything checkpoint with an embedded VAE, or a single-file SVD",
     "embed_vae": "store the VAE inside the saved model files",
-    "trainable": "all | attention (attention layers + new modules) | new (audio projection, ID-Guider, conv_in)",
+    "trainable": "all | attention (attention layers + new modules) | new (audio projection, ID-Guider, conv_in, "
+                 "style encoder) | style (the style encoder alone)",
     "optimizer": "adamw | adamw8bit (bitsandbytes, CUDA)",
     "mixed_precision": "no | bf16 | fp16",
     "ema_decay": "EMA decay of the weights (0 = off); saved models then hold the EMA weights",

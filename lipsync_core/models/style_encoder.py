@@ -23,9 +23,12 @@ class StyleEncoder(nn.Module):
         super().__init__()
         self.config, self.audio_config = config, audio
         hidden = config.hidden_dim
-        # Whisper features of a frame -> one vector: layers mixed per encoder frame, then the window.
+        # Whisper features of a frame -> one vector: each layer's states normalised (their scales differ by
+        # hundreds), layers mixed per encoder frame, then the window.
+        self.audio_in_norm = nn.LayerNorm(audio.feature_dim)
         self.audio_layers = nn.Linear(audio.num_layers * audio.feature_dim, hidden)
         self.audio_window = nn.Linear(audio.window * hidden, hidden)
+        self.audio_norm = nn.LayerNorm(hidden)
         # Mouth crop -> one vector; three halvings keep a coarse map, so height and width stay apart.
         cells = (config.mouth_size // 8) ** 2
         self.mouth = nn.Sequential(
@@ -33,6 +36,7 @@ class StyleEncoder(nn.Module):
             nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.SiLU(),
             nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.SiLU(),
             nn.AdaptiveAvgPool2d(config.mouth_size // 8), nn.Flatten(), nn.Linear(64 * cells, hidden),
+            nn.LayerNorm(hidden),  # as loud as the audio half of a pair
         )
         self.pair_norm = nn.LayerNorm(hidden)
 
@@ -49,15 +53,15 @@ class StyleEncoder(nn.Module):
         self.cross_attention_dim = cross_attention_dim
 
     def embed_audio(self, features: torch.Tensor) -> torch.Tensor:
-        """``[..., L, W, D]`` Whisper features -> ``[..., hidden]``."""
+        """``[..., L, W, D]`` Whisper features -> ``[..., hidden]``, layer-normalised."""
         audio = self.audio_config
         expected = (audio.num_layers, audio.window, audio.feature_dim)
         if features.ndim < 3 or tuple(features.shape[-3:]) != expected:
             raise ValueError(f"style reference audio features must end in [layers, window, dim] = {list(expected)}, "
                              f"got {list(features.shape)}; extract them with the model's Whisper size and window")
-        x = features.movedim(-3, -2).flatten(-2).to(self.audio_layers.weight.dtype)
+        x = self.audio_in_norm(features.to(self.audio_layers.weight.dtype)).movedim(-3, -2).flatten(-2)
         x = F.silu(self.audio_layers(x))
-        return self.audio_window(x.flatten(-2))
+        return self.audio_norm(self.audio_window(x.flatten(-2)))
 
     def mouth_crops(self, frames: torch.Tensor) -> torch.Tensor:
         """The mouth box of aligned face crops ``[N, 3, S, S]`` (-1..1), resized to ``mouth_size``."""

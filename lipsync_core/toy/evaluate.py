@@ -315,8 +315,9 @@ def style_figures(truths: list[dict], source: list[tuple], runs: dict[str, list]
         want = [t * (s.get("gain", 1.0) / o.get("gain", 1.0) - 1)
                 for s, o, t in zip(styles["swap_style"], styles["own_style"], true_amp)]
         moved = [b - a for a, b in zip(own_amp, swap_amp)]
-        figures["swap_toward"] = float(np.mean([np.sign(m) == np.sign(w) for m, w in zip(moved, want)]))
-        figures["swap_shift"] = float(np.mean([m / w for m, w in zip(moved, want) if w]))
+        pairs = [(m, w) for m, w in zip(moved, want) if w]  # a world without styles has nothing to swap
+        figures["swap_toward"] = float(np.mean([np.sign(m) == np.sign(w) for m, w in pairs])) if pairs else None
+        figures["swap_shift"] = float(np.mean([m / w for m, w in pairs])) if pairs else None
         figures["amplitude_swap"] = [round(a, 4) for a in swap_amp]
         figures["swap_gains"] = [round(s.get("gain", 1.0), 4) for s in styles["swap_style"][: len(swapped)]]
     return figures

@@ -30,7 +30,7 @@ from ..models import Conditioning, SayAnythingModel, make_added_time_ids
 from ..pipeline import build_masked_video_conditioning, downsample_mask, encode_latents
 from .dataset import LipSyncWindows
 
-TRAINABLE = ("all", "attention", "new")
+TRAINABLE = ("all", "attention", "new", "style")
 
 
 @dataclass
@@ -57,9 +57,9 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no", "bf16", "fp16"
     gradient_checkpointing: bool = False
     ema_decay: float = 0.0  # 0 = no EMA
-    trainable: str = (
-        "all"  # all | attention (attention layers + new modules) | new (audio projection, ID-Guider, conv_in)
-    )
+    # all | attention (attention layers + new modules) | new (audio projection, ID-Guider, conv_in, style
+    # encoder) | style (the style encoder alone: teach a trained model a style reference)
+    trainable: str = "all"
     p_mean: float = 0.7  # SVD fine-tuning's log-normal noise levels
     p_std: float = 1.6
     audio_dropout: float = 0.1  # ours
@@ -169,6 +169,8 @@ def select_trainable(model: SayAnythingModel, trainable: str) -> list[nn.Paramet
     for name, parameter in model.named_parameters():
         if trainable == "all":
             keep = True
+        elif trainable == "style":
+            keep = name.startswith("style_encoder.")
         elif trainable == "new":
             keep = name.startswith(new_prefixes)
         else:  # attention layers (spatial and temporal transformers) plus the new modules
@@ -331,6 +333,9 @@ def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
     if config.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
     parameters = select_trainable(model, config.trainable)
+    if not parameters:
+        raise ValueError(f"trainable={config.trainable!r} selects no weights of this model (a model without a style "
+                         "encoder has nothing for 'style')")
 
     motion_channels = model.config.unet.motion_channels
     dataset = LipSyncWindows(config.data, num_frames, use_latents=config.use_latents, seed=config.seed,

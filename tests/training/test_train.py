@@ -83,6 +83,13 @@ def test_trainable_parts():
     select_trainable(model, "new")
     assert not model.unet.conv_out.weight.requires_grad
     assert model.audio_projection.layer_mix.weight.requires_grad and model.unet.conv_in.weight.requires_grad
+    assert select_trainable(model, "style") == []  # nothing to teach a model without a style encoder
+    from lipsync_core.toy.run import toy_model_config
+
+    styled = SayAnythingModel(toy_model_config())
+    chosen = select_trainable(styled, "style")
+    assert sum(p.numel() for p in chosen) == sum(p.numel() for p in styled.style_encoder.parameters())
+    assert not styled.unet.conv_in.weight.requires_grad and styled.style_encoder.to_tokens.weight.requires_grad
 
 
 def test_bad_settings_are_refused():
