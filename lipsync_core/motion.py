@@ -333,18 +333,23 @@ def _render_points(points: np.ndarray, latent_size: int | tuple[int, int]) -> np
     return out
 
 
-def motion_condition(motion: MouthMotion, model, num_frames: int, fps: float, latent_size: int | tuple[int, int]):
-    """The sampler's ``motion`` input ``torch.float32 [num_frames, 2, h, w]`` for ``model`` (a
-    ``SayAnythingModel``): the motion fitted to the video (``MouthMotion.fit``: resampled to its fps, a clear
-    error for another length) and rendered. A model without a motion input is a clear error."""
-    import torch
-
+def require_motion_input(model) -> None:
+    """A clear error for a ``SayAnythingModel`` without a mouth-motion input."""
     if not model.config.unet.motion_channels:
         raise ValueError(
             "This SayAnything model has no mouth-motion input, so a mouth motion cannot steer it: use a model "
             "trained with one (unet.motion_channels > 0, see docs/ARCHITECTURE.md, Mouth motion), or leave the "
             "motion out."
         )
+
+
+def motion_condition(motion: MouthMotion, model, num_frames: int, fps: float, latent_size: int | tuple[int, int]):
+    """The sampler's ``motion`` input ``torch.float32 [num_frames, 2, h, w]`` for ``model`` (a
+    ``SayAnythingModel``): the motion fitted to the video (``MouthMotion.fit``: resampled to its fps, a clear
+    error for another length) and rendered. A model without a motion input is a clear error."""
+    import torch
+
+    require_motion_input(model)
     return torch.from_numpy(render_motion(motion.fit(num_frames, fps), latent_size))
 
 

@@ -143,6 +143,10 @@ def lipsync_file(
     options = (options or inference.SamplerOptions()).resolve(defaults)
     face_options = (face_options or inference.FaceOptions()).resolve(defaults)
     style_tokens = None if style is None else style.for_model(loaded.model)  # a wrong model fails before any work
+    if motion is not None:
+        from .motion import require_motion_input
+
+        require_motion_input(loaded.model)  # likewise
     reader = VideoReader(video)
     fps = fps or reader.info.fps
     if fps is None:
@@ -177,6 +181,13 @@ def lipsync_file(
     track = track.select(indices)
     if not track.any_found:
         track.require_face()
+    condition = None
+    if motion is not None:  # a motion of another length fails here, before the audio features
+        from .motion import motion_condition, target_motion
+
+        latent_size = size // SayAnythingPipeline(loaded.model, loaded.vae).vae_scale_factor
+        motion = target_motion(motion, track, float(fps))
+        condition = motion_condition(motion, loaded.model, num_frames, float(fps), latent_size)
     features = frame_buffer(
         (num_frames, whisper.num_hidden_states, defaults.feature_window, whisper.hidden_size),
         spill_bytes=settings.spill_bytes,
@@ -191,13 +202,6 @@ def lipsync_file(
         progress=lambda done, total: report("audio features", done, total),
     )
     transforms = align_transforms(track, size)
-    condition = None
-    if motion is not None:
-        from .motion import motion_condition, target_motion
-
-        latent_size = size // SayAnythingPipeline(loaded.model, loaded.vae).vae_scale_factor
-        motion = target_motion(motion, track, float(fps))
-        condition = motion_condition(motion, loaded.model, num_frames, float(fps), latent_size)
 
     def crops_and_masks(start: int, end: int, frames: list[np.ndarray]):
         """Crops (model input, -1..1) and crop-space masks of output frames [start, end)."""

@@ -19,6 +19,7 @@ from ..lipsync_core.audio import FIT_MODES
 from . import model_folders
 from .types import (
     FaceTrack,
+    MouthMotion,
     SayAnythingModel,
     WhisperModel,
     auto,
@@ -41,7 +42,8 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
             display_name="SayAnything Lip Sync Video",
             description="Lip-syncs a whole VIDEO (from Load Video) to AUDIO in one node, streaming frames from "
             "file to file, so long clips fit in memory. Connect SayAnything Model Loader and Whisper Loader; "
-            "send the output to Save Video. Settings left on auto (0 / -1) come from the model file.",
+            "send the output to Save Video. Settings left on auto (0 / -1) come from the model file. An optional "
+            "mouth_motion (SayAnything Mouth Motion nodes) steers the lips of models with a mouth-motion input.",
             inputs=[
                 SayAnythingModel.Input("model", tooltip="From SayAnything Model Loader."),
                 WhisperModel.Input("whisper", tooltip="From SayAnything Whisper Loader."),
@@ -97,6 +99,13 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     tooltip="Optional: the face track of this video's frames (SayAnything Load Face Track) instead "
                     "of mediapipe's, for faces mediapipe does not find.",
                 ),
+                MouthMotion.Input(
+                    "mouth_motion",
+                    optional=True,
+                    tooltip="Lip motion to follow (SayAnything Mouth Motion from Video / from Audio / Edit), for "
+                    "models with a mouth-motion input; moved onto this face's mouth and resampled to the video's "
+                    "fps, it must last as long as the output.",
+                ),
                 *style_inputs(),
             ],
             outputs=[io.Video.Output(display_name="video")],
@@ -119,6 +128,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
         reference_frame: int,
         crf: float,
         face_track=None,
+        mouth_motion=None,
         style=None,
         style_strength: float = 1.0,
         **speed,
@@ -175,6 +185,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     device=model.load_device,
                     progress=progress,
                     track=face_track,
+                    motion=mouth_motion,
                     style=style,
                     style_strength=style_strength,
                 )

@@ -187,19 +187,16 @@ def test_truncated_and_wrong_model_files(tmp_path, lipsync, astronaut, model):
 
 
 @pytest.fixture(scope="module")
-def motion_model(tmp_path_factory, model) -> Path:
-    """The shipped toy model given a (zero-initialised) mouth-motion input."""
-    from lipsync_core.checkpoint import load_checkpoint, save_checkpoint
-    from lipsync_core.motion import add_motion_input
+def motion_model(model) -> Path:
+    """The shipped toy model if it has a mouth-motion input, else a copy given one."""
+    from tests.support.motion import motion_model as with_motion_input
 
-    base, vae = load_checkpoint(model)
-    return save_checkpoint(tmp_path_factory.mktemp("motion") / "toy_motion.safetensors", add_motion_input(base),
-                           vae=vae)
+    return with_motion_input(model)
 
 
 def _talking_portrait(astronaut, frames: int) -> np.ndarray:
     from lipsync_core.face import track_faces
-    from tests.support.media import drop_jaw
+    from tools.demo_assets import drop_jaw
 
     landmarks = track_faces([astronaut], smoothing=None).landmarks[0]
     return np.stack([drop_jaw(astronaut, landmarks, 10 * abs(np.sin(i))) for i in range(frames)])
@@ -221,8 +218,11 @@ def test_motion_video_of_another_length_is_a_clear_error(tmp_path, lipsync, astr
     assert_refused(done, "mouth motion lasts 1.00 s", "the video has 8 frames")
 
 
-def test_motion_video_needs_a_model_with_a_motion_input(tmp_path, lipsync, astronaut):
+def test_motion_video_needs_a_model_with_a_motion_input(tmp_path, lipsync, astronaut, model):
+    from tests.support.motion import plain_model
+
     video = write_clip(tmp_path / "target.mkv", portrait_clip(astronaut, 4), FPS)
     driving = write_clip(tmp_path / "driving.mkv", _talking_portrait(astronaut, 4), FPS)
-    done, _ = lipsync(video, None, "--audio-duration", "1", "--motion-video", driving)
+    plain = plain_model(model, tmp_path / "plain.safetensors")  # whatever the shipped model has
+    done, _ = lipsync(video, None, "--audio-duration", "1", "--motion-video", driving, model_file=plain)
     assert_refused(done, "has no mouth-motion input")

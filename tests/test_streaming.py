@@ -102,6 +102,39 @@ def test_streaming_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, w
         assert same == (index in NO_FACE), index
 
 
+def test_streaming_with_a_mouth_motion_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, whisper_encoder,
+                                                                 captured):
+    """The Lip Sync Video node's path (lipsync_file) and the in-memory one agree with a motion too, and the
+    motion changes the frames (a model with a motion input: tests.support.motion)."""
+    import shutil
+
+    from lipsync_core.face import track_faces
+    from lipsync_core.motion import motion_from_track
+    from tests.support.motion import motion_model
+    from tools.demo_assets import drop_jaw
+
+    shutil.copy(TOY_MODEL, tmp_path / "toy.safetensors")
+    loaded = inference.load_model(motion_model(tmp_path / "toy.safetensors"))
+    fps = 25
+    clip = _clip(astronaut, tmp_path / "clip.mp4", 12, Fraction(fps))
+    landmarks = track_faces([astronaut], smoothing=None).landmarks[0]
+    driving = np.stack([drop_jaw(astronaut, landmarks, 12 * abs(np.sin(i / 2))) for i in range(12)])
+    motion = motion_from_track(track_faces(driving, fps=fps), fps)
+    speech = inference.load_audio(speech_wav)
+    options = inference.SamplerOptions(steps=2, seed=3, decode_chunk=4)
+    runs = {}
+    for name, given in (("motion", motion), ("none", None)):
+        captured.clear()
+        lipsync_file(clip, speech, tmp_path / f"{name}.mp4", loaded, whisper_encoder, options, fit_mode="cut",
+                     motion=given)
+        runs[name] = np.stack(captured)
+    frames, read_fps = inference.read_frames(clip)
+    expected, _audio, _mask = inference.lipsync(frames, read_fps, speech, loaded, whisper_encoder, options,
+                                                fit_mode="cut", motion=motion)
+    np.testing.assert_array_equal(runs["motion"], inference.frames_to_uint8(expected))
+    assert np.abs(runs["motion"].astype(int) - runs["none"].astype(int)).max() > 10
+
+
 def test_long_clip_keeps_exact_length_rate_size_and_audio(
     tmp_path, astronaut, speech_wav, whisper_encoder, toy, captured
 ):

@@ -23,6 +23,8 @@ DEFAULT_MODEL_FILE = "sayanything_toy.safetensors"  # models/sayanything
 DEFAULT_MODEL_DESCRIPTION = "tiny SayAnything trained on the toy world of drawn characters (64 px crops)"
 WHISPER_FOLDER = "whisper-tiny"  # models/whisper/<folder>
 VIDEO_FILE = "sayanything_example.mp4"  # input/
+DRIVING_VIDEO_FILE = "sayanything_driving.mp4"  # input/: the portrait's jaw moving with the speech
+MOTION_MODEL_FILE = "mouth_motion.safetensors"  # models/sayanything_motion (what `train-motion` writes); not shipped
 SPEECH_FILE = "sayanything_speech.wav"  # input/
 PORTRAIT_FILE = "sayanything_portrait.png"  # input/
 MASKED_PORTRAIT_FILE = "sayanything_portrait_masked.png"  # input/ (transparent = the painted mask)
@@ -60,9 +62,40 @@ def install_whisper(models: Path) -> Path:
     return target
 
 
+def drop_jaw(image, landmarks, pixels: float):
+    """The portrait with everything below the lip gap pulled down by ``pixels`` (fading out at the
+    chin and beside the mouth): the teeth and the gap stretch, as when the mouth opens."""
+    import cv2
+    import numpy as np
+
+    gap_y = 0.5 * (landmarks[13, 1] + landmarks[14, 1])
+    centre_x = landmarks[[61, 291], 0].mean()
+    half = 0.5 * (landmarks[291, 0] - landmarks[61, 0])
+    rows, cols = np.mgrid[0: image.shape[0], 0: image.shape[1]].astype(np.float32)
+    beside = np.clip(1.5 - np.abs(cols - centre_x) / (1.2 * half), 0, 1)
+    below = np.where(rows < gap_y, 0.0, np.clip((landmarks[152, 1] + 25 - rows) / 25, 0, 1))
+    return cv2.remap(image, cols, (rows - pixels * beside * below).astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def talking_portrait(portrait, waveform, num_frames: int, fps: float, max_drop: float = 14.0):
+    """uint8 ``[num_frames, H, W, 3]``: the portrait's jaw dropping with the speech's loudness (the toy
+    world's 300-3000 Hz envelope): a driving video for mouth reenactment made from a still (mediapipe)."""
+    import numpy as np
+
+    from lipsync_core.face import track_faces
+    from lipsync_core.toy.speech import mouth_targets
+
+    track = track_faces([portrait], smoothing=None)
+    track.require_face()
+    opening, _width = mouth_targets(np.asarray(waveform, np.float32), num_frames, fps)
+    return np.stack([drop_jaw(portrait, track.landmarks[0], max_drop * o) for o in opening])
+
+
 def install_inputs(input_dir: Path) -> list[Path]:
-    """The astronaut portrait (plain and with a painted mouth mask), an espeak sentence and a short
-    clip of the portrait moving gently; existing files of the same names are left alone."""
+    """The astronaut portrait (plain and with a painted mouth mask), an espeak sentence, a short
+    clip of the portrait moving gently and one of its jaw moving with the sentence (a driving video);
+    existing files of the same names are left alone."""
     import numpy as np
     import torch
     from PIL import Image
@@ -101,6 +134,12 @@ def install_inputs(input_dir: Path) -> list[Path]:
             shift = int(round(6 * np.sin(2 * np.pi * index / count)))
             frames.append(np.roll(portrait, shift, axis=1))
         write_video(path, torch.from_numpy(np.stack(frames)).float() / 255.0, DEMO_FPS, audio)
+        written.append(path)
+    path = input_dir / DRIVING_VIDEO_FILE
+    if not path.exists():  # as long as the example video, so it can drive it
+        audio = load_audio(speech)
+        frames = talking_portrait(portrait, audio.waveform.numpy(), int(audio.duration * DEMO_FPS), DEMO_FPS)
+        write_video(path, torch.from_numpy(frames).float() / 255.0, DEMO_FPS, audio)
         written.append(path)
     return written
 

@@ -16,7 +16,9 @@ from typing import Any
 from tools.comfy_client import UPLOAD_EXTRA_VALUES, WIDGET_TYPES, ComfyClient, ComfyServer, input_specs
 from tools.demo_assets import (
     DEFAULT_MODEL_FILE,
+    DRIVING_VIDEO_FILE,
     MASKED_PORTRAIT_FILE,
+    MOTION_MODEL_FILE,
     PORTRAIT_FILE,
     SPEECH_FILE,
     VIDEO_FILE,
@@ -99,13 +101,13 @@ class Graph:
 
 
 def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps: tuple[int, str],
-                  user_mask: tuple[int, str] | None = None, x: int = 800,
-                  sampler: dict | None = None) -> dict[str, int]:
+                  user_mask: tuple[int, str] | None = None, x: int = 800, sampler: dict | None = None,
+                  fit_mode: str = "loop") -> dict[str, int]:
     """The shared middle of every workflow: fit, Whisper, face, model, sampler, paste, save.
 
     ``sampler``: widget values of SayAnything Sampler other than the defaults. Returns the node ids by role
     (fit, whisper, face, model, sampler), for workflows that add to the chain."""
-    fit = g.add("SayAnythingFitAudioToVideo", (x, 0))
+    fit = g.add("SayAnythingFitAudioToVideo", (x, 0), mode=fit_mode)
     g.connect(*images, fit, "images")
     g.connect(*audio, fit, "audio")
     g.connect(*fps, fit, "fps")
@@ -228,6 +230,62 @@ def user_mask(object_info: dict) -> dict:
     )
 
 
+def reenact_mouth(object_info: dict) -> dict:
+    g = Graph(object_info)
+    target = g.add("LoadVideo", (0, 0), title="Target video (with its sound)", file=VIDEO_FILE)
+    parts = g.add("GetVideoComponents", (0, 260))
+    g.connect(target, 0, parts, "video")
+    # 'cut': the target and its own sound are one clip, so neither is looped to the other.
+    chain = lipsync_chain(g, images=(parts, "images"), audio=(parts, "audio"), fps=(parts, "fps"), fit_mode="cut")
+    driving = g.add("LoadVideo", (0, 1100), title="Driving video (the mouth to copy)", file=DRIVING_VIDEO_FILE)
+    driving_parts = g.add("GetVideoComponents", (0, 1360))
+    g.connect(driving, 0, driving_parts, "video")
+    motion = g.add("SayAnythingMouthMotionFromVideo", (800, 1100))
+    g.connect(driving_parts, "images", motion, "images")
+    g.connect(driving_parts, "fps", motion, "fps")
+    g.connect(chain["face"], "face_track", motion, "target_track")
+    g.connect(motion, "motion", chain["sampler"], "mouth_motion")
+    plot = g.add("PreviewImage", (1180, 1100), title="Driving mouth motion")
+    g.connect(motion, "preview", plot, "images")
+    return g.workflow(
+        "SayAnything mouth reenactment: the lips of the face in input/" + VIDEO_FILE + " follow the mouth of the "
+        "driving video input/" + DRIVING_VIDEO_FILE + " (SayAnything Mouth Motion from Video, moved onto the "
+        "target's mouth), with the target's own sound as audio and in the output. The driving video must last as "
+        "long as the target (it is resampled to the target's fps). Needs a SayAnything model with a mouth-motion "
+        "input (unet.motion_channels > 0); a model without one stops with a message. " + MODELS_NOTE
+    )
+
+
+def exaggerate_motion(object_info: dict) -> dict:
+    g = Graph(object_info)
+    load = g.add("LoadVideo", (0, 0), file=VIDEO_FILE)
+    parts = g.add("GetVideoComponents", (0, 260))
+    g.connect(load, 0, parts, "video")
+    speech = g.add("SayAnythingLoadAudio", (0, 480), audio=SPEECH_FILE)
+    chain = lipsync_chain(g, images=(parts, "images"), audio=(speech, "audio"), fps=(parts, "fps"))
+    motion = g.add("SayAnythingMouthMotionFromAudio", (800, 1100), model=MOTION_MODEL_FILE)
+    g.connect(chain["whisper"], "whisper", motion, "whisper")
+    g.connect(chain["fit"], "audio", motion, "audio")
+    g.connect(parts, "fps", motion, "fps")
+    g.connect(chain["fit"], "frame_count", motion, "frame_count")
+    g.connect(chain["face"], "face_track", motion, "target_track")
+    edit = g.add("SayAnythingMouthMotionEdit", (1180, 1100), title="Mouth Motion Edit (gain 1.5)", gain=1.5)
+    g.connect(motion, "motion", edit, "motion")
+    g.connect(edit, "motion", chain["sampler"], "mouth_motion")
+    plot = g.add("SayAnythingMouthMotionPreview", (1560, 1100))
+    g.connect(edit, "motion", plot, "motion")
+    g.connect(motion, "motion", plot, "compare")
+    show = g.add("PreviewImage", (1940, 1100), title="Edited (motion) against predicted (compare)")
+    g.connect(plot, "preview", show, "images")
+    return g.workflow(
+        "SayAnything with exaggerated articulation: the lips' motion is predicted from the speech in input/"
+        + SPEECH_FILE + " (SayAnything Mouth Motion from Audio, models/sayanything_motion/" + MOTION_MODEL_FILE
+        + ", made by `python -m lipsync_core train-motion`), made 50 % bigger (Mouth Motion Edit, gain 1.5) and "
+        "given to the sampler; the preview plots it against the prediction. Needs a SayAnything model with a "
+        "mouth-motion input (unet.motion_channels > 0). " + MODELS_NOTE
+    )
+
+
 def style_reference(object_info: dict) -> dict:
     g = Graph(object_info)
     load = g.add("LoadVideo", (0, 0), title="Video to dub", file=VIDEO_FILE)
@@ -260,6 +318,8 @@ WORKFLOWS = {
     "sayanything_talking_image.json": talking_image,
     "sayanything_user_mask.json": user_mask,
     "sayanything_long_video.json": long_video,
+    "sayanything_reenact_mouth.json": reenact_mouth,
+    "sayanything_exaggerate_motion.json": exaggerate_motion,
     "sayanything_style_reference.json": style_reference,
 }
 

@@ -19,7 +19,7 @@ from lipsync_core.motion import (
     retarget,
 )
 from lipsync_core.toy.measure import pearson
-from tests.support.media import drop_jaw
+from tools.demo_assets import drop_jaw
 
 FPS = 25
 DROP = 10 * (1 - np.cos(np.linspace(0, 4 * np.pi, 24))) / 2  # jaw drop in portrait pixels, two open-close cycles

@@ -1,4 +1,4 @@
-"""Media for tests: lossless clips of any size (odd ones too), what a written video holds, a talking portrait."""
+"""Media for tests: lossless clips of any size (odd ones too), what a written video holds."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 
@@ -35,16 +34,3 @@ def probe(path: Path) -> dict:
             audio_seconds = sum(frame.samples for frame in container.decode(stream)) / stream.sample_rate
     return {"frames": len(frames), "fps": rate, "size": frames.shape[1:3], "pixels": frames,
             "audio_seconds": audio_seconds}
-
-
-def drop_jaw(image: np.ndarray, landmarks: np.ndarray, pixels: float) -> np.ndarray:
-    """The portrait with everything below the lip gap pulled down by ``pixels`` (fading out at the
-    chin and beside the mouth): the teeth and the gap stretch, as when the mouth opens."""
-    gap_y = 0.5 * (landmarks[13, 1] + landmarks[14, 1])
-    centre_x = landmarks[[61, 291], 0].mean()
-    half = 0.5 * (landmarks[291, 0] - landmarks[61, 0])
-    rows, cols = np.mgrid[0: image.shape[0], 0: image.shape[1]].astype(np.float32)
-    beside = np.clip(1.5 - np.abs(cols - centre_x) / (1.2 * half), 0, 1)
-    below = np.where(rows < gap_y, 0.0, np.clip((landmarks[152, 1] + 25 - rows) / 25, 0, 1))
-    return cv2.remap(image, cols, (rows - pixels * beside * below).astype(np.float32), cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)

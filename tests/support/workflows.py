@@ -7,6 +7,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
+from PIL import Image
 
 from tools.comfy_client import load_workflow, workflow_to_api
 
@@ -99,3 +101,42 @@ def probe_mp4(path: Path) -> dict:
         samples = sum(frame.samples for frame in container.decode(audio))
         rate = audio.sample_rate
     return {"frames": frames, "fps": fps, "audio_seconds": samples / rate}
+
+
+def add_png_taps(prompt: dict, prefix: str) -> None:
+    """Lossless copies of the input frames, the result frames and the mask (SaveImage PNGs)."""
+    fit, paste, face = (node_id(prompt, t) for t in
+                        ("SayAnythingFitAudioToVideo", "SayAnythingFacePaste", "SayAnythingFaceMask"))
+    prompt["tap_in"] = {"class_type": "SaveImage", "inputs": {"images": [fit, 0], "filename_prefix": f"{prefix}_in"}}
+    prompt["tap_out"] = {"class_type": "SaveImage",
+                         "inputs": {"images": [paste, 0], "filename_prefix": f"{prefix}_out"}}
+    prompt["tap_mask_image"] = {"class_type": "MaskToImage", "inputs": {"mask": [face, 0]}}
+    prompt["tap_mask"] = {"class_type": "SaveImage",
+                          "inputs": {"images": ["tap_mask_image", 0], "filename_prefix": f"{prefix}_mask"}}
+
+
+def read_taps(comfy, prompt_id: str, base: Path, prefix: str) -> dict[str, np.ndarray]:
+    files = comfy.output_files(prompt_id, base)
+    taps = {}
+    for kind in ("in", "out", "mask"):
+        paths = sorted(p for p in files if p.name.startswith(f"{prefix}_{kind}_"))
+        taps[kind] = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    return taps
+
+
+def assert_unchanged_outside_mask(taps: dict[str, np.ndarray]) -> None:
+    import cv2
+
+    frames_in, frames_out, mask = taps["in"], taps["out"], taps["mask"][..., 0]
+    assert frames_in.shape == frames_out.shape
+    # Paste-back goes through the crop-space mask, warped to the crop and back bilinearly: with the
+    # tests' 64 px crops of a ~300 px face one crop pixel spans ~5 frame pixels, so the exact-equality
+    # region starts a dozen pixels outside the frame-space mask.
+    grown = np.stack([cv2.dilate(m, np.ones((25, 25), np.uint8)) for m in mask])
+    outside = grown == 0
+    assert outside.mean() > 0.5
+    assert outside.any() and (~outside).any()
+    np.testing.assert_array_equal(frames_out[outside], frames_in[outside])
+    # Inside the mask the (untrained) model did regenerate the pixels.
+    inside = mask == 255
+    assert np.abs(frames_out[inside].astype(int) - frames_in[inside].astype(int)).mean() > 5
