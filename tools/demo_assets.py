@@ -24,7 +24,7 @@ DEFAULT_MODEL_DESCRIPTION = "tiny SayAnything trained on the toy world of drawn 
 WHISPER_FOLDER = "whisper-tiny"  # models/whisper/<folder>
 VIDEO_FILE = "sayanything_example.mp4"  # input/
 DRIVING_VIDEO_FILE = "sayanything_driving.mp4"  # input/: the portrait's jaw moving with the speech
-MOTION_MODEL_FILE = "mouth_motion.safetensors"  # models/sayanything_motion (what `train-motion` writes); not shipped
+MOTION_MODEL_FILE = "mouth_motion.safetensors"  # models/sayanything_motion (what `train-motion` writes)
 SPEECH_FILE = "sayanything_speech.wav"  # input/
 PORTRAIT_FILE = "sayanything_portrait.png"  # input/
 MASKED_PORTRAIT_FILE = "sayanything_portrait_masked.png"  # input/ (transparent = the painted mask)
@@ -46,6 +46,18 @@ def install_default_model(models: Path) -> Path:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         make_default_model(target)
+    return target
+
+
+def install_motion_model(models: Path) -> Path:
+    """The toy Mouth Motion from Audio model (``lipsync_core.toy.demo.DEMO_MOTION_MODEL``), the
+    exaggerate workflow's."""
+    from lipsync_core.toy.demo import DEMO_MOTION_MODEL
+
+    target = models / "sayanything_motion" / MOTION_MODEL_FILE
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DEMO_MOTION_MODEL, target)
     return target
 
 
@@ -147,6 +159,7 @@ def install_inputs(input_dir: Path) -> list[Path]:
 def install(base: Path) -> None:
     models = base / "models"
     print(f"[demo] default model: {install_default_model(models)} ({DEFAULT_MODEL_DESCRIPTION})")
+    print(f"[demo] mouth motion from audio: {install_motion_model(models)}")
     print(f"[demo] whisper: {install_whisper(models)}")
     for path in install_inputs(base / "input"):
         print(f"[demo] input: {path}")

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 DEMO_MODEL = Path(__file__).resolve().parent / "assets" / "toy_sayanything.safetensors"
+# The Mouth Motion from Audio model trained on the same world (`train-motion`, hidden_dim 96, 1200 steps).
+DEMO_MOTION_MODEL = Path(__file__).resolve().parent / "assets" / "toy_mouth_motion.safetensors"
 SOURCE_SENTENCE = "The wide road shimmered in the hot sun. The lazy cow lay in the cool grass."
 
 

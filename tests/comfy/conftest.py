@@ -25,6 +25,7 @@ from tools.demo_assets import (
     VIDEO_FILE,
     WHISPER_FOLDER,
     install_default_model,
+    install_motion_model,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,6 +78,7 @@ def comfy_models(comfy_base, whisper_tiny_dir):
     save_checkpoint(models / "sayanything" / TEST_MODEL, SayAnythingModel(SayAnythingConfig.preset("tiny")))
     write_tiny_svd_checkpoint(models / "checkpoints" / TEST_SVD)
     install_default_model(models)
+    install_motion_model(models)
     (models / "whisper").mkdir(parents=True, exist_ok=True)
     shutil.copytree(whisper_tiny_dir, models / "whisper" / WHISPER_FOLDER, dirs_exist_ok=True)
     return models
