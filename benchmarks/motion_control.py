@@ -166,15 +166,17 @@ def evaluate_command(args) -> None:
         return round(pearson(np.concatenate([m - m.mean() for m in measured]),
                              np.concatenate([t - t.mean() for t in target])), 4)
 
-    amplitude = [np.std(g) / np.std(m) for g, m in zip(runs["gain"], runs["motion"])]
+    # None where the motion alone left the mouth still (nothing to scale)
+    amplitude = [np.std(g) / np.std(m) if np.std(m) > 1e-3 else None for g, m in zip(runs["gain"], runs["motion"])]
     results = {
         "audio_only_base": opening_figures(runs["base_audio"], truth, silent),
         "audio_only_motion_model": opening_figures(runs["audio"], truth, silent),
         "follows_requested_motion_r": pooled(runs["motion"], requested),
         "follows_requested_motion_with_audio_r": pooled(runs["motion_audio"], requested),
         "gain_1_5_follows_r": pooled(runs["gain"], gained),
-        "gain_1_5_amplitude_ratio": round(float(np.mean(amplitude)), 3),
-        "gain_1_5_amplitude_ratio_per_clip": [round(float(a), 3) for a in amplitude],
+        "gain_1_5_amplitude_ratio": round(float(np.mean([a for a in amplitude if a is not None])), 3)
+        if any(a is not None for a in amplitude) else None,
+        "gain_1_5_amplitude_ratio_per_clip": [None if a is None else round(float(a), 3) for a in amplitude],
         "reenactment_r": pooled(runs["reenact"], driving),
         # Width bias +-0.15 of the rest width: the open mouth's measured width against the unedited motion's.
         "width_bias_plus_wider_share": float(np.mean(np.greater(widths["wide"], widths["motion"]))),
