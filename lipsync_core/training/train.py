@@ -156,13 +156,15 @@ def trained_defaults(config: TrainConfig, model: SayAnythingModel, dataset: LipS
     """
     base = getattr(model, "defaults", None) or (
         ModelDefaults.for_preset(config.model) if config.model in PRESETS else ModelDefaults())
-    info = dataset.index.entries[0][3]
     crop_size = int(dataset[0]["frames"].shape[-1])
     window = dataset.num_frames
+    # A mask setting the clips disagree on (the toy world varies the expand) keeps the base's value: the
+    # first clip's would be an accident of the data's order.
+    values = {name: {info.get(name) for _, _, _, info in dataset.index.entries} for name in MASK_SETTINGS}
+    mask = {name: next(iter(found)) for name, found in values.items() if len(found) == 1}
     return base.replace(
         crop_size=crop_size, window=window, overlap=window // 4, noise_aug_strength=config.noise_aug_strength,
-        fps=config.fps, motion_bucket_id=config.motion_bucket_id,
-        **{name: info.get(name) for name in MASK_SETTINGS},
+        fps=config.fps, motion_bucket_id=config.motion_bucket_id, **mask,
     ).replace(**config.inference_defaults)
 
 
