@@ -10,7 +10,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from . import model_folders
-from .types import FaceCrop, FaceTrack, SayAnythingModel, check_frames, node_schema
+from .types import FaceCrop, FaceTrack, SayAnythingModel, check_frames, fps_input, node_schema
 
 FACE_CHOICES = ["largest", "index"]
 UPPER_EDGES = ["mouth", "nose", "eyes"]
@@ -81,14 +81,7 @@ class SayAnythingFaceMask(io.ComfyNode):
             "Connect images from SayAnything Fit Audio to Video; mask and face_track go to SayAnything Face Crop.",
             inputs=[
                 io.Image.Input("images", tooltip="The video frames."),
-                io.Float.Input(
-                    "fps",
-                    default=25.0,
-                    min=1.0,
-                    max=240.0,
-                    step=0.001,
-                    tooltip="Frame rate of the frames (landmark smoothing is tuned in seconds).",
-                ),
+                fps_input("Frame rate of the frames (landmark smoothing is tuned in seconds)."),
                 *face_choice_inputs(),
                 *mask_inputs(),
                 io.Mask.Input(

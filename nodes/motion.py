@@ -14,7 +14,7 @@ from comfy_api.latest import io
 from ..lipsync_core.audio import audio_from_comfy
 from . import model_folders
 from .face import face_choice_inputs
-from .types import FaceTrack, MouthMotion, WhisperModel, check_frames, node_schema
+from .types import FaceTrack, MouthMotion, WhisperModel, check_frames, fps_input, node_schema
 
 
 def _preview(motions: list, labels: list[str]) -> torch.Tensor:
@@ -36,14 +36,7 @@ class SayAnythingMouthMotionFromVideo(io.ComfyNode):
             "to SayAnything Mouth Motion Edit or SayAnything Mouth Motion Preview.",
             inputs=[
                 io.Image.Input("images", tooltip="Frames of the driving video (the mouth to copy)."),
-                io.Float.Input(
-                    "fps",
-                    default=25.0,
-                    min=1.0,
-                    max=240.0,
-                    step=0.001,
-                    tooltip="Frame rate of the driving frames; the motion keeps it (later steps resample it).",
-                ),
+                fps_input("Frame rate of the driving frames; the motion keeps it (later steps resample it)."),
                 *face_choice_inputs(),
                 FaceTrack.Input(
                     "target_track",
@@ -94,14 +87,7 @@ class SayAnythingMouthMotionFromAudio(io.ComfyNode):
                     "whisper", tooltip="From SayAnything Whisper Loader: the Whisper the model was trained with."
                 ),
                 io.Audio.Input("audio", tooltip="The speech."),
-                io.Float.Input(
-                    "fps",
-                    default=25.0,
-                    min=1.0,
-                    max=240.0,
-                    step=0.001,
-                    tooltip="Frame rate of the motion (the video's); the model runs at its own and is resampled.",
-                ),
+                fps_input("Frame rate of the motion (the video's); the model runs at its own and is resampled."),
                 io.Int.Input(
                     "frame_count",
                     default=0,

@@ -13,6 +13,7 @@ from .types import (
     WhisperFeatures,
     auto,
     check_frames,
+    fps_input,
     node_schema,
     sampling_inputs,
     speed_inputs,
@@ -53,14 +54,7 @@ class SayAnythingSampler(io.ComfyNode):
                     tooltip="Lip motion to follow (SayAnything Mouth Motion from Video / from Audio / Edit), for "
                     "models with a mouth-motion input; resampled to fps, it must last as long as the crops.",
                 ),
-                io.Float.Input(
-                    "fps",
-                    default=25.0,
-                    min=1.0,
-                    max=240.0,
-                    step=0.001,
-                    tooltip="Frame rate of the video (SVD's fps micro-conditioning).",
-                ),
+                fps_input("Frame rate of the video (SVD's fps micro-conditioning)."),
                 *sampling_inputs(),
                 io.Int.Input(
                     "window",

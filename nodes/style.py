@@ -13,7 +13,7 @@ from comfy_api.latest import io
 from ..lipsync_core.audio import audio_from_comfy
 from . import model_folders
 from .face import face_choice_inputs
-from .types import FaceTrack, SayAnythingModel, SpeakingStyle, WhisperModel, check_frames, node_schema
+from .types import FaceTrack, SayAnythingModel, SpeakingStyle, WhisperModel, check_frames, fps_input, node_schema
 
 
 class SayAnythingStyleReference(io.ComfyNode):
@@ -35,14 +35,7 @@ class SayAnythingStyleReference(io.ComfyNode):
                 ),
                 io.Image.Input("images", tooltip="Frames of the reference clip: the same speaker, talking."),
                 io.Audio.Input("audio", tooltip="The reference clip's own sound (what the speaker says in it)."),
-                io.Float.Input(
-                    "fps",
-                    default=25.0,
-                    min=1.0,
-                    max=240.0,
-                    step=0.001,
-                    tooltip="Frame rate of the reference frames (it is resampled to the model's own).",
-                ),
+                fps_input("Frame rate of the reference frames (it is resampled to the model's own)."),
                 *face_choice_inputs(),
                 FaceTrack.Input(
                     "face_track",

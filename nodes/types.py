@@ -75,6 +75,11 @@ def sampling_inputs() -> list:
     ]
 
 
+def fps_input(tooltip: str) -> io.Float.Input:
+    """The frame-rate widget every node that reads frames has (25 by default, as the models train)."""
+    return io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001, tooltip=tooltip)
+
+
 AUTO_SCHEDULE = "auto"
 
 
