@@ -24,9 +24,8 @@ PLAIN_MODEL = "sayanything_plain_test.safetensors"
 
 @pytest.fixture(scope="module")
 def style_model_name(comfy_models) -> str:
-    """The model the style workflow runs with: a stand-in with a live style encoder.
-    SWITCH: once the shipped toy model has a style encoder, return tools.demo_assets.DEFAULT_MODEL_FILE (the
-    workflow exactly as it ships) and drop the stand-in."""
+    """The model the style workflow runs with: the shipped model with a live (random) style output layer, since
+    the shipped one barely steers the lips yet (tests.support.style)."""
     write_style_model(comfy_models / "sayanything" / STYLE_MODEL)
     return STYLE_MODEL
 
