@@ -37,6 +37,7 @@ def main() -> None:
     from lipsync_core.audio import Audio, load_whisper_encoder
     from lipsync_core.checkpoint import load_checkpoint
     from lipsync_core.pipeline import SayAnythingPipeline
+    from lipsync_core.style import style_condition
     from lipsync_core.toy.evaluate import encode_clip_style
     from lipsync_core.toy.measure import measure_opening, pearson, slope
     from lipsync_core.toy.speech import SENTENCES, compose, speak
@@ -76,10 +77,14 @@ def main() -> None:
         speech = ~utterance.silent[:frames_needed]
         style = encode_clip_style(model, reference_clip, defaults.style_reference_frames)
         for label, given in (("no reference", None), ("own reference", style)):
-            result = pipeline(frames, mask, features[:frames_needed].float(), reference=reference,
+            speech_features = features[:frames_needed].float()
+            result = pipeline(frames, mask, speech_features, reference=reference,
                               num_inference_steps=defaults.steps, reference_guidance_scale=defaults.reference_guidance,
                               audio_guidance_scale=defaults.audio_guidance, window_length=defaults.window,
-                              window_overlap=defaults.overlap, noise_aug_strength=0.0, seed=0, style=given)
+                              window_overlap=defaults.overlap, noise_aug_strength=0.0, seed=0,
+                              style=None if given is None else given.tokens,
+                              motion=style_condition(given, model, speech_features, defaults.fps, defaults.window,
+                                                     frames.shape[-1] // pipeline.vae_scale_factor))
             pixels = ((result.permute(0, 2, 3, 1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
             opening = measure_opening(pixels, landmarks)
             name = f"character {identity} (gain {styles[identity]['gain']:.2f}), {label}"

@@ -118,7 +118,9 @@ class StyleEncoderConfig:
     the aligned crop, around the template's mouth, open jaw included) resized to ``mouth_size``; each is
     paired with the clip's Whisper features of that frame. The target's per-frame audio attends to the
     pairs through ``num_layers`` transformer layers of width ``hidden_dim``. The Whisper shapes are the
-    audio projection's.
+    audio projection's. ``lip_motion``: each pair also holds the frame's lip landmarks (the 40 points'
+    displacement from the reference's resting mouth, in rest widths), which says how far this speaker
+    opens for a sound more directly than the crop does (ours).
     """
 
     hidden_dim: int = 256
@@ -126,6 +128,7 @@ class StyleEncoderConfig:
     num_heads: int = 4
     mouth_size: int = 64
     mouth_box: tuple[float, float, float, float] = (0.28, 0.5, 0.72, 0.9)
+    lip_motion: bool = False
 
     def __post_init__(self) -> None:
         self.mouth_box = tuple(float(v) for v in self.mouth_box)

@@ -467,7 +467,8 @@ def generate(
     ``motion``: a ``lipsync_core.motion.MouthMotion`` for a model with a mouth-motion input (resampled to
     ``fps``; another length is a clear error).
     ``preview(image)``: after every window, ``preview_frame`` of its clean estimate (IMAGE ``[1, S, S, 3]``).
-    ``style``: a ``lipsync_core.style.StyleReference`` of this model, weighted by ``style_strength`` (0: none).
+    ``style``: a ``lipsync_core.style.StyleReference`` of this model, weighted by ``style_strength`` (0: none);
+    for a model with a motion input and no ``motion`` it also gives the motion (``style.style_condition``).
     """
     from .pipeline import SayAnythingPipeline
 
@@ -480,13 +481,16 @@ def generate(
         )
     mask = broadcast_mask(crop_mask, num_frames, tuple(crops.shape[1:3]), "crop_mask")
     pipeline = SayAnythingPipeline(loaded.model, loaded.vae)
-    condition = None
+    latent_size = crops.shape[1] // pipeline.vae_scale_factor
     if motion is not None:
         from .motion import motion_condition
 
-        condition = motion_condition(
-            motion, loaded.model, num_frames, fps, crops.shape[1] // pipeline.vae_scale_factor
-        )
+        condition = motion_condition(motion, loaded.model, num_frames, fps, latent_size)
+    else:
+        from .style import style_condition
+
+        condition = style_condition(style, loaded.model, audio_features, fps, loaded.defaults.window, latent_size,
+                                    style_strength)
     generated = pipeline(
         images_to_model(crops),
         mask[:, None],

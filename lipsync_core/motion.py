@@ -50,6 +50,17 @@ def estimate_rest(points: np.ndarray) -> np.ndarray:
     return points[closest].mean(axis=0)
 
 
+def in_rest_widths(points: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """Lip points' displacement from ``rest`` in units of its width: one scale for mouths of every size
+    (the target of the motion models, ``from_rest_widths`` the way back)."""
+    return (np.asarray(points, np.float32) - rest) / float(mouth_width(rest))
+
+
+def from_rest_widths(displacement: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """Lip points ``rest + displacement`` for a displacement in rest widths (``in_rest_widths``)."""
+    return rest + np.asarray(displacement, np.float32) * float(mouth_width(rest))
+
+
 @dataclass
 class MouthMotion:
     """Mouth landmarks through time. ``points`` float32 ``[T, 40, 2]`` in crop units (order

@@ -182,10 +182,10 @@ def lipsync_file(
     if not track.any_found:
         track.require_face()
     condition = None
+    latent_size = size // SayAnythingPipeline(loaded.model, loaded.vae).vae_scale_factor
     if motion is not None:  # a motion of another length fails here, before the audio features
         from .motion import motion_condition, target_motion
 
-        latent_size = size // SayAnythingPipeline(loaded.model, loaded.vae).vae_scale_factor
         motion = target_motion(motion, track, float(fps))
         condition = motion_condition(motion, loaded.model, num_frames, float(fps), latent_size)
     features = frame_buffer(
@@ -201,6 +201,11 @@ def lipsync_file(
         out=features,
         progress=lambda done, total: report("audio features", done, total),
     )
+    if condition is None:
+        from .style import style_condition
+
+        condition = style_condition(style, loaded.model, features, float(fps), defaults.window, latent_size,
+                                    style_strength)
     transforms = align_transforms(track, size)
 
     def crops_and_masks(start: int, end: int, frames: list[np.ndarray]):

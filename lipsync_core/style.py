@@ -11,7 +11,11 @@ model's crop size, each with the clip's Whisper features of that frame
    ``SPEECH_RANGE_DB`` of the clip's loud speech, with a face): a style shows only while the speaker talks;
 3. aligned crops (``face.prepare_face_crops``, the crop inference and training use) and per-frame Whisper
    features (``WhisperAudioEncoder.frame_features`` over the stretch and ``CONTEXT_SECONDS`` around it);
-4. ``SayAnythingModel.encode_style``.
+4. ``SayAnythingModel.encode_style``, and the speaker's resting mouth from the reference's face track.
+
+For a model with a mouth-motion input the style also gives the motion condition (``style_condition``):
+the lip motion the style encoder predicts for the new speech, drawn around that resting mouth. An
+explicit mouth motion given with a style takes its place.
 
 A reference shorter than R frames at the model's fps is an error that says how many seconds are needed
 (ours: the encoder was only ever trained on R pairs, so fewer is a condition it never saw).
@@ -40,7 +44,9 @@ class StyleReference:
     ``tokens`` float32 ``[1, R, hidden]`` (``encode_style``, CPU); ``frames`` int64 ``[R]``: the
     reference's frames it shows (at the model's fps, so a frame may repeat); ``fps``: the reference's
     frame rate; ``start`` / ``duration``: where the stretch is in the reference, seconds;
-    ``speech_share``: its share of frames with speech.
+    ``speech_share``: its share of frames with speech; ``rest``: the speaker's resting mouth in the
+    reference (``motion.estimate_rest``, crop units ``[40, 2]``), where ``style_motion`` puts the
+    predicted motion.
     """
 
     tokens: torch.Tensor
@@ -49,6 +55,7 @@ class StyleReference:
     start: float
     duration: float
     speech_share: float
+    rest: np.ndarray | None = None
 
     def for_model(self, model) -> torch.Tensor:
         """The tokens for ``model`` (a ``SayAnythingModel``); a clear error for one that cannot take them."""
@@ -60,6 +67,38 @@ class StyleReference:
                 f"model's style encoder has {hidden}); encode the reference with the model that samples."
             )
         return self.tokens
+
+
+def style_motion(style: StyleReference, model, audio_features: torch.Tensor, fps: float, window: int):
+    """The mouth motion (``MouthMotion``) the referenced speaker would make for this speech: the style
+    encoder's ``predict_mouth`` on per-frame Whisper features ``[T, L, W, D]``, in chunks of ``window`` frames
+    (the frames it saw together in training), around the reference's resting mouth. ``style`` must be
+    this model's (``StyleReference.for_model``)."""
+    from .motion import MouthMotion, from_rest_widths
+
+    tokens = style.tokens
+    if style.rest is None:
+        raise ValueError("This speaking style carries no resting mouth (it was encoded without a face track); "
+                         "encode the reference again with SayAnything Style Reference.")
+    encoder = model.style_encoder
+    with torch.no_grad():
+        chunks = [encoder.predict_mouth(audio_features[start : start + window][None].to(model.device, model.dtype),
+                                        tokens.to(model.device, model.dtype))[0].float().cpu()
+                  for start in range(0, len(audio_features), window)]
+    return MouthMotion(from_rest_widths(torch.cat(chunks).numpy(), style.rest), fps, style.rest)
+
+
+def style_condition(style: StyleReference | None, model, audio_features: torch.Tensor, fps: float, window: int,
+                    latent_size: int | tuple[int, int], strength: float = 1.0) -> torch.Tensor | None:
+    """The motion condition ``[T, C, h, w]`` a speaking style gives a model with a mouth-motion input: its
+    ``style_motion`` rendered (``motion.render_motion``) and weighed by ``strength``, which the UNet's input
+    layer takes linearly (0: no motion, 1: as trained). None when there is nothing to give."""
+    from .motion import render_motion
+
+    if style is None or not model.config.unet.motion_channels or strength == 0:
+        return None
+    motion = style_motion(style, model, audio_features, fps, window)
+    return torch.from_numpy(render_motion(motion, latent_size)) * float(strength)
 
 
 def require_style_input(model, defaults=None) -> int:
@@ -188,6 +227,7 @@ def _encode(loaded, whisper, take: Callable[[np.ndarray], np.ndarray], num_frame
     """Steps 1-4 of the module docstring; ``take(indices)`` gives uint8 frames ``[k, H, W, 3]`` of the clip."""
     from .face import prepare_face_crops
     from .inference import images_to_model
+    from .motion import in_rest_widths, motion_from_track
 
     defaults = loaded.defaults
     count = require_style_input(loaded.model, defaults)
@@ -227,11 +267,16 @@ def _encode(loaded, whisper, take: Callable[[np.ndarray], np.ndarray], num_frame
     first, last = max(0, start - context), min(length, start + count + context)
     features = _features(whisper, audio, rate, first, last, defaults.feature_window)
     features = features[start - first : start - first + count]
-    # 4. Encode.
+    # 4. Encode, with the stretch's lip points against the speaker's resting mouth (frames without a face
+    # take their neighbours' lips).
+    rest = motion_from_track(track, fps).rest
+    lips = None
+    if loaded.model.config.style.lip_motion:
+        lips = torch.from_numpy(in_rest_widths(motion_from_track(track.select(chosen), rate).points, rest))
     with torch.no_grad():
-        tokens = loaded.model.encode_style(images_to_model(torch.from_numpy(crops).float() / 255.0), features)
+        tokens = loaded.model.encode_style(images_to_model(torch.from_numpy(crops).float() / 255.0), features, lips)
     return StyleReference(tokens.detach().float().cpu(), chosen, float(fps), start / rate, count / rate,
-                          float(speech[stretch].mean()))
+                          float(speech[stretch].mean()), rest)
 
 
 def _features(whisper, audio, fps: float, first: int, last: int, window: int) -> torch.Tensor:

@@ -151,7 +151,8 @@ def style_inputs() -> list:
             "style",
             optional=True,
             tooltip="Optional: how this person speaks (SayAnything Style Reference of a clip of the same speaker), "
-            "for models trained with a style reference.",
+            "for models trained with a style reference. For a model with a mouth-motion input it also gives the "
+            "lip motion this speaker would make, unless mouth_motion is connected.",
         ),
         io.Float.Input(
             "style_strength",

@@ -38,6 +38,7 @@ def _single_thread():
 def model_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("style_models")
     return {"style": write_style_model(folder / "style.safetensors"),
+            "motion_only": write_style_model(folder / "motion_only.safetensors", tokens=False),
             "plain": write_plain_model(folder / "plain.safetensors")}
 
 
@@ -140,6 +141,16 @@ def captured(monkeypatch):
     return frames
 
 
+DUB_OPTIONS = inference.SamplerOptions(steps=2, window=4, overlap=1, decode_chunk=4, seed=5)
+
+
+def _dub(loaded, whisper, frames: np.ndarray, speech, **args) -> tuple[np.ndarray, np.ndarray]:
+    """``inference.lipsync`` of uint8 frames at 4 fps: the output frames (uint8) and where the mask is."""
+    video = torch.from_numpy(frames).float() / 255.0
+    out, _audio, mask = inference.lipsync(video, 4.0, speech, loaded, whisper, DUB_OPTIONS, fit_mode="cut", **args)
+    return inference.frames_to_uint8(out), mask.numpy() > 0.5
+
+
 def test_style_steers_the_sampler_and_strength_zero_is_no_style(tmp_path, style_model, whisper_encoder, reference,
                                                                 speech_wav, captured):
     from lipsync_core.streaming import lipsync_file
@@ -148,13 +159,9 @@ def test_style_steers_the_sampler_and_strength_zero_is_no_style(tmp_path, style_
     style = encode_style_reference(style_model, whisper_encoder, *reference, FPS)
     target = reference[0][:8]  # 2 s at 4 fps
     speech = inference.load_audio(speech_wav, duration=2.0)
-    options = inference.SamplerOptions(steps=2, window=4, overlap=1, decode_chunk=4, seed=5)
-    video = torch.from_numpy(target).float() / 255.0
 
     def dub(**style_args):
-        frames, _audio, mask = inference.lipsync(video, 4.0, speech, style_model, whisper_encoder, options,
-                                                 fit_mode="cut", **style_args)
-        return inference.frames_to_uint8(frames), mask.numpy() > 0.5
+        return _dub(style_model, whisper_encoder, target, speech, **style_args)
 
     plain, mask = dub()
     styled, _ = dub(style=style)
@@ -166,9 +173,45 @@ def test_style_steers_the_sampler_and_strength_zero_is_no_style(tmp_path, style_
 
     # The streaming path (Lip Sync Video, `run`) takes the style the same way.
     clip = write_clip(tmp_path / "target.mkv", target, 4)
-    lipsync_file(clip, speech, tmp_path / "out.mp4", style_model, whisper_encoder, options, fit_mode="cut",
+    lipsync_file(clip, speech, tmp_path / "out.mp4", style_model, whisper_encoder, DUB_OPTIONS, fit_mode="cut",
                  style=style)
     np.testing.assert_array_equal(np.stack(captured), styled)
+
+
+def test_a_style_moves_the_mouth_through_the_motion_input(model_files, whisper_encoder, reference, speech_wav):
+    """With its tokens silenced, a style still steers a model with a mouth-motion input: the motion its encoder
+    predicts for the new speech is the motion condition; strength weighs it; an explicit motion replaces it."""
+    from lipsync_core.motion import MouthMotion, mouth_opening, mouth_width, render_motion
+    from lipsync_core.style import style_condition, style_motion
+
+    loaded = inference.load_model(model_files["motion_only"])
+    style = encode_style_reference(loaded, whisper_encoder, *reference, FPS)
+    assert style.rest.shape == (40, 2) and 0.1 < mouth_width(style.rest) < 0.6  # the speaker's mouth, crop units
+    speech = inference.load_audio(speech_wav, duration=2.0)  # 2 s: 8 frames at 4 fps
+    features = inference.whisper_features(whisper_encoder, speech, fps=4.0, frame_count=8,
+                                          window=loaded.defaults.feature_window)
+    from lipsync_core.configs import vae_scale_factor
+
+    window, latent = loaded.defaults.window, loaded.defaults.crop_size // vae_scale_factor(loaded.vae)
+    motion = style_motion(style, loaded.model, features, 4.0, window)
+    assert motion.num_frames == 8 and motion.fps == 4.0
+    np.testing.assert_array_equal(motion.rest, style.rest)  # drawn around the reference's mouth
+    assert (motion.opening() - mouth_opening(style.rest)).max() > 0.01  # the speech opens it
+    condition = style_condition(style, loaded.model, features, 4.0, window, latent)
+    np.testing.assert_array_equal(condition.numpy(), render_motion(motion, latent))
+    torch.testing.assert_close(style_condition(style, loaded.model, features, 4.0, window, latent, 0.5),
+                               condition * 0.5)
+    assert style_condition(style, loaded.model, features, 4.0, window, latent, 0.0) is None
+    assert style_condition(None, loaded.model, features, 4.0, window, latent) is None
+
+    def dub(**args):
+        return _dub(loaded, whisper_encoder, reference[0][:8], speech, **args)
+
+    plain, mask = dub()
+    styled, _ = dub(style=style)
+    assert np.abs(styled.astype(int) - plain.astype(int)).max(axis=-1)[mask].mean() > 1.0
+    shut = MouthMotion(np.repeat(style.rest[None], 8, axis=0), 4.0)
+    np.testing.assert_array_equal(dub(motion=shut, style=style)[0], dub(motion=shut)[0])
 
 
 def run(*args) -> subprocess.CompletedProcess:

@@ -106,16 +106,20 @@ class SayAnythingModel(nn.Module):
         """The "no reference" condition, shaped like real ID features."""
         return [torch.zeros_like(feature) for feature in like]
 
-    def encode_style(self, frames: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
-        """The speaking-style reference ``[B, R, hidden]`` of aligned crops ``[(B,) R, 3, S, S]`` in -1..1 and
-        their per-frame Whisper features ``[(B,) R, L, W, D]``; compute once per video, reuse for every window."""
+    def encode_style(self, frames: torch.Tensor, audio_features: torch.Tensor,
+                     lips: torch.Tensor | None = None) -> torch.Tensor:
+        """The speaking-style reference ``[B, R, hidden]`` of aligned crops ``[(B,) R, 3, S, S]`` in -1..1, their
+        per-frame Whisper features ``[(B,) R, L, W, D]`` and, for an encoder with ``lip_motion``, their lip
+        points ``[(B,) R, 40, 2]`` (``StyleEncoder.encode_reference``); compute once per video."""
         if self.config.style is None:
             raise ValueError("This model has no speaking-style input (its config has no style encoder); "
                              "use a model trained with a style reference or leave the style out.")
         if frames.ndim == 4:
             frames, audio_features = frames[None], audio_features[None]
+            lips = None if lips is None else lips[None]
         return self.style_encoder.encode_reference(frames.to(self.device, self.dtype),
-                                                   audio_features.to(self.device, self.dtype))
+                                                   audio_features.to(self.device, self.dtype),
+                                                   None if lips is None else lips.to(self.device, self.dtype))
 
     def forward(
         self,

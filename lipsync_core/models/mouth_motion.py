@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..motion import NUM_MOUTH_POINTS, MouthMotion, mouth_width
+from ..motion import NUM_MOUTH_POINTS, MouthMotion, from_rest_widths
 
 FORMAT = "sayanything-mouth-motion"
 FORMAT_VERSION = "1"
@@ -102,7 +102,7 @@ class AudioToMouthMotion(nn.Module):
         rest = self.rest.cpu().numpy() if rest is None else np.asarray(rest, np.float32)
         param = next(self.parameters())
         displacement = self(features[None].to(param.device, param.dtype))[0].float().cpu().numpy()
-        return MouthMotion(rest + displacement * float(mouth_width(rest)), fps, rest)
+        return MouthMotion(from_rest_widths(displacement, rest), fps, rest)
 
 
 def save_mouth_motion_model(path: str | os.PathLike, model: AudioToMouthMotion) -> Path:

@@ -3,10 +3,17 @@
 After the audio-aware style reference of style-preserving lip sync (arXiv 2408.05412): a reference clip
 of the speaker is a set of (audio, mouth appearance) pairs, one per frame. The target's per-frame audio
 attends to them, so a new sound borrows the mouth the speaker made for similar sounds: wide or barely
-open, round or flat. The result is one set of tokens per frame, the audio projection's shape, added to
-the audio tokens of the UNet's cross-attention context. The output layer starts at zero, so a model
-given a fresh encoder computes exactly what it did without one; training drops the style now and then
-(``TrainConfig.style_dropout``) so the model also works without a reference.
+open, round or flat. Two outputs per frame, as in that paper's motion-then-render design:
+
+- ``predict_mouth``: the lip motion the speaker would make (40 points' displacement from rest). For a
+  model with a mouth-motion input it is rendered as the motion condition (``style.style_condition``),
+  the input the UNet follows most closely;
+- tokens of the audio projection's shape, added to the audio tokens of the UNet's cross-attention
+  context. Their output layer starts at zero, so a model given a fresh encoder computes exactly what
+  it did without one.
+
+Training drops the style now and then (``TrainConfig.style_dropout``) so the model also works without a
+reference.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import AudioProjectionConfig, StyleEncoderConfig
+from ..motion import NUM_MOUTH_POINTS
 
 
 class StyleEncoder(nn.Module):
@@ -38,6 +46,10 @@ class StyleEncoder(nn.Module):
             nn.AdaptiveAvgPool2d(config.mouth_size // 8), nn.Flatten(), nn.Linear(64 * cells, hidden),
             nn.LayerNorm(hidden),  # as loud as the audio half of a pair
         )
+        if config.lip_motion:  # the frame's lip points, displacement from rest in rest widths
+            self.lips = nn.Sequential(nn.Linear(NUM_MOUTH_POINTS * 2, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+            nn.init.zeros_(self.lips[-1].weight)  # an encoder given this input starts as the one without it
+            nn.init.zeros_(self.lips[-1].bias)
         self.pair_norm = nn.LayerNorm(hidden)
 
         def layer(kind):
@@ -47,9 +59,12 @@ class StyleEncoder(nn.Module):
         self.reference_layer = layer(nn.TransformerEncoderLayer)  # the pairs see each other once
         self.layers = nn.ModuleList(layer(nn.TransformerDecoderLayer) for _ in range(config.num_layers))
         self.out_norm = nn.LayerNorm(hidden)
-        # Training's auxiliary target (TrainConfig.style_motion_weight): the frame's lip opening and width,
-        # which the speaker's style decides; it teaches the encoder to read the reference directly.
-        self.motion_head = nn.Linear(hidden, 2)
+        # The speaker's mouth motion for the target's speech: the 40 lip points' displacement from rest, in
+        # rest widths (``motion.in_rest_widths``). Trained on the target's landmarks
+        # (TrainConfig.style_motion_weight); rendered, it is the motion condition of a model with one.
+        self.motion_head = nn.Linear(hidden, NUM_MOUTH_POINTS * 2)
+        nn.init.zeros_(self.motion_head.weight)  # starts at the resting mouth
+        nn.init.zeros_(self.motion_head.bias)
         self.to_tokens = nn.Linear(hidden, audio.num_tokens * cross_attention_dim)
         nn.init.zeros_(self.to_tokens.weight)
         nn.init.zeros_(self.to_tokens.bias)
@@ -74,9 +89,11 @@ class StyleEncoder(nn.Module):
         return F.interpolate(box, size=(self.config.mouth_size,) * 2, mode="bilinear", align_corners=False,
                              antialias=True)
 
-    def encode_reference(self, frames: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    def encode_reference(self, frames: torch.Tensor, features: torch.Tensor,
+                         lips: torch.Tensor | None = None) -> torch.Tensor:
         """The reference's (audio, mouth) pairs ``[B, R, hidden]`` from aligned crops ``[B, R, 3, S, S]`` in
-        -1..1 and their per-frame Whisper features ``[B, R, L, W, D]``; computed once per video."""
+        -1..1, their per-frame Whisper features ``[B, R, L, W, D]`` and, with ``config.lip_motion``, their lip
+        points ``[B, R, 40, 2]`` (``motion.in_rest_widths`` of the reference's resting mouth); once per video."""
         if frames.ndim != 5 or frames.shape[2] != 3 or frames.shape[-1] != frames.shape[-2]:
             raise ValueError(f"style reference frames must be square aligned face crops [B, R, 3, S, S], "
                              f"got {list(frames.shape)}")
@@ -85,6 +102,13 @@ class StyleEncoder(nn.Module):
                              f"{list(frames.shape[:2])} frames but {list(features.shape[:2])} feature windows")
         batch, count = frames.shape[:2]
         mouths = self.mouth(self.mouth_crops(frames.flatten(0, 1))).reshape(batch, count, -1)
+        if self.config.lip_motion:
+            if lips is None or tuple(lips.shape) != (batch, count, NUM_MOUTH_POINTS, 2):
+                raise ValueError(f"this style encoder also takes the reference's lip points [B, R, "
+                                 f"{NUM_MOUTH_POINTS}, 2] = {[batch, count, NUM_MOUTH_POINTS, 2]}, got "
+                                 f"{None if lips is None else list(lips.shape)}; encode the reference with its face "
+                                 "track")
+            mouths = mouths + self.lips(lips.flatten(2).to(mouths.dtype))
         pairs = self.pair_norm(self.embed_audio(features) + mouths)
         return self.reference_layer(pairs)
 
@@ -100,8 +124,9 @@ class StyleEncoder(nn.Module):
         return self.out_norm(x)
 
     def predict_mouth(self, features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        """The auxiliary estimate ``[B, F, 2]`` of each frame's lip opening and width (``mouth_targets``)."""
-        return self.motion_head(self.hidden(features, reference))
+        """Each frame's lip displacement from rest ``[B, F, 40, 2]`` in rest widths, as the speaker would move."""
+        state = self.hidden(features, reference)
+        return self.motion_head(state).reshape(*state.shape[:2], NUM_MOUTH_POINTS, 2)
 
     def forward(self, features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Style tokens ``[B, F, N, C]`` for the target's Whisper features ``[B, F, L, W, D]`` given the
@@ -110,11 +135,3 @@ class StyleEncoder(nn.Module):
         tokens = self.to_tokens(self.hidden(features, reference))
         return tokens.reshape(batch, num_frames, self.audio_config.num_tokens, self.cross_attention_dim)
 
-
-def mouth_targets(landmarks: torch.Tensor) -> torch.Tensor:
-    """``[..., 2]`` lip opening (inner lips 13 -> 14) and width (corners 61 -> 291) of landmarks ``[..., 478, 2]``
-    in crop pixels, over the face's width (234 -> 454), times 10 to be near 1; NaN without a face."""
-    face = (landmarks[..., 454, :] - landmarks[..., 234, :]).norm(dim=-1)
-    opening = landmarks[..., 14, 1] - landmarks[..., 13, 1]
-    width = landmarks[..., 291, 0] - landmarks[..., 61, 0]
-    return 10 * torch.stack([opening, width], dim=-1) / face[..., None]

@@ -131,6 +131,7 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
     LipLeak run (skipped without them). The silence and no-reference runs use the first half of the clips.
     """
     from ..pipeline import SayAnythingPipeline, decode_latents, encode_latents
+    from ..style import style_condition
     from ..training.shards import ShardIndex, read_clip
 
     index = ShardIndex.scan(eval_folder)
@@ -173,12 +174,15 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
                 runs.append(("silence", silence_features[:count], id_features))
             runs.append(("no_reference", clip["whisper"][window], model.zero_id_features(id_features)))
         for name, features, ids, *style in runs:
+            style = style[0] if style else None
             result = pipeline(
                 frames, mask, features.float(), id_features=ids,
                 num_inference_steps=config.sample_steps, reference_guidance_scale=config.reference_guidance,
                 audio_guidance_scale=config.audio_guidance, window_length=config.num_frames,
                 window_overlap=config.num_frames // 4, noise_aug_strength=0.0, seed=config.seed + number,
-                style=style[0] if style else None)
+                style=None if style is None else style.tokens,
+                motion=style_condition(style, model, features.float(), 25.0, config.num_frames,
+                                       frames.shape[-1] // pipeline.vae_scale_factor))
             pixels = _to_uint8(result)
             if name in style_runs and styles is not None:
                 style_runs[name].append((measure_opening(pixels, landmarks), measure_width(pixels, landmarks)))
@@ -233,14 +237,26 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
     return results
 
 
-def encode_clip_style(model, clip: dict, count: int) -> torch.Tensor:
-    """The style reference of a shard clip (``frames``, ``whisper``, ``silent``): its ``count`` frames with
-    the most speech, since a style shows only while the character talks."""
-    speech = np.convolve(1 - clip["silent"].numpy().astype(np.float32), np.ones(count), "valid")
+def encode_clip_style(model, clip: dict, count: int, fps: float = 25.0):
+    """The ``StyleReference`` of a shard clip (``frames``, ``whisper``, ``silent``, ``landmarks``): its ``count``
+    frames with the most speech, since a style shows only while the character talks, and its resting mouth."""
+    from ..motion import MOUTH_POINTS, estimate_rest, in_rest_widths
+    from ..style import StyleReference
+
+    silent = clip["silent"].numpy().astype(np.float32)
+    speech = np.convolve(1 - silent, np.ones(count), "valid")
     start = int(np.argmax(speech))
     span = slice(start, start + count)
     frames = clip["frames"][span].permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return model.encode_style(frames, clip["whisper"][span].float())
+    points = (clip["landmarks"].float().numpy()[:, list(MOUTH_POINTS)] + 0.5) / clip["frames"].shape[2]
+    rest = estimate_rest(points[np.isfinite(points).all(axis=(1, 2))])
+    lips = None
+    if model.config.style.lip_motion:
+        lips = torch.from_numpy(in_rest_widths(points[span], rest)).nan_to_num(0.0)
+    with torch.no_grad():
+        tokens = model.encode_style(frames, clip["whisper"][span].float(), lips).float().cpu()
+    return StyleReference(tokens, np.arange(start, start + count), fps, start / fps, count / fps,
+                          float(1 - silent[span].mean()), rest)
 
 
 def _style_references(model, index, entries, config) -> dict:
@@ -257,7 +273,8 @@ def _style_references(model, index, entries, config) -> dict:
 
     def encoded(number: int) -> torch.Tensor:
         path, clip, _, _ = index.entries[number]
-        return encode_clip_style(model, read_clip(path, clip, ("frames", "whisper", "silent")), frames_needed)
+        return encode_clip_style(model, read_clip(path, clip, ("frames", "whisper", "silent", "landmarks")),
+                                 frames_needed)
 
     gains = {clip_identity(info): (info.get("speaking_style") or {}).get("gain", 1.0)
              for _, _, _, info in index.entries}

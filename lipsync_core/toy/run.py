@@ -40,7 +40,8 @@ def toy_model_config(num_frames: int = 8, motion_channels: int = 2, style: bool 
         ),
         audio=AudioProjectionConfig(num_tokens=4, hidden_dim=64),
         id_guider=IDGuiderConfig(channels=(16, 32), latent_scale_factor=4),
-        style=StyleEncoderConfig(hidden_dim=64, num_layers=2, num_heads=4, mouth_size=32) if style else None,
+        style=(StyleEncoderConfig(hidden_dim=64, num_layers=2, num_heads=4, mouth_size=32, lip_motion=True)
+               if style else None),
     )
 
 

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import torch
 
+from ..motion import MOUTH_POINTS, NUM_MOUTH_POINTS
 from .shards import ShardIndex, read_clip
 
 
@@ -20,8 +21,10 @@ class LipSyncWindows(torch.utils.data.Dataset):
     them (``use_latents``; otherwise the trainer encodes frames on the fly), and with ``landmarks`` the
     window's ``landmarks`` [T, 478, 2] (crop pixels, NaN without a face; the mouth-motion condition).
     With ``style_frames`` R > 0 also a speaking-style reference (issue 10): ``style_frames`` [R, 3, S, S]
-    and ``style_audio`` [R, L, W, D] from another clip of the same speaker (``clip_identity``) that has
-    speech, else a stretch of the same clip away from the window, else none (``has_style`` False).
+    and ``style_audio`` [R, L, W, D] (with ``landmarks`` also ``style_lips`` [R, 40, 2], ``mouth_target``'s
+    layout) from another clip of the same speaker (``clip_identity``) that has
+    speech, else a stretch of the same clip away from the window, else none (``has_style`` False), and with
+    ``landmarks`` the style encoder's target ``mouth_target`` [T, 40, 2] (``mouth_target``).
     Randomness (the reference frame) depends only on (seed, epoch, index), so a resumed run sees exactly the
     items it would have seen.
     """
@@ -41,6 +44,7 @@ class LipSyncWindows(torch.utils.data.Dataset):
         self.landmarks = landmarks
         self.style_frames = style_frames
         self.epoch = 0
+        self._rests: dict[int, np.ndarray | None] = {}  # resting mouth per clip (mouth_target), read once
         # Clips that can serve as a style reference, by speaker: long enough and not a listening clip.
         self.references: dict[str, list[int]] = {}
         for entry, (_, _, length, info) in enumerate(self.index.entries):
@@ -96,15 +100,33 @@ class LipSyncWindows(torch.utils.data.Dataset):
             item_out["landmarks"] = window["landmarks"].float()
         if self.style_frames:
             item_out.update(self.style_reference(rng, entry, start))
+            if self.landmarks:
+                item_out["mouth_target"] = self.mouth_target(entry, window["landmarks"].float().numpy())
         return item_out
+
+    def mouth_target(self, entry: int, landmarks: np.ndarray) -> torch.Tensor:
+        """The style encoder's target ``[T, 40, 2]``: the window's lip points' displacement from the clip's
+        resting mouth, in rest widths (``motion.in_rest_widths``); NaN without a face."""
+        from ..motion import estimate_rest, in_rest_widths
+
+        if entry not in self._rests:
+            path, clip = self.index.entries[entry][:2]
+            points = read_clip(path, clip, ("landmarks",))["landmarks"].float().numpy()[:, list(MOUTH_POINTS)]
+            valid = np.isfinite(points).all(axis=(1, 2))
+            self._rests[entry] = estimate_rest(points[valid]) if valid.any() else None
+        rest = self._rests[entry]
+        if rest is None:
+            return torch.full((len(landmarks), len(MOUTH_POINTS), 2), float("nan"))
+        return torch.from_numpy(in_rest_widths(landmarks[:, list(MOUTH_POINTS)], rest))
 
     def style_reference(self, rng: np.random.Generator, entry: int, start: int) -> dict[str, torch.Tensor]:
         count = self.style_frames
         path, clip, length, info = self.index.entries[entry]
         others = [e for e in self.references.get(clip_identity(info), []) if e != entry]
         span = None
+        source = entry
         if others:
-            other = others[rng.integers(len(others))]
+            source = other = others[rng.integers(len(others))]
             path, clip, length, _ = self.index.entries[other]
             begin = int(rng.integers(0, length - count + 1))
             span = slice(begin, begin + count)
@@ -115,15 +137,20 @@ class LipSyncWindows(torch.utils.data.Dataset):
                 span = slice(before, before + count)
             elif after + count <= length:
                 span = slice(after, after + count)
+        lips = {}
         if span is None:
             first = self.index.entries[entry]
             shape = read_clip(first[0], first[1], ("frames", "whisper"), slice(0, 1))
+            if self.landmarks:
+                lips = {"style_lips": torch.zeros(count, NUM_MOUTH_POINTS, 2)}
             return {"style_frames": torch.zeros(count, 3, *shape["frames"].shape[1:3]),
                     "style_audio": torch.zeros(count, *shape["whisper"].shape[1:]),
-                    "has_style": torch.tensor(False)}
-        window = read_clip(path, clip, ("frames", "whisper"), span)
+                    "has_style": torch.tensor(False), **lips}
+        window = read_clip(path, clip, ("frames", "whisper") + (("landmarks",) if self.landmarks else ()), span)
+        if self.landmarks:  # the reference's lip points, 0 (rest) where no face was found
+            lips = {"style_lips": self.mouth_target(source, window["landmarks"].float().numpy()).nan_to_num(0.0)}
         return {"style_frames": window["frames"].permute(0, 3, 1, 2).float() / 127.5 - 1.0,
-                "style_audio": window["whisper"].float(), "has_style": torch.tensor(True)}
+                "style_audio": window["whisper"].float(), "has_style": torch.tensor(True), **lips}
 
 
 def clip_identity(info: dict) -> str:

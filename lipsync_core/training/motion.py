@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..models.mouth_motion import AudioToMouthMotion, MouthMotionConfig, save_mouth_motion_model
-from ..motion import MOUTH_POINTS, MouthMotion, estimate_rest, mouth_opening, mouth_width
+from ..motion import MOUTH_POINTS, MouthMotion, estimate_rest, in_rest_widths, mouth_opening
 from ..toy.measure import pearson
 from .shards import ShardIndex, read_clip
 
@@ -73,7 +73,7 @@ def load_motion_clips(folder: str | Path) -> list[MotionClip]:
         if not valid.any():
             continue
         rest = estimate_rest(points[valid])
-        target = np.where(valid[:, None, None], (points - rest) / float(mouth_width(rest)), 0.0).astype(np.float32)
+        target = np.where(valid[:, None, None], in_rest_widths(points, rest), 0.0).astype(np.float32)
         clips.append(MotionClip(path, index, float(info.get("fps", 25.0)), points, rest, target, valid, info))
     if not clips:
         raise ValueError(f"No clip in {folder} has lip landmarks.")

@@ -67,9 +67,10 @@ class TrainConfig:
     motion_dropout: float = 0.3  # ours; only for models with a mouth-motion input (unet.motion_channels)
     style_dropout: float = 0.3  # ours; only for models with a style encoder (the style goes with the audio)
     style_frames: int = 40  # frames of the style reference clip (at most a prep clip's length)
-    # Weight of the style encoder's auxiliary loss: the target frames' lip opening and width from the
-    # reference and the audio (ours; the diffusion loss alone taught it nothing in the toy world).
-    style_motion_weight: float = 1.0
+    # Weight of the style encoder's mouth-motion loss (the target's lip displacement in rest widths, from the
+    # reference and the audio). Ours: the displacement's variance is ~0.002, so x100 brings the loss near the
+    # diffusion loss's size.
+    style_motion_weight: float = 100.0
     noise_aug_strength: float = 0.02  # canvas augmentation, as the sampler's default
     fps: float = 25.0
     motion_bucket_id: int = 127
@@ -194,7 +195,7 @@ class DiffusionLoss(nn.Module):
 
     def forward(self, latents: torch.Tensor, masked_latents: torch.Tensor, latent_mask: torch.Tensor,
                 audio: torch.Tensor, reference: torch.Tensor, draws: dict[str, torch.Tensor],
-                motion: torch.Tensor | None = None, style: tuple[torch.Tensor, torch.Tensor] | None = None,
+                motion: torch.Tensor | None = None, style: tuple | None = None,
                 ) -> torch.Tensor:
         config, model = self.config, self.model
         batch_size = latents.shape[0]
@@ -215,12 +216,12 @@ class DiffusionLoss(nn.Module):
         )
         auxiliary = 0.0
         if style is not None:
-            frames, features, targets = style
-            cond.style = model.encode_style(frames, features)
+            frames, features, lips, targets = style
+            cond.style = model.encode_style(frames, features, lips if model.config.style.lip_motion else None)
             cond.style_scale = (draws["keep_style"] & draws["keep_audio"]).float()
             if config.style_motion_weight > 0:
                 predicted = model.style_encoder.predict_mouth(audio.to(model.dtype), cond.style)
-                known = torch.isfinite(targets).all(-1) & draws["has_style"][:, None]
+                known = torch.isfinite(targets).flatten(2).all(-1) & draws["has_style"][:, None]
                 if known.any():
                     auxiliary = config.style_motion_weight * (predicted[known].float() - targets[known]).pow(2).mean()
         denoised = model.denoise(noisy, sigma, cond)
@@ -466,13 +467,12 @@ def _prepare_batch(batch: dict, vae, config: TrainConfig, generator: torch.Gener
         motion = torch.stack([torch.from_numpy(render_landmarks(marks.numpy(), size, latent_size))
                               for marks in batch["landmarks"]]).to(device)
     if "style_frames" in batch:  # likewise for the style
-        from ..models.style_encoder import mouth_targets
-
         keep = torch.rand(batch_size, generator=generator) >= config.style_dropout
         draws["keep_style"] = keep & batch["has_style"]
         draws["has_style"] = batch["has_style"]
-        style = (batch["style_frames"].to(device), batch["style_audio"].to(device),
-                 mouth_targets(batch["landmarks"].float()).to(device))
+        lips = batch["style_lips"].to(device) if "style_lips" in batch else None
+        style = (batch["style_frames"].to(device), batch["style_audio"].to(device), lips,
+                 batch["mouth_target"].to(device))
     draws = {key: value.to(device) for key, value in draws.items()}
     tensors = (latents, masked_latents, latent_mask, batch["audio"], batch["reference"])
     return tuple(t.to(device) for t in tensors) + (draws, motion, style)

@@ -74,6 +74,34 @@ def test_a_zero_initialised_style_encoder_leaves_the_model_unchanged(tiny_config
         torch.testing.assert_close(styled.denoise(noisy, 2.0, cond), reference, rtol=0, atol=0)
 
 
+def test_a_fresh_style_encoder_predicts_the_resting_mouth(tiny_config):
+    model = SayAnythingModel(_style_config(tiny_config)).eval()
+    with torch.no_grad():
+        motion = model.style_encoder.predict_mouth(_features(tiny_config, 2, FRAMES), _reference(model))
+    assert motion.shape == (2, FRAMES, 40, 2)  # every lip point's displacement from rest
+    assert not motion.any()  # zero-initialised: a style motion starts as the closed mouth
+
+
+def test_the_reference_lips_join_the_pairs_and_start_at_zero(tiny_config):
+    torch.manual_seed(0)
+    plain = SayAnythingModel(_style_config(tiny_config)).eval()
+    config = dataclasses.replace(tiny_config, style=dataclasses.replace(plain.config.style, lip_motion=True))
+    lipped = SayAnythingModel(config).eval()
+    missing, _ = lipped.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and all(key.startswith("style_encoder.lips.") for key in missing)
+    frames = torch.rand(REFERENCE, 3, 32, 32, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    features = _features(tiny_config, REFERENCE, seed=7)
+    lips = torch.randn(REFERENCE, 40, 2, generator=torch.Generator().manual_seed(8)) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(lipped.encode_style(frames, features, lips), plain.encode_style(frames, features),
+                                   rtol=0, atol=0)  # zero-initialised: a fresh lip input changes nothing
+        lipped.style_encoder.lips[-1].weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(9))
+        wide, shut = lipped.encode_style(frames, features, lips * 3), lipped.encode_style(frames, features, lips * 0)
+        assert (wide - shut).abs().max() > 1e-3  # once trained, how far the lips move is read
+        with pytest.raises(ValueError, match=r"lip points \[B, R, 40, 2\]"):
+            lipped.encode_style(frames, features)
+
+
 def test_bad_style_inputs_get_clear_messages(tiny_config):
     base = SayAnythingModel(tiny_config).eval()
     with pytest.raises(ValueError, match="has no speaking-style input"):

@@ -33,9 +33,10 @@ def _rebuilt(base, style):
     return model.eval()
 
 
-def write_style_model(path: Path, seed: int = 0) -> Path:
-    """The shipped toy model with the toy config's style encoder (fresh weights, its zero-initialised output
-    layer made random so a style steers the output) and ``STYLE_FRAMES`` reference frames."""
+def write_style_model(path: Path, seed: int = 0, tokens: bool = True) -> Path:
+    """The shipped toy model with the toy config's style encoder and ``STYLE_FRAMES`` reference frames; its
+    token layer made random so a style steers the output through the tokens too, or with ``tokens`` False
+    zero, so a style acts only through the mouth motion it predicts."""
     from lipsync_core.checkpoint import save_checkpoint
     from lipsync_core.toy.run import toy_model_config
 
@@ -45,8 +46,9 @@ def write_style_model(path: Path, seed: int = 0) -> Path:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         layer = model.style_encoder.to_tokens
-        layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * 0.5)
-        layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator) * 0.5)
+        scale = 0.5 if tokens else 0.0
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * scale)
+        layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator) * scale)
     defaults = base.defaults.replace(style_reference_frames=STYLE_FRAMES)
     return save_checkpoint(path, model, vae=vae, defaults=defaults, overwrite=True)
 

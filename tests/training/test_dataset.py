@@ -57,6 +57,28 @@ def test_windows_layouts_and_reference_away_from_window(shard_folder):
     assert LipSyncWindows(shard_folder, num_frames=8, use_latents=True).use_latents is False
 
 
+def test_the_style_target_is_the_lip_motion_from_the_clips_resting_mouth(shard_folder, toy_clips):
+    from lipsync_core.motion import MOUTH_POINTS
+
+    dataset = LipSyncWindows(shard_folder, num_frames=8, stride=8, use_latents=False, landmarks=True,
+                             style_frames=10)
+    upper, lower = MOUTH_POINTS.index(13), MOUTH_POINTS.index(14)
+    speaking = [(entry, clip) for entry, clip in enumerate(toy_clips) if clip.opening.max() > 0]
+    assert speaking
+    for entry, clip in speaking:  # (the listening clips keep their mouths shut)
+        numbers = [n for n, (e, _) in enumerate(dataset.windows) if e == entry]
+        targets = torch.cat([dataset[n]["mouth_target"] for n in numbers]).numpy()
+        assert targets.shape[1:] == (40, 2) and np.isfinite(targets).all()
+        opening = targets[:, lower, 1] - targets[:, upper, 1]  # in rest widths, 0 = the resting gap
+        truth = clip.opening[: len(opening)]
+        assert np.corrcoef(opening, truth)[0, 1] > 0.9
+        assert abs(float(np.median(opening[truth < 0.02]))) < 0.02  # a shut mouth is at rest
+        assert opening.max() > 0.1  # ...and an open one is well away from it
+    item = dataset[0]  # the style reference's lips come in the same layout, for its own frames
+    assert item["style_lips"].shape == (10, 40, 2) and torch.isfinite(item["style_lips"]).all()
+    assert item["has_style"] and item["style_lips"].abs().max() > 0
+
+
 def _numbered_clip(length: int, value: int) -> dict[str, np.ndarray]:
     """A clip whose every frame and feature says which clip and frame it is (frame f of clip v: v * 100 + f)."""
     codes = value * 100 + np.arange(length)
