@@ -75,7 +75,7 @@ def main() -> None:
         truth = SpeakingStyle(**styles[identity]).apply(utterance)[0][:frames_needed]
         neutral = SpeakingStyle().apply(utterance)[0][:frames_needed]
         speech = ~utterance.silent[:frames_needed]
-        style = encode_clip_style(model, reference_clip, defaults.style_reference_frames)
+        style = encode_clip_style(model, reference_clip, defaults.style_reference_frames, window=defaults.window)
         for label, given in (("no reference", None), ("own reference", style)):
             speech_features = features[:frames_needed].float()
             result = pipeline(frames, mask, speech_features, reference=reference,

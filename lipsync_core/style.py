@@ -11,7 +11,8 @@ model's crop size, each with the clip's Whisper features of that frame
    ``SPEECH_RANGE_DB`` of the clip's loud speech, with a face): a style shows only while the speaker talks;
 3. aligned crops (``face.prepare_face_crops``, the crop inference and training use) and per-frame Whisper
    features (``WhisperAudioEncoder.frame_features`` over the stretch and ``CONTEXT_SECONDS`` around it);
-4. ``SayAnythingModel.encode_style``, and the speaker's resting mouth from the reference's face track.
+4. ``SayAnythingModel.encode_style``, and from the reference's face track the speaker's resting mouth and
+   how far their lips move against what the encoder predicts for the same speech (``calibrate_lips``).
 
 For a model with a mouth-motion input the style also gives the motion condition (``style_condition``):
 the lip motion the style encoder predicts for the new speech, drawn around that resting mouth. An
@@ -46,7 +47,8 @@ class StyleReference:
     frame rate; ``start`` / ``duration``: where the stretch is in the reference, seconds;
     ``speech_share``: its share of frames with speech; ``rest``: the speaker's resting mouth in the
     reference (``motion.estimate_rest``, crop units ``[40, 2]``), where ``style_motion`` puts the
-    predicted motion.
+    predicted motion; ``lip_gain`` ``[40, 2]``: how much farther than predicted this speaker's lips move
+    (``calibrate_lips``).
     """
 
     tokens: torch.Tensor
@@ -56,6 +58,7 @@ class StyleReference:
     duration: float
     speech_share: float
     rest: np.ndarray | None = None
+    lip_gain: np.ndarray | None = None
 
     def for_model(self, model) -> torch.Tensor:
         """The tokens for ``model`` (a ``SayAnythingModel``); a clear error for one that cannot take them."""
@@ -69,23 +72,47 @@ class StyleReference:
         return self.tokens
 
 
+LIP_GAIN_PRIOR = 0.1  # calibration's pull toward gain 1, in units of a lip coordinate's mean predicted energy
+LIP_GAIN_RANGE = (0.25, 4.0)
+
+
+def predict_lips(model, tokens: torch.Tensor, audio_features: torch.Tensor, window: int) -> np.ndarray:
+    """``predict_mouth`` over per-frame features ``[T, L, W, D]`` in chunks of ``window`` frames (the frames the
+    encoder saw together in training) -> ``[T, 40, 2]`` in rest widths."""
+    with torch.no_grad():
+        chunks = [model.style_encoder.predict_mouth(audio_features[start : start + window][None].to(model.device,
+                                                                                                 model.dtype),
+                                                    tokens.to(model.device, model.dtype))[0].float().cpu()
+                  for start in range(0, len(audio_features), window)]
+    return torch.cat(chunks).numpy()
+
+
+def calibrate_lips(model, tokens: torch.Tensor, audio_features: torch.Tensor, lips: np.ndarray,
+                   window: int) -> np.ndarray:
+    """Per lip coordinate ``[40, 2]``, the gain that best maps the motion the encoder predicts for the reference's
+    own speech onto the lips the reference shows (least squares, pulled toward 1 by ``LIP_GAIN_PRIOR``, kept in
+    ``LIP_GAIN_RANGE``). Ours: the toy encoder reads a speaker's mouth shapes from the reference but not how
+    far they open, which the reference's own lips say directly."""
+    predicted = predict_lips(model, tokens, audio_features, window)
+    prior = LIP_GAIN_PRIOR * float((predicted**2).sum(axis=0).mean())
+    gain = ((predicted * lips).sum(axis=0) + prior) / ((predicted**2).sum(axis=0) + prior)
+    return np.clip(gain, *LIP_GAIN_RANGE).astype(np.float32)
+
+
 def style_motion(style: StyleReference, model, audio_features: torch.Tensor, fps: float, window: int):
     """The mouth motion (``MouthMotion``) the referenced speaker would make for this speech: the style
     encoder's ``predict_mouth`` on per-frame Whisper features ``[T, L, W, D]``, in chunks of ``window`` frames
-    (the frames it saw together in training), around the reference's resting mouth. ``style`` must be
-    this model's (``StyleReference.for_model``)."""
+    (the frames it saw together in training), scaled by the reference's ``lip_gain``, around its resting
+    mouth. ``style`` must be this model's (``StyleReference.for_model``)."""
     from .motion import MouthMotion, from_rest_widths
 
-    tokens = style.tokens
     if style.rest is None:
         raise ValueError("This speaking style carries no resting mouth (it was encoded without a face track); "
                          "encode the reference again with SayAnything Style Reference.")
-    encoder = model.style_encoder
-    with torch.no_grad():
-        chunks = [encoder.predict_mouth(audio_features[start : start + window][None].to(model.device, model.dtype),
-                                        tokens.to(model.device, model.dtype))[0].float().cpu()
-                  for start in range(0, len(audio_features), window)]
-    return MouthMotion(from_rest_widths(torch.cat(chunks).numpy(), style.rest), fps, style.rest)
+    lips = predict_lips(model, style.tokens, audio_features, window)
+    if style.lip_gain is not None:
+        lips = lips * style.lip_gain
+    return MouthMotion(from_rest_widths(lips, style.rest), fps, style.rest)
 
 
 def style_condition(style: StyleReference | None, model, audio_features: torch.Tensor, fps: float, window: int,
@@ -270,13 +297,14 @@ def _encode(loaded, whisper, take: Callable[[np.ndarray], np.ndarray], num_frame
     # 4. Encode, with the stretch's lip points against the speaker's resting mouth (frames without a face
     # take their neighbours' lips).
     rest = motion_from_track(track, fps).rest
-    lips = None
-    if loaded.model.config.style.lip_motion:
-        lips = torch.from_numpy(in_rest_widths(motion_from_track(track.select(chosen), rate).points, rest))
+    lips = in_rest_widths(motion_from_track(track.select(chosen), rate).points, rest)
+    model = loaded.model
     with torch.no_grad():
-        tokens = loaded.model.encode_style(images_to_model(torch.from_numpy(crops).float() / 255.0), features, lips)
-    return StyleReference(tokens.detach().float().cpu(), chosen, float(fps), start / rate, count / rate,
-                          float(speech[stretch].mean()), rest)
+        tokens = model.encode_style(images_to_model(torch.from_numpy(crops).float() / 255.0), features,
+                                    torch.from_numpy(lips) if model.config.style.lip_motion else None)
+    tokens = tokens.detach().float().cpu()
+    return StyleReference(tokens, chosen, float(fps), start / rate, count / rate, float(speech[stretch].mean()), rest,
+                          calibrate_lips(model, tokens, features, lips, defaults.window))
 
 
 def _features(whisper, audio, fps: float, first: int, last: int, window: int) -> torch.Tensor:

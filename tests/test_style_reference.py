@@ -8,6 +8,7 @@ Model-level behaviour (a fresh encoder changes nothing, ...) is tested with the 
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -180,9 +181,10 @@ def test_style_steers_the_sampler_and_strength_zero_is_no_style(tmp_path, style_
 
 def test_a_style_moves_the_mouth_through_the_motion_input(model_files, whisper_encoder, reference, speech_wav):
     """With its tokens silenced, a style still steers a model with a mouth-motion input: the motion its encoder
-    predicts for the new speech is the motion condition; strength weighs it; an explicit motion replaces it."""
-    from lipsync_core.motion import MouthMotion, mouth_opening, mouth_width, render_motion
-    from lipsync_core.style import style_condition, style_motion
+    predicts for the new speech, scaled by the reference's lip gain, is the motion condition; strength weighs
+    it; an explicit motion replaces it."""
+    from lipsync_core.motion import MouthMotion, in_rest_widths, mouth_opening, mouth_width, render_motion
+    from lipsync_core.style import LIP_GAIN_RANGE, predict_lips, calibrate_lips, style_condition, style_motion
 
     loaded = inference.load_model(model_files["motion_only"])
     style = encode_style_reference(loaded, whisper_encoder, *reference, FPS)
@@ -203,6 +205,17 @@ def test_a_style_moves_the_mouth_through_the_motion_input(model_files, whisper_e
                                condition * 0.5)
     assert style_condition(style, loaded.model, features, 4.0, window, latent, 0.0) is None
     assert style_condition(None, loaded.model, features, 4.0, window, latent) is None
+
+    # The reference's lips set how far the predicted motion goes (calibrate_lips, fitted at encoding).
+    assert style.lip_gain.shape == (40, 2) and np.isfinite(style.lip_gain).all()
+    predicted = predict_lips(loaded.model, style.tokens, features, window)
+    for factor in (1.0, 2.0):
+        gain = calibrate_lips(loaded.model, style.tokens, features, predicted * factor, window)
+        assert factor * 0.9 <= gain.mean() <= factor  # exactly 1 for lips as predicted; pulled toward 1
+    assert (calibrate_lips(loaded.model, style.tokens, features, predicted * 0, window) == LIP_GAIN_RANGE[0]).all()
+    unscaled = style_motion(dataclasses.replace(style, lip_gain=None), loaded.model, features, 4.0, window)
+    np.testing.assert_allclose(in_rest_widths(motion.points, style.rest),
+                               in_rest_widths(unscaled.points, style.rest) * style.lip_gain, atol=1e-6)
 
     def dub(**args):
         return _dub(loaded, whisper_encoder, reference[0][:8], speech, **args)

@@ -237,11 +237,12 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
     return results
 
 
-def encode_clip_style(model, clip: dict, count: int, fps: float = 25.0):
+def encode_clip_style(model, clip: dict, count: int, fps: float = 25.0, window: int = 8):
     """The ``StyleReference`` of a shard clip (``frames``, ``whisper``, ``silent``, ``landmarks``): its ``count``
-    frames with the most speech, since a style shows only while the character talks, and its resting mouth."""
+    frames with the most speech, since a style shows only while the character talks, its resting mouth and
+    its lip gain (``style.calibrate_lips`` over windows of ``window`` frames)."""
     from ..motion import MOUTH_POINTS, estimate_rest, in_rest_widths
-    from ..style import StyleReference
+    from ..style import StyleReference, calibrate_lips
 
     silent = clip["silent"].numpy().astype(np.float32)
     speech = np.convolve(1 - silent, np.ones(count), "valid")
@@ -250,13 +251,13 @@ def encode_clip_style(model, clip: dict, count: int, fps: float = 25.0):
     frames = clip["frames"][span].permute(0, 3, 1, 2).float() / 127.5 - 1.0
     points = (clip["landmarks"].float().numpy()[:, list(MOUTH_POINTS)] + 0.5) / clip["frames"].shape[2]
     rest = estimate_rest(points[np.isfinite(points).all(axis=(1, 2))])
-    lips = None
-    if model.config.style.lip_motion:
-        lips = torch.from_numpy(in_rest_widths(points[span], rest)).nan_to_num(0.0)
+    lips = np.nan_to_num(in_rest_widths(points[span], rest))
+    features = clip["whisper"][span].float()
     with torch.no_grad():
-        tokens = model.encode_style(frames, clip["whisper"][span].float(), lips).float().cpu()
+        tokens = model.encode_style(frames, features, torch.from_numpy(lips) if model.config.style.lip_motion
+                                    else None).float().cpu()
     return StyleReference(tokens, np.arange(start, start + count), fps, start / fps, count / fps,
-                          float(1 - silent[span].mean()), rest)
+                          float(1 - silent[span].mean()), rest, calibrate_lips(model, tokens, features, lips, window))
 
 
 def _style_references(model, index, entries, config) -> dict:
@@ -274,7 +275,7 @@ def _style_references(model, index, entries, config) -> dict:
     def encoded(number: int) -> torch.Tensor:
         path, clip, _, _ = index.entries[number]
         return encode_clip_style(model, read_clip(path, clip, ("frames", "whisper", "silent", "landmarks")),
-                                 frames_needed)
+                                 frames_needed, window=config.num_frames)
 
     gains = {clip_identity(info): (info.get("speaking_style") or {}).get("gain", 1.0)
              for _, _, _, info in index.entries}
