@@ -1,9 +1,11 @@
 """Models for the speaking-style tests (issue 10): one with a style input whose encoder steers the output,
 and one without a style input.
 
-The shipped toy model has a style encoder, but its UNet hardly uses the style tokens yet (BENCHMARKS.md,
-Toy world v3), so ``write_style_model`` keeps its weights and makes the encoder's output layer random: a
-style then visibly steers the output, which the node and workflow tests need to see it arrive.
+The shipped toy model's style acts through the mouth motion its encoder predicts (``style.style_condition``),
+while its UNet hardly uses the style tokens (BENCHMARKS.md, Toy world v3). ``write_style_model`` keeps the
+shipped weights and makes the token layer random, so a style steers the output through both paths, which
+the node and workflow tests need to see it arrive; ``tokens=False`` silences the tokens to test the motion
+path alone.
 """
 
 from __future__ import annotations
