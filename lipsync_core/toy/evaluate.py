@@ -321,9 +321,10 @@ def style_figures(truths: list[dict], source: list[tuple], runs: dict[str, list]
         figures[f"width_error_{label}"] = float(np.nanmean(np.abs(widths)))
         figures[f"amplitude_{label}"] = [round(a, 4) for a in amps]
     figures["amplitude_true"] = [round(a, 4) for a in true_amp]
+    true_openings, silences = [t["opening"] for t in truths], [t["silent"].astype(bool) for t in truths]
     for name, label in (("own", "plain"), ("style", "reference")):  # lip sync with and without the reference
-        figures[f"speech_r_{label}"] = opening_figures([o for o, _ in runs[name]], [t["opening"] for t in truths],
-                                                       [t["silent"].astype(bool) for t in truths])["speech_correlation"]
+        openings = [o for o, _ in runs[name]]
+        figures[f"speech_r_{label}"] = opening_figures(openings, true_openings, silences)["speech_correlation"]
     figures["amplitude_error_ratio"] = (figures["amplitude_error_reference"]
                                         / max(figures["amplitude_error_plain"], 1e-9))
     figures["width_error_ratio"] = figures["width_error_reference"] / max(figures["width_error_plain"], 1e-9)
