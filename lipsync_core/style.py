@@ -79,10 +79,11 @@ LIP_GAIN_RANGE = (0.25, 4.0)
 def predict_lips(model, tokens: torch.Tensor, audio_features: torch.Tensor, window: int) -> np.ndarray:
     """``predict_mouth`` over per-frame features ``[T, L, W, D]`` in chunks of ``window`` frames (the frames the
     encoder saw together in training) -> ``[T, 40, 2]`` in rest widths."""
+    device, dtype = model.device, model.dtype
+    tokens = tokens.to(device, dtype)
     with torch.no_grad():
-        chunks = [model.style_encoder.predict_mouth(audio_features[start : start + window][None].to(model.device,
-                                                                                                 model.dtype),
-                                                    tokens.to(model.device, model.dtype))[0].float().cpu()
+        chunks = [model.style_encoder.predict_mouth(audio_features[start : start + window][None].to(device, dtype),
+                                                    tokens)[0].float().cpu()
                   for start in range(0, len(audio_features), window)]
     return torch.cat(chunks).numpy()
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 
-from ..motion import MOUTH_POINTS, NUM_MOUTH_POINTS
+from ..motion import MOUTH_POINTS, NUM_MOUTH_POINTS, estimate_rest, in_rest_widths
 from .shards import ShardIndex, read_clip
 
 
@@ -107,8 +107,6 @@ class LipSyncWindows(torch.utils.data.Dataset):
     def mouth_target(self, entry: int, landmarks: np.ndarray) -> torch.Tensor:
         """The style encoder's target ``[T, 40, 2]``: the window's lip points' displacement from the clip's
         resting mouth, in rest widths (``motion.in_rest_widths``); NaN without a face."""
-        from ..motion import estimate_rest, in_rest_widths
-
         if entry not in self._rests:
             path, clip = self.index.entries[entry][:2]
             points = read_clip(path, clip, ("landmarks",))["landmarks"].float().numpy()[:, list(MOUTH_POINTS)]
@@ -116,7 +114,7 @@ class LipSyncWindows(torch.utils.data.Dataset):
             self._rests[entry] = estimate_rest(points[valid]) if valid.any() else None
         rest = self._rests[entry]
         if rest is None:
-            return torch.full((len(landmarks), len(MOUTH_POINTS), 2), float("nan"))
+            return torch.full((len(landmarks), NUM_MOUTH_POINTS, 2), float("nan"))
         return torch.from_numpy(in_rest_widths(landmarks[:, list(MOUTH_POINTS)], rest))
 
     def style_reference(self, rng: np.random.Generator, entry: int, start: int) -> dict[str, torch.Tensor]:
