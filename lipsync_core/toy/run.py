@@ -47,7 +47,8 @@ def toy_model_config(num_frames: int = 8, motion_channels: int = 2, style: bool 
 
 @dataclass
 class ToyRunConfig:
-    world: WorldConfig = field(default_factory=lambda: WorldConfig(train_identities=32, eval_identities=6))
+    world: WorldConfig = field(default_factory=lambda: WorldConfig(train_identities=32, eval_identities=6,
+                                                                   train_clip_gain=1.5, train_clip_width=0.15))
     num_frames: int = 8
     # The model's inputs besides audio and reference (toy_model_config): mouth-motion channels, style encoder.
     motion_channels: int = 2
@@ -170,6 +171,7 @@ def write_world_shards(clips: list[ToyClip], folder: Path, whisper, vae, packed_
                       "num_frames": count, "split": clip.split, "identity": clip.identity,
                       "sentences": clip.sentences, "voice": clip.voice, "speed": clip.speed, "style": clip.style,
                       "listening": not clip.sentences, "speaking_style": clip.meta.get("speaking_style"),
+                      "clip_style": clip.meta.get("clip_style"),
                       **mask_info(clip.frames.shape[1], "nose", world.mask_hold, clip.meta.get("mask_expand", 0.08))})
         if len(batch) == clips_per_shard or number == len(clips) - 1:
             write_shard(folder / f"shard-{number // clips_per_shard:05d}.safetensors", batch, infos)

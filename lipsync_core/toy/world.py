@@ -20,6 +20,8 @@ from .speech import HELD_OUT_SENTENCES, SENTENCES, SPEEDS, VOICES, Utterance, co
 
 # A character of gain 1 opens its mouth this much for the loudest speech: room above it for wide speakers.
 NEUTRAL_OPENING = 0.75
+# The widest a mouth opens (a training clip's gain can lift a wide speaker past 1).
+MAX_OPENING = 1.5
 
 
 @dataclass
@@ -45,9 +47,15 @@ class SpeakingStyle:
         slow = cv2.GaussianBlur(utterance.opening[None].astype(np.float32), (0, 0), 2.0,
                                 borderType=cv2.BORDER_REFLECT)[0]
         base = (1 - self.laziness) * utterance.opening + self.laziness * slow
-        opening = np.where(speech, np.clip(self.gain * NEUTRAL_OPENING * base, 0, 1), 0.0).astype(np.float32)
+        opening = np.where(speech, np.clip(self.gain * NEUTRAL_OPENING * base, 0, MAX_OPENING), 0.0).astype(np.float32)
         width = np.where(speech, np.clip(utterance.width + self.width_bias, 0, 1), utterance.width).astype(np.float32)
         return opening, width
+
+    def varied(self, rng: np.random.Generator, gain: float, width: float) -> SpeakingStyle:
+        """This style for one clip: the gain times a factor log-uniform in 1/gain..gain, the width bias plus
+        up to +-width."""
+        return dataclasses.replace(self, gain=self.gain * float(np.exp(rng.uniform(-np.log(gain), np.log(gain)))),
+                                   width_bias=self.width_bias + float(rng.uniform(-width, width)))
 
 
 @dataclass
@@ -70,6 +78,11 @@ class WorldConfig:
     train_mask_expand: tuple[float, float] = (0.04, 0.12)
     # Each character speaks its own way (SpeakingStyle.random); False: every one as SpeakingStyle().
     speaking_styles: bool = True
+    # Each training clip's style varies around its character's (SpeakingStyle.varied): a gain factor up to
+    # this x or / and a width bias up to +-this. Otherwise who speaks would give away how far the mouth
+    # opens, and a model would learn that from the ID reference instead of following the motion input.
+    train_clip_gain: float = 1.0
+    train_clip_width: float = 0.0
     seed: int = 0
 
 
@@ -92,7 +105,7 @@ class ToyClip:
     video_landmarks: np.ndarray | None = None  # float32 [T, 478, 2] in video pixels (held-out clips only)
     # The opening a neutral speaker (SpeakingStyle()) would have: what style figures are measured against.
     neutral_opening: np.ndarray | None = None
-    meta: dict = field(default_factory=dict)  # mask_expand, speaking_style
+    meta: dict = field(default_factory=dict)  # mask_expand, speaking_style (the character's), clip_style
 
 
 def head_motion(rng: np.random.Generator, num_frames: int, fps: float) -> np.ndarray:
@@ -162,9 +175,10 @@ def generate_world(config: WorldConfig, progress=None) -> list[ToyClip]:
         ("eval", config.train_identities + i) for i in range(config.eval_identities)]
     total = len(identities) * config.clips_per_identity + config.train_identities * config.listening_clips_per_identity
 
-    def add_clip(character, style, split, identity, sentences, voice, speed, utterance, clip_rng, mask_rng):
+    def add_clip(character, style, clip_style, split, identity, sentences, voice, speed, utterance, clip_rng,
+                 mask_rng):
         mask_expand = 0.08 if split == "eval" else float(mask_rng.uniform(*config.train_mask_expand))
-        opening, width = style.apply(utterance)
+        opening, width = clip_style.apply(utterance)
         video, points = render_clip(character, opening, width, config.video_size, clip_rng, config.fps)
         crops, crop_points, masks = crop_clip(video, points, config, mask_expand)
         held_out = split == "eval"
@@ -172,7 +186,8 @@ def generate_world(config: WorldConfig, progress=None) -> list[ToyClip]:
         clips.append(ToyClip(identity, split, sentences, voice, speed, utterance.waveform, crops, crop_points,
                              masks, opening, width, utterance.silent, character.style,
                              video if held_out else None, points if held_out else None, neutral,
-                             {"mask_expand": float(mask_expand), "speaking_style": dataclasses.asdict(style)}))
+                             {"mask_expand": float(mask_expand), "speaking_style": dataclasses.asdict(style),
+                              "clip_style": dataclasses.asdict(clip_style)}))
         if progress is not None:
             progress(len(clips), total)
 
@@ -182,7 +197,11 @@ def generate_world(config: WorldConfig, progress=None) -> list[ToyClip]:
         own_rng = np.random.default_rng([config.seed, identity, 1])
         style = SpeakingStyle.random(np.random.default_rng([config.seed, identity, 2])) if config.speaking_styles \
             else SpeakingStyle()
-        for _ in range(config.clips_per_identity):
+        for number in range(config.clips_per_identity):
+            clip_style = style
+            if split == "train" and (config.train_clip_gain != 1 or config.train_clip_width):
+                clip_style = style.varied(np.random.default_rng([config.seed, identity, 3, number]),
+                                          config.train_clip_gain, config.train_clip_width)
             sentences = [int(s) for s in rng.choice(sentence_split(split), config.sentences_per_clip, replace=False)]
             voice, speed = VOICES[rng.integers(len(VOICES))], int(SPEEDS[rng.integers(len(SPEEDS))])
             segments = []
@@ -192,10 +211,10 @@ def generate_world(config: WorldConfig, progress=None) -> list[ToyClip]:
                     speech_cache[key] = speak(SENTENCES[sentence], voice, speed)
                 segments.append(speech_cache[key])
             pauses = [rng.uniform(0.3, 0.8)] + [rng.uniform(0.4, 0.9) for _ in segments[1:]] + [rng.uniform(0.3, 0.6)]
-            add_clip(character, style, split, identity, sentences, voice, speed,
+            add_clip(character, style, clip_style, split, identity, sentences, voice, speed,
                      compose(segments, pauses, config.fps), rng, own_rng)
         if split == "train":
             for _ in range(config.listening_clips_per_identity):
                 silence = compose([], [float(own_rng.uniform(*config.listening_seconds))], config.fps)
-                add_clip(character, style, split, identity, [], "", 0, silence, own_rng, own_rng)
+                add_clip(character, style, style, split, identity, [], "", 0, silence, own_rng, own_rng)
     return clips

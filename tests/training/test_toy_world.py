@@ -152,3 +152,26 @@ def test_each_character_speaks_in_its_own_style(world):
                                          speaking_styles=False, listening_clips_per_identity=0))
     assert neutral[0].meta["speaking_style"] == {"gain": 1.0, "width_bias": 0.0, "laziness": 0.0}
     np.testing.assert_array_equal(neutral[0].opening, neutral[0].neutral_opening)
+
+
+def test_training_clips_vary_the_style_and_held_out_clips_do_not():
+    """train_clip_gain / train_clip_width: each training clip's gain and width bias vary around its character's,
+    visibly in the pixels; the held-out clips and every random draw besides are those of the plain world."""
+    kwargs = dict(train_identities=4, eval_identities=1, clips_per_identity=2, seed=11, listening_clips_per_identity=0)
+    plain = generate_world(WorldConfig(**kwargs))
+    varied = generate_world(WorldConfig(**kwargs, train_clip_gain=1.5, train_clip_width=0.15))
+    for before, after in zip(plain, varied):
+        assert after.meta["speaking_style"] == before.meta["speaking_style"]
+        np.testing.assert_array_equal(after.neutral_opening, before.neutral_opening)
+        if after.split == "eval":
+            np.testing.assert_array_equal(after.frames, before.frames)
+            assert after.meta["clip_style"] == after.meta["speaking_style"]
+    train = [c for c in varied if c.split == "train"]
+    factors = [c.meta["clip_style"]["gain"] / c.meta["speaking_style"]["gain"] for c in train]
+    assert all(1 / 1.5 <= f <= 1.5 for f in factors) and np.ptp(factors) > 0.2
+    offsets = [c.meta["clip_style"]["width_bias"] - c.meta["speaking_style"]["width_bias"] for c in train]
+    assert all(abs(o) <= 0.15 for o in offsets) and np.ptp(offsets) > 0.05
+    # Two clips of one character now open the mouth by different amounts: the pixels follow the clip's gain.
+    amplitude = [slope(measure_opening(c.frames, c.landmarks)[~c.silent], c.neutral_opening[~c.silent])
+                 for c in train]
+    assert pearson(amplitude, [c.meta["clip_style"]["gain"] for c in train]) > 0.9
