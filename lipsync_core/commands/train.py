@@ -32,6 +32,8 @@ _HELP = {
                      "style encoder; samples without audio never get one)",
     "style_frames": "frames of the style reference: a stretch of another clip of the same speaker (at most a "
                     "prep clip's length; speakers are named by the video file up to '__')",
+    "mouth_loss_weight": "extra weight of the diffusion loss on the mouth's latent cells (the outer lips from the "
+                         "shards' landmarks; 0 = off)",
     "sample_every": "write a sample strip every N steps (0 = never)",
     "inference_defaults": "sampler settings written into the model files' defaults, e.g. '{\"steps\": 20}'",
 }

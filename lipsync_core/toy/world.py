@@ -4,7 +4,8 @@ Each clip is a small "video" (the character talking, its head moving, turning an
 the jaw dropping as the mouth opens) plus what the pipeline makes of it: the aligned face crops and
 the held adaptive mask of ``face.prepare_face_crops``, the very call inference runs, fed the
 character's known landmarks (mediapipe does not see drawn faces). Every character has a speaking
-style of its own (``SpeakingStyle``: how wide, how round, how crisp), seen only in its own clips.
+style of its own (``SpeakingStyle``: how wide, how round, how crisp), seen only in its own clips; a
+training clip's gain and width may vary around it (``WorldConfig.train_clip_gain`` / ``train_clip_width``).
 """
 
 from __future__ import annotations

@@ -71,6 +71,10 @@ class TrainConfig:
     # reference and the audio). Ours: the displacement's variance is ~0.002, so x100 brings the loss near the
     # diffusion loss's size.
     style_motion_weight: float = 100.0
+    # Extra weight of the diffusion loss on the latent cells of the mouth (the window's outer-lip hull from its
+    # landmarks, grown by one cell); 0 = off. Ours: those cells carry how far the mouth opens but are a few
+    # percent of the mask, so a model learns the lips' timing long before their amplitude.
+    mouth_loss_weight: float = 0.0
     noise_aug_strength: float = 0.02  # canvas augmentation, as the sampler's default
     fps: float = 25.0
     motion_bucket_id: int = 127
@@ -196,7 +200,7 @@ class DiffusionLoss(nn.Module):
     def forward(self, latents: torch.Tensor, masked_latents: torch.Tensor, latent_mask: torch.Tensor,
                 audio: torch.Tensor, reference: torch.Tensor, draws: dict[str, torch.Tensor],
                 motion: torch.Tensor | None = None, style: tuple | None = None,
-                ) -> torch.Tensor:
+                mouth: torch.Tensor | None = None) -> torch.Tensor:
         config, model = self.config, self.model
         batch_size = latents.shape[0]
         sigma = draws["sigma"]
@@ -227,6 +231,8 @@ class DiffusionLoss(nn.Module):
         denoised = model.denoise(noisy, sigma, cond)
         weight = ((sigma**2 + 1.0) / sigma**2).reshape(-1, 1, 1, 1, 1)
         error = weight * (denoised.float() - latents.float()) ** 2 * latent_mask
+        if mouth is not None:
+            error = error * (1.0 + config.mouth_loss_weight * mouth)
         cells = latent_mask.sum(dim=(1, 2, 3, 4)).clamp(min=1.0) * latents.shape[2]
         return (error.sum(dim=(1, 2, 3, 4)) / cells).mean() + auxiliary
 
@@ -352,7 +358,8 @@ def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
 
     motion_channels = model.config.unet.motion_channels
     dataset = LipSyncWindows(config.data, num_frames, use_latents=config.use_latents, seed=config.seed,
-                             landmarks=motion_channels > 0 or model.config.style is not None,
+                             landmarks=motion_channels > 0 or model.config.style is not None
+                             or config.mouth_loss_weight > 0,
                              style_frames=config.style_frames if model.config.style is not None else 0)
     if vae is None:
         raise ValueError("training needs a VAE (for the canvas and samples): give --vae or --init with one")
@@ -442,7 +449,8 @@ def train(config: TrainConfig, model: SayAnythingModel | None = None, vae=None,
 def _prepare_batch(batch: dict, vae, config: TrainConfig, generator: torch.Generator, device,
                    motion_channels: int = 0) -> tuple:
     """Latents, canvas and the random draws of one step (drawn on the CPU from the run's generator);
-    with a motion input also the mouth motion rendered from the window's own landmarks."""
+    with a motion input also the mouth motion rendered from the window's own landmarks, and with a mouth loss
+    weight the mouth's cells ``[B, T, 1, h, w]``."""
     frames, mask = batch["frames"], batch["mask"]
     batch_size = frames.shape[0]
     if "latents" in batch:
@@ -458,14 +466,19 @@ def _prepare_batch(batch: dict, vae, config: TrainConfig, generator: torch.Gener
         "keep_audio": torch.rand(batch_size, generator=generator) >= config.audio_dropout,
         "keep_reference": torch.rand(batch_size, generator=generator) >= config.reference_dropout,
     }
-    motion = style = None
-    if motion_channels:  # drawn after the others: runs without a motion input keep their random sequence
+    motion = style = mouth = None
+    if motion_channels or config.mouth_loss_weight > 0:
         from ..motion import render_landmarks
 
-        draws["keep_motion"] = torch.rand(batch_size, generator=generator) >= config.motion_dropout
         size, latent_size = frames.shape[-1], tuple(latents.shape[-2:])
-        motion = torch.stack([torch.from_numpy(render_landmarks(marks.numpy(), size, latent_size))
-                              for marks in batch["landmarks"]]).to(device)
+        rendered = torch.stack([torch.from_numpy(render_landmarks(marks.numpy(), size, latent_size))
+                                for marks in batch["landmarks"]]).to(device)
+        if config.mouth_loss_weight > 0:  # the outer lips' hull, grown by a cell: a mouth opening wider is in it
+            outer = rendered[:, :, 1].flatten(0, 1)[:, None]
+            mouth = torch.nn.functional.max_pool2d(outer, 3, stride=1, padding=1).reshape(rendered[:, :, 1:].shape)
+    if motion_channels:  # drawn after the others: runs without a motion input keep their random sequence
+        draws["keep_motion"] = torch.rand(batch_size, generator=generator) >= config.motion_dropout
+        motion = rendered
     if "style_frames" in batch:  # likewise for the style
         keep = torch.rand(batch_size, generator=generator) >= config.style_dropout
         draws["keep_style"] = keep & batch["has_style"]
@@ -475,7 +488,7 @@ def _prepare_batch(batch: dict, vae, config: TrainConfig, generator: torch.Gener
                  batch["mouth_target"].to(device))
     draws = {key: value.to(device) for key, value in draws.items()}
     tensors = (latents, masked_latents, latent_mask, batch["audio"], batch["reference"])
-    return tuple(t.to(device) for t in tensors) + (draws, motion, style)
+    return tuple(t.to(device) for t in tensors) + (draws, motion, style, mouth)
 
 
 def _save_state(accelerator, output: Path, step: int, keep: int) -> None:

@@ -97,11 +97,44 @@ def test_diffusion_training_with_a_motion_input(shard_folder, tmp_path):
     model = SayAnythingModel(config)
     path = train(TrainConfig(data=str(shard_folder), output=str(tmp_path / "run"), num_frames=4, batch_size=2,
                              max_steps=3, learning_rate=1e-2, lr_warmup_steps=1, checkpoint_every=0,
-                             motion_dropout=0.0, embed_vae=True), model=model, vae=build_vae("tiny"))
+                             motion_dropout=0.0, mouth_loss_weight=4.0, embed_vae=True), model=model,
+                 vae=build_vae("tiny"))
     loaded, _ = load_checkpoint(path)
     assert loaded.config.unet.motion_channels == MOTION_CHANNELS
     # the condition reached the UNet: its zero-initialised weights moved
     assert loaded.unet.conv_in.weight[:, 9:].abs().sum() > 0
+
+
+def test_the_mouth_loss_weight_lies_on_the_lips(shard_folder, tmp_path):
+    """mouth_loss_weight: the weighed cells are the window's lips (grown by a cell), a small part of the mask, and
+    the loss counts an error there (1 + weight) times."""
+    from torch.utils.data import default_collate
+
+    from lipsync_core.configs import SayAnythingConfig, build_vae
+    from lipsync_core.models import SayAnythingModel
+    from lipsync_core.training.dataset import LipSyncWindows
+    from lipsync_core.training.train import DiffusionLoss, TrainConfig, _prepare_batch
+
+    batch = default_collate([LipSyncWindows(shard_folder, 4, landmarks=True, seed=0)[0]])
+    config = TrainConfig(data=str(shard_folder), output=str(tmp_path), mouth_loss_weight=4.0, noise_aug_strength=0.0)
+    inputs = _prepare_batch(batch, build_vae("tiny"), config, torch.Generator().manual_seed(0), "cpu")
+    latents, latent_mask, mouth = inputs[0], inputs[2], inputs[-1]
+    assert mouth.shape == latent_mask.shape and float(mouth.max()) > 0.5
+    cells = latents.shape[-1] / batch["frames"].shape[-1]  # latent cells per crop pixel
+    marks = batch["landmarks"][0] * cells
+    for t in range(mouth.shape[1]):
+        for point, least in ((61, 0.0), (291, 0.0), (13, 0.5), (14, 0.5)):  # lip corners, inner lips' middle
+            x, y = (int(v) for v in marks[t, point])
+            assert mouth[0, t, 0, y, x] > least
+        x, y = (int(v) for v in marks[t, 468])  # an eye
+        assert mouth[0, t, 0, y, x] == 0
+    assert (mouth * latent_mask).sum() < 0.5 * latent_mask.sum()
+    # Weighed once with the mouth and once without, the same draws give a loss between 1x and 5x.
+    torch.manual_seed(0)
+    objective = DiffusionLoss(SayAnythingModel(SayAnythingConfig.preset("tiny")), config)
+    with torch.no_grad():
+        plain, weighed = objective(*inputs[:-1]), objective(*inputs)
+    assert plain < weighed < 5 * plain
 
 
 @pytest.mark.slow  # a small toy world, Whisper on all of it and 400 training steps: a few minutes on a CPU core
