@@ -47,8 +47,7 @@ def toy_model_config(num_frames: int = 8, motion_channels: int = 2, style: bool 
 
 @dataclass
 class ToyRunConfig:
-    world: WorldConfig = field(default_factory=lambda: WorldConfig(train_identities=32, eval_identities=6,
-                                                                   train_clip_gain=1.5, train_clip_width=0.15))
+    world: WorldConfig = field(default_factory=lambda: WorldConfig(train_identities=32, eval_identities=6))
     num_frames: int = 8
     # The model's inputs besides audio and reference (toy_model_config): mouth-motion channels, style encoder.
     motion_channels: int = 2
