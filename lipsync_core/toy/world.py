@@ -80,8 +80,8 @@ class WorldConfig:
     # Each character speaks its own way (SpeakingStyle.random); False: every one as SpeakingStyle().
     speaking_styles: bool = True
     # Each training clip's style varies around its character's (SpeakingStyle.varied): a gain factor up to
-    # this x or / and a width bias up to +-this. Otherwise who speaks would give away how far the mouth
-    # opens, and a model would learn that from the ID reference instead of following the motion input.
+    # this x or / and a width bias up to +-this, so who speaks does not give away how far the mouth opens.
+    # Off by default: it made motion gain more linear but cost speech r (BENCHMARKS.md, toy world v3).
     train_clip_gain: float = 1.0
     train_clip_width: float = 0.0
     seed: int = 0

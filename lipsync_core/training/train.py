@@ -73,7 +73,7 @@ class TrainConfig:
     style_motion_weight: float = 100.0
     # Extra weight of the diffusion loss on the latent cells of the mouth (the window's outer-lip hull from its
     # landmarks, grown by one cell); 0 = off. Ours: those cells carry how far the mouth opens but are a few
-    # percent of the mask, so a model learns the lips' timing long before their amplitude.
+    # percent of the mask (toy-world figures: BENCHMARKS.md, toy world v3).
     mouth_loss_weight: float = 0.0
     noise_aug_strength: float = 0.02  # canvas augmentation, as the sampler's default
     fps: float = 25.0
