@@ -86,6 +86,11 @@ class WorldConfig:
     train_clip_width: float = 0.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.train_clip_gain < 1 or self.train_clip_width < 0:
+            raise ValueError("train_clip_gain must be 1 (off) or more and train_clip_width 0 (off) or more, got "
+                             f"{self.train_clip_gain} and {self.train_clip_width}")
+
 
 @dataclass
 class ToyClip:

@@ -100,6 +100,8 @@ class TrainConfig:
         for name in ("audio_dropout", "reference_dropout", "motion_dropout", "style_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")
+        if self.mouth_loss_weight < 0:
+            raise ValueError(f"mouth_loss_weight must be 0 (off) or more, got {self.mouth_loss_weight}")
         if self.batch_size < 1 or self.max_steps < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("batch_size, max_steps and gradient_accumulation_steps must be positive")
 

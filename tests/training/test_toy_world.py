@@ -175,3 +175,5 @@ def test_training_clips_vary_the_style_and_held_out_clips_do_not():
     amplitude = [slope(measure_opening(c.frames, c.landmarks)[~c.silent], c.neutral_opening[~c.silent])
                  for c in train]
     assert pearson(amplitude, [c.meta["clip_style"]["gain"] for c in train]) > 0.9
+    with pytest.raises(ValueError, match="train_clip_gain"):
+        WorldConfig(train_clip_gain=0.5)

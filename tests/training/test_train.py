@@ -97,6 +97,8 @@ def test_bad_settings_are_refused():
         TrainConfig(data="d", output="o", trainable="some")
     with pytest.raises(ValueError, match="audio_dropout"):
         TrainConfig(data="d", output="o", audio_dropout=1.0)
+    with pytest.raises(ValueError, match="mouth_loss_weight"):
+        TrainConfig(data="d", output="o", mouth_loss_weight=-1.0)
 
 
 def test_from_svd_single_file_with_bf16_checkpointing_and_partial_training(shard_folder, tmp_path):
