@@ -80,6 +80,8 @@ def main() -> None:
     evaluate_parser.add_argument("--clips", type=int, default=8)
     evaluate_parser.add_argument("--frames", type=int, default=64)
     evaluate_parser.add_argument("--threads", type=int, default=1)
+    evaluate_parser.add_argument("--motion-guidance", type=float, default=None,
+                                 help="the sampler's motion guidance scale (default: the model file's)")
     evaluate_parser.add_argument("--json", default=str(HERE / "motion_control.json"))
     args = parser.parse_args()
     if args.command == "train":
@@ -113,6 +115,7 @@ def evaluate_command(args) -> None:
     toy = ToyRunConfig()
     base, base_vae = load_checkpoint(args.init)
     model, vae = load_checkpoint(args.model)
+    guidance = model.defaults.motion_guidance if args.motion_guidance is None else args.motion_guidance
     entries = ShardIndex.scan(Path(args.shards) / "eval").entries[: args.clips]
     clips = [read_clip(path, clip) for path, clip, _, _ in entries]
     count = min([args.frames] + [len(c["frames"]) for c in clips])
@@ -150,7 +153,7 @@ def evaluate_command(args) -> None:
                 frames, mask, features, reference=reference, num_inference_steps=toy.sample_steps,
                 reference_guidance_scale=toy.reference_guidance, audio_guidance_scale=toy.audio_guidance,
                 window_length=toy.num_frames, window_overlap=toy.num_frames // 4, noise_aug_strength=0.0,
-                seed=toy.seed + number, motion=condition)
+                seed=toy.seed + number, motion=condition, motion_guidance_scale=guidance)
             pixels = ((result.permute(0, 2, 3, 1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
             runs[name].append(measure_opening(pixels, landmarks))
             if name in widths:
@@ -186,6 +189,7 @@ def evaluate_command(args) -> None:
         "reenactment_vs_own_audio_truth_r": pooled(runs["reenact"], truth),
         "clips": len(clips),
         "frames_per_clip": count,
+        "motion_guidance": guidance,
     }
     record = {
         "what": "Mouth-motion control on toy world held-out clips, measured from pixels (toy ruler)",

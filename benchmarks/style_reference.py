@@ -83,6 +83,7 @@ def main() -> None:
                               audio_guidance_scale=defaults.audio_guidance, window_length=defaults.window,
                               window_overlap=defaults.overlap, noise_aug_strength=0.0, seed=0,
                               style=None if given is None else given.tokens,
+                              motion_guidance_scale=defaults.motion_guidance,
                               motion=style_condition(given, model, speech_features, defaults.fps, defaults.window,
                                                      frames.shape[-1] // pipeline.vae_scale_factor))
             pixels = ((result.permute(0, 2, 3, 1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()

@@ -221,6 +221,8 @@ class ModelDefaults:
     steps: int = 10
     reference_guidance: float = 2.0
     audio_guidance: float = 4.0
+    # With a mouth motion (given, or a style reference's): guidance on it (1 = none, one branch fewer).
+    motion_guidance: float = 1.0
     noise_aug_strength: float = 0.02  # SVD's canvas noise augmentation
     fps: float = 25.0  # frame rate of the training clips (a still image's default)
     motion_bucket_id: int = 127

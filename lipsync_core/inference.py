@@ -44,6 +44,7 @@ class SamplerOptions:
     seed: int = 0
     reference_guidance: float | None = None
     audio_guidance: float | None = None
+    motion_guidance: float | None = None  # only where a mouth motion is given (or comes from a style)
     window: int | None = None
     overlap: int | None = None
     decode_chunk: int = 8
@@ -82,6 +83,7 @@ class SamplerOptions:
             steps=_pick(self.steps, steps),
             reference_guidance=_pick(self.reference_guidance, defaults.reference_guidance),
             audio_guidance=_pick(self.audio_guidance, defaults.audio_guidance),
+            motion_guidance=_pick(self.motion_guidance, defaults.motion_guidance),
             window=window,
             overlap=overlap,
             noise_aug_strength=_pick(self.noise_aug_strength, defaults.noise_aug_strength),
@@ -513,6 +515,7 @@ def generate(
         preview_callback=None if preview is None else (lambda start, x0: preview(preview_frame(loaded.vae, x0))),
         style=None if style is None else style.for_model(loaded.model),
         style_scale=style_strength,
+        motion_guidance_scale=options.motion_guidance,
     )
     return model_to_images(generated)
 

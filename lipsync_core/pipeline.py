@@ -229,18 +229,23 @@ class GuidanceBranch:
     coefficient: float
     use_reference: bool
     use_audio: bool
+    use_motion: bool = True  # the mouth motion, where one is given
 
 
-def guidance_branches(reference_guidance_scale: float, audio_guidance_scale: float) -> list[GuidanceBranch]:
-    """``out = uncond + s_ref (ref - uncond) + s_audio (ref_audio - ref)`` as an affine sum of branches.
+def guidance_branches(reference_guidance_scale: float, audio_guidance_scale: float,
+                      motion_guidance_scale: float = 1.0) -> list[GuidanceBranch]:
+    """``out = uncond + s_ref (ref - uncond) + s_audio (ref_audio - ref) + (s_motion - 1) (ref_audio - ref_audio
+    without the motion)`` as an affine sum of branches; every other branch has the motion, like the canvas.
 
-    Branches with a zero coefficient are skipped (s_ref = s_audio = 1 runs only ref+audio).
+    Branches with a zero coefficient are skipped (s_ref = s_audio = s_motion = 1 runs only ref+audio).
     """
     s_ref, s_audio = float(reference_guidance_scale), float(audio_guidance_scale)
+    s_motion = float(motion_guidance_scale)
     candidates = [
         GuidanceBranch(1.0 - s_ref, use_reference=False, use_audio=False),
         GuidanceBranch(s_ref - s_audio, use_reference=True, use_audio=False),
-        GuidanceBranch(s_audio, use_reference=True, use_audio=True),
+        GuidanceBranch(s_audio + s_motion - 1.0, use_reference=True, use_audio=True),
+        GuidanceBranch(1.0 - s_motion, use_reference=True, use_audio=True, use_motion=False),
     ]
     return [branch for branch in candidates if branch.coefficient != 0.0]
 
@@ -351,6 +356,7 @@ class SayAnythingPipeline:
         preview_callback: PreviewCallback | None = None,
         style: torch.Tensor | None = None,
         style_scale: float = 1.0,
+        motion_guidance_scale: float = 1.0,
     ) -> torch.Tensor:
         """Regenerate the masked region of ``frames`` to match ``audio_features``.
 
@@ -383,6 +389,8 @@ class SayAnythingPipeline:
             style: ``[1, R, hidden]`` speaking-style reference (``model.encode_style``) for a model with a
                 style encoder; it goes with the audio, so the guidance branches without audio have none.
             style_scale: weight of the style tokens (1: as trained; 0: none).
+            motion_guidance_scale: with a ``motion``, how far past the motion's own effect to push (the
+                conditioned output against the same without the motion; 1 = no extra branch).
 
         Returns ``[T, 3, S, S]`` float32 on the CPU in -1..1, equal to ``frames`` wherever ``mask`` is 0.
         The steps are also public for videos that do not fit in memory (``lipsync_core.streaming``):
@@ -440,6 +448,7 @@ class SayAnythingPipeline:
             preview_callback=preview_callback,
             style=style,
             style_scale=style_scale,
+            motion_guidance_scale=motion_guidance_scale,
         )
 
         # 5. Decode and composite: pixels outside the mask are the input's, exactly.
@@ -532,12 +541,13 @@ class SayAnythingPipeline:
         preview_callback: PreviewCallback | None = None,
         style: torch.Tensor | None = None,
         style_scale: float = 1.0,
+        motion_guidance_scale: float = 1.0,
     ) -> None:
         """Run the sampler on ``video.latents`` in place: every window denoised at every step, blended
         into one estimate per frame, one Euler step. Frames are stepped as soon as no later window
         covers them, so besides the latents only one window's blend is held (``speed.window_batch``
         windows' with batching). ``motion`` ``[T, C, h, w]``: the rendered mouth motion for a model with
-        a motion input; ``style`` / ``style_scale`` as in ``__call__``."""
+        a motion input; ``style`` / ``style_scale`` / ``motion_guidance_scale`` as in ``__call__``."""
         model = self.model
         device = torch.device(device) if device is not None else model.device
         speed = speed or SpeedSettings()
@@ -560,8 +570,9 @@ class SayAnythingPipeline:
         groups = [list(range(i, min(i + size, len(windows)))) for i in range(0, len(windows), size)]
         sigmas = self.sigmas(num_inference_steps, speed.schedule)
         id_features = [feature.to(device, model.dtype) for feature in id_features]
-        guided = _BranchBatch(guidance_branches(reference_guidance_scale, audio_guidance_scale), id_features,
-                              model.zero_id_features(id_features), device)
+        branches = guidance_branches(reference_guidance_scale, audio_guidance_scale,
+                                     1.0 if motion is None else motion_guidance_scale)
+        guided = _BranchBatch(branches, id_features, model.zero_id_features(id_features), device)
         conditioned = _BranchBatch([CONDITIONED_BRANCH], id_features, model.zero_id_features(id_features), device)
         added_time_ids = make_added_time_ids(fps, motion_bucket_id, noise_aug_strength, 1, device)
         # One deep-feature cache per window group, for the current guidance batch: never shared between
@@ -679,7 +690,8 @@ class SayAnythingPipeline:
             audio_features=audio.flatten(0, 1),
             id_features=[ids.repeat_interleave(windows, dim=0) for ids in batch.id_features],
             added_time_ids=added_time_ids.expand(count * windows, 3),
-            motion=None if motion is None else per_branch(motion),
+            motion=None if motion is None else torch.stack(
+                [motion if b.use_motion else torch.zeros_like(motion) for b in batch.branches]).flatten(0, 1),
         )
         if style is not None:
             cond.style = style.to(latents.device)

@@ -257,6 +257,7 @@ def lipsync_file(
         speed=speed,
         style=style_tokens,
         style_scale=style_strength,
+        motion_guidance_scale=options.motion_guidance,
     )
 
     # 5. Decode, paste into the re-read source frames (the third decode), encode

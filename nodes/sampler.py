@@ -14,6 +14,7 @@ from .types import (
     auto,
     check_frames,
     fps_input,
+    motion_guidance_input,
     node_schema,
     sampling_inputs,
     speed_inputs,
@@ -91,6 +92,7 @@ class SayAnythingSampler(io.ComfyNode):
                 ),
                 *speed_inputs(),
                 *style_inputs(),
+                motion_guidance_input(),
             ],
             outputs=[io.Image.Output(display_name="crops")],
         )
@@ -115,6 +117,7 @@ class SayAnythingSampler(io.ComfyNode):
         mouth_motion=None,
         style=None,
         style_strength: float = 1.0,
+        motion_guidance: float = -1.0,
         **speed,
     ) -> io.NodeOutput:
         from ..lipsync_core.inference import SamplerOptions, generate
@@ -125,6 +128,7 @@ class SayAnythingSampler(io.ComfyNode):
             seed=seed,
             reference_guidance=auto(reference_guidance, -1.0),
             audio_guidance=auto(audio_guidance, -1.0),
+            motion_guidance=auto(motion_guidance, -1.0),
             window=auto(window, 0),
             overlap=auto(overlap, -1),
             decode_chunk=decode_chunk,

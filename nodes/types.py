@@ -166,6 +166,20 @@ def style_inputs() -> list:
     ]
 
 
+def motion_guidance_input() -> io.Float.Input:
+    """Guidance on the mouth motion, shared by SayAnything Sampler and Lip Sync Video (optional and last)."""
+    return io.Float.Input(
+        "motion_guidance",
+        default=-1.0,
+        min=-1.0,
+        max=10.0,
+        step=0.05,
+        optional=True,
+        tooltip="How strongly the lips follow a mouth motion (mouth_motion, or the one a style gives): 1 = as "
+        "trained, above 1 pushes further (one more model call per step); -1 = the model's default.",
+    )
+
+
 def speed_options(
     speed: str = "quality",
     guidance_sigma_low: float = -1.0,

@@ -23,6 +23,7 @@ from .types import (
     SayAnythingModel,
     WhisperModel,
     auto,
+    motion_guidance_input,
     node_schema,
     sampling_inputs,
     speed_inputs,
@@ -107,6 +108,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     "fps, it must last as long as the output.",
                 ),
                 *style_inputs(),
+                motion_guidance_input(),
             ],
             outputs=[io.Video.Output(display_name="video")],
         )
@@ -131,6 +133,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
         mouth_motion=None,
         style=None,
         style_strength: float = 1.0,
+        motion_guidance: float = -1.0,
         **speed,
     ) -> io.NodeOutput:
         from ..lipsync_core.audio import audio_from_comfy
@@ -152,6 +155,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
             seed=seed,
             reference_guidance=auto(reference_guidance, -1.0),
             audio_guidance=auto(audio_guidance, -1.0),
+            motion_guidance=auto(motion_guidance, -1.0),
             **speed_options(**speed),
         )
         face = FaceOptions(

@@ -3,6 +3,7 @@ exact lengths and rates, untouched pixels where nothing is edited, clear errors,
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 from pathlib import Path
 
@@ -104,8 +105,9 @@ def test_streaming_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, w
 
 def test_streaming_with_a_mouth_motion_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, whisper_encoder,
                                                                  captured):
-    """The Lip Sync Video node's path (lipsync_file) and the in-memory one agree with a motion too, and the
-    motion changes the frames (a model with a motion input: tests.support.motion)."""
+    """The Lip Sync Video node's path (lipsync_file) and the in-memory one agree with a motion too, also with
+    motion guidance, and the motion and its guidance change the frames (a model with a motion input:
+    tests.support.motion)."""
     import shutil
 
     from lipsync_core.face import track_faces
@@ -121,18 +123,21 @@ def test_streaming_with_a_mouth_motion_gives_the_in_memory_frames(tmp_path, astr
     driving = np.stack([drop_jaw(astronaut, landmarks, 12 * abs(np.sin(i / 2))) for i in range(12)])
     motion = motion_from_track(track_faces(driving, fps=fps), fps)
     speech = inference.load_audio(speech_wav)
-    options = inference.SamplerOptions(steps=2, seed=3, decode_chunk=4)
+    options = inference.SamplerOptions(steps=2, seed=3, decode_chunk=4, motion_guidance=1.0)
+    pushed = dataclasses.replace(options, motion_guidance=3.0)
     runs = {}
-    for name, given in (("motion", motion), ("none", None)):
+    for name, given, settings in (("motion", motion, options), ("none", None, options), ("pushed", motion, pushed)):
         captured.clear()
-        lipsync_file(clip, speech, tmp_path / f"{name}.mp4", loaded, whisper_encoder, options, fit_mode="cut",
+        lipsync_file(clip, speech, tmp_path / f"{name}.mp4", loaded, whisper_encoder, settings, fit_mode="cut",
                      motion=given)
         runs[name] = np.stack(captured)
     frames, read_fps = inference.read_frames(clip)
-    expected, _audio, _mask = inference.lipsync(frames, read_fps, speech, loaded, whisper_encoder, options,
-                                                fit_mode="cut", motion=motion)
-    np.testing.assert_array_equal(runs["motion"], inference.frames_to_uint8(expected))
+    for name, settings in (("motion", options), ("pushed", pushed)):
+        expected, _audio, _mask = inference.lipsync(frames, read_fps, speech, loaded, whisper_encoder, settings,
+                                                    fit_mode="cut", motion=motion)
+        np.testing.assert_array_equal(runs[name], inference.frames_to_uint8(expected))
     assert np.abs(runs["motion"].astype(int) - runs["none"].astype(int)).max() > 10
+    assert np.abs(runs["pushed"].astype(int) - runs["motion"].astype(int)).max() > 10
 
 
 def test_long_clip_keeps_exact_length_rate_size_and_audio(

@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=sampler.seed)
     parser.add_argument("--reference-guidance", type=float, help=f"identity guidance {AUTO}")
     parser.add_argument("--audio-guidance", type=float, help=f"audio guidance {AUTO}")
+    parser.add_argument("--motion-guidance", type=float,
+                        help=f"guidance on the mouth motion (--motion-video, or a --style-video's) {AUTO}")
     parser.add_argument("--window", type=int, help=f"frames denoised together {AUTO}")
     parser.add_argument("--overlap", type=int, help=f"frames shared by neighbouring windows {AUTO}")
     parser.add_argument("--noise-aug", type=float, help=f"canvas noise augmentation {AUTO}")
@@ -149,6 +151,7 @@ def main(args: argparse.Namespace) -> int:
             seed=args.seed,
             reference_guidance=args.reference_guidance,
             audio_guidance=args.audio_guidance,
+            motion_guidance=args.motion_guidance,
             window=args.window,
             overlap=args.overlap,
             decode_chunk=args.decode_chunk,

@@ -180,7 +180,7 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
                 num_inference_steps=config.sample_steps, reference_guidance_scale=config.reference_guidance,
                 audio_guidance_scale=config.audio_guidance, window_length=config.num_frames,
                 window_overlap=config.num_frames // 4, noise_aug_strength=0.0, seed=config.seed + number,
-                style=None if style is None else style.tokens,
+                style=None if style is None else style.tokens, motion_guidance_scale=config.motion_guidance,
                 motion=style_condition(style, model, features.float(), 25.0, config.num_frames,
                                        frames.shape[-1] // pipeline.vae_scale_factor))
             pixels = _to_uint8(result)

@@ -71,6 +71,7 @@ class ToyRunConfig:
     sample_steps: int = 10
     reference_guidance: float = 1.0
     audio_guidance: float = 2.0
+    motion_guidance: float = 1.0  # where a mouth motion is given (or comes from a style reference)
     checkpoint_every: int = 0
     seed: int = 0
 
@@ -87,7 +88,7 @@ class ToyRunConfig:
         """The sampler and mask settings the evaluation uses: stamped into the model file's ``defaults``
         (the training clips' mask expand varies around the evaluation's)."""
         return {"steps": self.sample_steps, "reference_guidance": self.reference_guidance,
-                "audio_guidance": self.audio_guidance, "mask_expand": 0.08}
+                "audio_guidance": self.audio_guidance, "motion_guidance": self.motion_guidance, "mask_expand": 0.08}
 
 
 def packed_frame_features(whisper, waveforms: list[np.ndarray], num_frames: list[int], fps: float = 25.0,

@@ -203,6 +203,11 @@ def test_speed_presets_fill_what_is_left_on_auto_and_a_user_value_wins():
     assert SamplerOptions(speed="balanced").resolve(measured).speed_settings().guidance_interval == (1.0, 50.0)
     assert SamplerOptions(speed="quality").resolve(measured).speed_settings().guidance_interval is None
     assert ModelDefaults.from_json(measured.to_json()) == measured
+    # Motion guidance: the file's own unless the user gives one; files without the key: 1 (no extra branch).
+    pushing = DEFAULTS.replace(motion_guidance=2.5)
+    assert SamplerOptions().resolve(pushing).motion_guidance == 2.5
+    assert SamplerOptions(motion_guidance=1.0).resolve(pushing).motion_guidance == 1.0
+    assert ModelDefaults.from_json('{"steps": 4}').motion_guidance == 1.0
     with pytest.raises(ValueError, match="speed must be one of"):
         SamplerOptions(speed="ludicrous")
     with pytest.raises(ValueError, match="deep_cache_interval"):

@@ -112,3 +112,55 @@ def test_the_sampler_passes_the_motion_to_the_unet(tiny_config, tiny_vae):
     assert (pipe(video, mask, audio, motion=motion, **args) - plain).abs().max() > 1e-3
     with pytest.raises(ValueError, match="motion must be \\[T, channels, h, w\\] with T = 6 frames"):
         pipe(video, mask, audio, motion=motion[:5], **args)
+
+
+def test_motion_guidance_pushes_past_the_motions_own_effect(tiny_config, tiny_vae, monkeypatch):
+    from lipsync_core.pipeline import SayAnythingPipeline, guidance_branches
+
+    assert len(guidance_branches(2.0, 3.0)) == len(guidance_branches(2.0, 3.0, 1.0)) == 3  # 1 = no extra branch
+    branches = guidance_branches(1.0, 1.0, 2.5)
+    assert [(b.coefficient, b.use_audio, b.use_motion) for b in branches] == [(2.5, True, True), (-1.5, True, False)]
+    assert sum(b.coefficient for b in guidance_branches(2.0, 3.0, 2.0)) == pytest.approx(1.0)
+
+    torch.manual_seed(0)
+    model = add_motion_input(randomize_zero_inits(SayAnythingModel(tiny_config))).eval()
+    with torch.no_grad():
+        model.unet.conv_in.weight[:, 9:] = 0.1  # as if trained: the motion steers the output
+    pipe = SayAnythingPipeline(model, tiny_vae)
+    generator = torch.Generator().manual_seed(1)
+    size = LATENT * pipe.vae_scale_factor
+    frames = torch.rand(FRAMES, 3, size, size, generator=generator) * 2 - 1
+    mask = torch.zeros(FRAMES, 1, size, size)
+    mask[:, :, size // 2:] = 1.0
+    config_audio = tiny_config.audio
+    audio = torch.randn(FRAMES, config_audio.num_layers, config_audio.window, config_audio.feature_dim,
+                        generator=generator)
+    motion = torch.from_numpy(render_motion(_mouth(1.0), LATENT))
+    args = dict(reference=frames[:1], num_inference_steps=1, window_length=FRAMES, window_overlap=0, seed=4)
+
+    plain = pipe(frames, mask, audio, **args)
+    torch.testing.assert_close(pipe(frames, mask, audio, motion_guidance_scale=3.0, **args), plain, rtol=0, atol=0)
+    followed = pipe(frames, mask, audio, motion=motion, **args)
+    pushed = pipe(frames, mask, audio, motion=motion, motion_guidance_scale=3.0, **args)
+    inside = mask.bool().expand_as(plain)
+    assert (pushed - plain)[inside].abs().mean() > 1.5 * (followed - plain)[inside].abs().mean()
+
+    # The batched call holds the motion in the guided branch and zeros in the one without it.
+    seen, combined = [], []
+    original_denoise, original_guided = model.denoise, pipe._guided_denoise
+
+    def record_denoise(noisy, sigma, cond, **extra):
+        seen.append((cond, original_denoise(noisy, sigma, cond, **extra)))
+        return seen[-1][1]
+
+    def record_guided(*args, **kwargs):
+        combined.append(original_guided(*args, **kwargs))
+        return combined[-1]
+
+    monkeypatch.setattr(model, "denoise", record_denoise)
+    monkeypatch.setattr(pipe, "_guided_denoise", record_guided)
+    pipe(frames, mask, audio, motion=motion, motion_guidance_scale=3.0,
+         **dict(args, reference_guidance_scale=1.0, audio_guidance_scale=1.0))
+    cond, out = seen[0]
+    assert torch.count_nonzero(cond.motion[0]) > 0 and torch.count_nonzero(cond.motion[1]) == 0
+    torch.testing.assert_close(combined[0][0], 3.0 * out[0] - 2.0 * out[1], rtol=1e-5, atol=1e-5)
