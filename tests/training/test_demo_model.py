@@ -12,6 +12,7 @@ import av
 from lipsync_core.checkpoint import read_model_defaults
 from lipsync_core.toy.demo import DEMO_MODEL, demo_lipsync
 from lipsync_core.toy.measure import measure_opening, pearson
+from lipsync_core.toy.run import ToyRunConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,6 +22,7 @@ def test_demo_model_lip_syncs_a_new_character(whisper_tiny_dir):
     # The file says how to run it: what the toy run trained and evaluated it with.
     defaults = read_model_defaults(DEMO_MODEL)
     assert (defaults.crop_size, defaults.window, defaults.noise_aug_strength, defaults.mask_hold) == (64, 8, 0.0, 0.5)
+    assert defaults.motion_guidance == ToyRunConfig().motion_guidance  # what its motion figures were measured at
     # Through inference.lipsync at those defaults, with the character's known track.
     frames, case = demo_lipsync(whisper_tiny_dir)
     measured = measure_opening((frames * 255).round().byte().numpy(), case.landmarks)
