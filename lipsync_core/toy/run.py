@@ -72,7 +72,7 @@ class ToyRunConfig:
     reference_guidance: float = 1.0
     audio_guidance: float = 2.0
     # Where a mouth motion is given (or comes from a style reference). Ours: on the toy model 2.0 takes a motion
-    # alone from r 0.85 to 0.97 (BENCHMARKS.md, toy world v3, motion guidance).
+    # alone from r 0.85 to 0.95 (BENCHMARKS.md, toy world v3, motion guidance).
     motion_guidance: float = 2.0
     checkpoint_every: int = 0
     seed: int = 0
