@@ -299,13 +299,15 @@ def face_mask(
     options: FaceOptions | None = None,
     user_mask: torch.Tensor | None = None,
     frames: Sequence[int] | None = None,
+    defaults: ModelDefaults | None = None,
 ) -> torch.Tensor:
     """The adaptive lower-face mask ``[T, H, W]``, held in time (``options.mask_hold`` seconds, taken in the
     aligned crop so it does not open and close with the source jaw); a user MASK may ``replace`` it, or
-    ``intersect`` / ``union`` with it. ``frames``: only those frames (streaming)."""
+    ``intersect`` / ``union`` with it. ``frames``: only those frames (streaming). ``defaults``: the model
+    file's, for the options left on ``auto`` (``None``: ``ModelDefaults()``)."""
     from .face import align_transforms, face_masks
 
-    options = (options or FaceOptions()).resolve(ModelDefaults())
+    options = (options or FaceOptions()).resolve(defaults or ModelDefaults())
     user = None
     if user_mask is not None:
         user = broadcast_mask(user_mask, len(track.found), tuple(track.frame_size), "user_mask").numpy()

@@ -10,10 +10,12 @@ import comfy.utils
 from comfy_api.latest import io
 
 from . import model_folders
-from .types import FaceCrop, FaceTrack, SayAnythingModel, check_frames, fps_input, node_schema
+from .types import FaceCrop, FaceTrack, SayAnythingModel, auto, check_frames, fps_input, node_schema
 
 FACE_CHOICES = ["largest", "index"]
 UPPER_EDGES = ["mouth", "nose", "eyes"]
+AUTO_EDGE = "auto"
+AUTO_FRACTION = -1.0  # the mask widgets' auto: the model's value
 USER_MASK_MODES = ["replace", "intersect", "union"]
 
 
@@ -31,43 +33,68 @@ def face_choice_inputs() -> list:
 
 
 def mask_inputs() -> list:
-    """The adaptive mask's widgets (Face Mask, Load Face Track): upper edge, expand, feather, hold."""
+    """The adaptive mask's widgets (Face Mask, Load Face Track): upper edge, expand, feather, hold; on auto,
+    the connected model's training settings (mask_model_input)."""
     return [
         io.Combo.Input(
             "upper_edge",
-            options=UPPER_EDGES,
-            default="nose",
+            options=[AUTO_EDGE, *UPPER_EDGES],
+            default=AUTO_EDGE,
             tooltip="Top of the mask. Higher edges hide more of the source lips and reduce "
-            "lip-motion leakage (KeySync: eye level); lower edges keep more of the face.",
+            "lip-motion leakage (KeySync: eye level); lower edges keep more of the face. "
+            "auto = the connected model's (nose without a model).",
         ),
         io.Float.Input(
             "expand",
-            default=0.08,
-            min=0.0,
+            default=AUTO_FRACTION,
+            min=AUTO_FRACTION,
             max=1.0,
             step=0.01,
-            tooltip="Grow the mask by this fraction of the face size.",
+            tooltip="Grow the mask by this fraction of the face size; -1 = the connected model's (0.08 without).",
         ),
         io.Float.Input(
             "feather",
-            default=0.06,
-            min=0.0,
+            default=AUTO_FRACTION,
+            min=AUTO_FRACTION,
             max=0.5,
             step=0.01,
-            tooltip="Soft edge width as a fraction of the face size.",
+            tooltip="Soft edge width as a fraction of the face size; -1 = the connected model's (0.06 without).",
         ),
         io.Float.Input(
             "mask_hold",
-            default=0.5,
-            min=0.0,
+            default=AUTO_FRACTION,
+            min=AUTO_FRACTION,
             max=5.0,
             step=0.05,
             optional=True,
             tooltip="Seconds before and after each frame whose mouth outlines the mask covers "
             "(taken in the aligned face), so the mask does not open and close with the source "
-            "jaw and cannot tell the model how the source lips moved (ours: 0.5 s).",
+            "jaw and cannot tell the model how the source lips moved; -1 = the connected model's (0.5 s without).",
         ),
     ]
+
+
+def mask_model_input():
+    """Last on the mask nodes, so workflows saved before it keep their input slots."""
+    return SayAnythingModel.Input(
+        "model",
+        optional=True,
+        tooltip="From SayAnything Model Loader: the mask it was trained with fills the widgets left on "
+        "auto, so the graph masks as the one-node Lip Sync Video does.",
+    )
+
+
+def model_defaults(model):
+    """The connected SayAnything model's ``ModelDefaults`` (its file's), or None without a model."""
+    return None if model is None else model.payload.defaults
+
+
+def mask_options(upper_edge: str, expand: float, feather: float, mask_hold: float, **face):
+    """The mask widgets as FaceOptions, ``auto`` as None (lipsync_core fills it from the model's defaults)."""
+    from ..lipsync_core.inference import FaceOptions
+
+    return FaceOptions(upper_edge=auto(upper_edge, AUTO_EDGE), expand=auto(expand, AUTO_FRACTION),
+                       feather=auto(feather, AUTO_FRACTION), mask_hold=auto(mask_hold, AUTO_FRACTION), **face)
 
 
 class SayAnythingFaceMask(io.ComfyNode):
@@ -98,6 +125,7 @@ class SayAnythingFaceMask(io.ComfyNode):
                     tooltip="replace: use your mask as is; intersect: keep the face mask only inside "
                     "yours; union: add yours to the face mask.",
                 ),
+                mask_model_input(),
             ],
             outputs=[
                 io.Mask.Output(display_name="mask"),
@@ -116,11 +144,12 @@ class SayAnythingFaceMask(io.ComfyNode):
         upper_edge: str,
         expand: float,
         feather: float,
-        mask_hold: float = 0.5,
+        mask_hold: float = AUTO_FRACTION,
         user_mask=None,
         user_mask_mode: str = "replace",
+        model=None,
     ) -> io.NodeOutput:
-        from ..lipsync_core.inference import FaceOptions, draw_face_preview, face_mask, track_face
+        from ..lipsync_core.inference import draw_face_preview, face_mask, track_face
 
         frames = check_frames(images)
         progress = comfy.utils.ProgressBar(frames.shape[0])
@@ -132,10 +161,8 @@ class SayAnythingFaceMask(io.ComfyNode):
             model_folders=model_folders.folder_paths_for(model_folders.MEDIAPIPE_FOLDER),
             progress=lambda done, total: progress.update_absolute(done, total),
         )
-        options = FaceOptions(
-            upper_edge=upper_edge, expand=expand, feather=feather, mask_hold=mask_hold, user_mask_mode=user_mask_mode
-        )
-        mask = face_mask(track, fps, options, user_mask=user_mask)
+        options = mask_options(upper_edge, expand, feather, mask_hold, user_mask_mode=user_mask_mode)
+        mask = face_mask(track, fps, options, user_mask=user_mask, defaults=model_defaults(model))
         return io.NodeOutput(mask, track, draw_face_preview(frames, mask, track))
 
 
@@ -179,7 +206,7 @@ class SayAnythingFaceCrop(io.ComfyNode):
         from ..lipsync_core.inference import crop_faces
 
         if crop_size == 0:
-            crop_size = (model.payload.defaults if model is not None else ModelDefaults()).crop_size
+            crop_size = (model_defaults(model) or ModelDefaults()).crop_size
         crops, crop_mask, transform = crop_faces(check_frames(images), mask, face_track, crop_size=crop_size)
         return io.NodeOutput(crops, crop_mask, transform)
 

@@ -9,7 +9,7 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from .face import mask_inputs
+from .face import AUTO_FRACTION, mask_inputs, mask_model_input, mask_options, model_defaults
 from .types import CATEGORY, FaceTrack, check_frames
 
 TRACK_SUFFIX = ".npz"
@@ -40,6 +40,7 @@ class SayAnythingLoadFaceTrack(io.ComfyNode):
                 io.Float.Input("fps", default=25.0, min=1.0, max=240.0, step=0.001,
                                tooltip="Frame rate of the frames (the mask hold is in seconds)."),
                 *mask_inputs(),
+                mask_model_input(),
             ],
             outputs=[
                 io.Mask.Output(display_name="mask"),
@@ -60,9 +61,9 @@ class SayAnythingLoadFaceTrack(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, track_file: str, fps: float, upper_edge: str, expand: float, feather: float,
-                mask_hold: float = 0.5) -> io.NodeOutput:
+                mask_hold: float = AUTO_FRACTION, model=None) -> io.NodeOutput:
         from ..lipsync_core.face import FaceTrack as Track
-        from ..lipsync_core.inference import FaceOptions, draw_face_preview, face_mask
+        from ..lipsync_core.inference import draw_face_preview, face_mask
 
         frames = check_frames(images)
         track = Track.load(folder_paths.get_annotated_filepath(track_file))
@@ -72,6 +73,6 @@ class SayAnythingLoadFaceTrack(io.ComfyNode):
                 f"{track_file} tracks {track.num_frames} frames of {tuple(track.frame_size)} but the images are "
                 f"{frames.shape[0]} frames of {size}; save the track of these frames (after any fitting to the audio)"
             )
-        options = FaceOptions(upper_edge=upper_edge, expand=expand, feather=feather, mask_hold=mask_hold)
-        mask = face_mask(track, fps, options)
+        mask = face_mask(track, fps, mask_options(upper_edge, expand, feather, mask_hold),
+                         defaults=model_defaults(model))
         return io.NodeOutput(mask, track, draw_face_preview(frames, mask, track))

@@ -17,6 +17,7 @@ from comfy_api.latest import InputImpl, io
 
 from ..lipsync_core.audio import FIT_MODES
 from . import model_folders
+from .face import AUTO_EDGE
 from .types import (
     FaceTrack,
     MouthMotion,
@@ -31,7 +32,6 @@ from .types import (
     style_inputs,
 )
 
-AUTO_EDGE = "auto"
 STAGES = ["tracking", "audio features", "canvas", "denoising", "writing"]
 
 

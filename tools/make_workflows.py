@@ -136,6 +136,7 @@ def lipsync_chain(g: Graph, images: tuple[int, str], audio: tuple[int, str], fps
     reference = g.add("SayAnythingReferenceEncode", (x + 760, 700))
     g.connect(model, "model", reference, "model")
     g.connect(model, "model", crop, "model")
+    g.connect(model, "model", face, "model")  # the mask the model was trained with
     g.connect(crop, "crops", reference, "reference")
 
     sampler = g.add("SayAnythingSampler", (x + 1140, 0), **(sampler or {}))
