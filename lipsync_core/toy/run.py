@@ -71,8 +71,8 @@ class ToyRunConfig:
     sample_steps: int = 10
     reference_guidance: float = 1.0
     audio_guidance: float = 2.0
-    # Where a mouth motion is given (or comes from a style reference). Ours: on the toy model 2.0 takes a motion
-    # alone from r 0.85 to 0.95 (BENCHMARKS.md, toy world v3, motion guidance).
+    # Where a mouth motion is given (or comes from a style reference). Ours: on 3c 2.0 took a motion alone from
+    # r 0.85 to 0.95; the shipped fine-tune 10 follows one with r 0.96 at it (BENCHMARKS.md, toy world v3).
     motion_guidance: float = 2.0
     checkpoint_every: int = 0
     seed: int = 0
