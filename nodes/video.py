@@ -17,7 +17,7 @@ from comfy_api.latest import InputImpl, io
 
 from ..lipsync_core.audio import FIT_MODES
 from . import model_folders
-from .face import AUTO_EDGE
+from .face import AUTO_EDGE, UPPER_EDGES
 from .types import (
     FaceTrack,
     MouthMotion,
@@ -72,7 +72,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "upper_edge",
-                    options=[AUTO_EDGE, "mouth", "nose", "eyes"],
+                    options=[AUTO_EDGE, *UPPER_EDGES],
                     default=AUTO_EDGE,
                     tooltip="Top of the editing mask; higher hides more of the source lips (less "
                     "leakage). auto = the model's default.",
