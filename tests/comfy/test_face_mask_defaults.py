@@ -15,6 +15,8 @@ pytestmark = pytest.mark.comfy
 MASK_MODEL = "sayanything_eyes_mask_test.safetensors"
 AUTO = {"upper_edge": "auto", "expand": -1.0, "feather": -1.0, "mask_hold": -1.0}
 EXPLICIT = {"upper_edge": "nose", "expand": 0.08, "feather": 0.06, "mask_hold": 0.5}  # ModelDefaults()'s
+MODEL_MASK = {"upper_edge": "eyes", "expand": 0.2, "feather": 0.02, "mask_hold": 0.0}  # mask_model's file
+TRACK_FILE = "sayanything_portrait_track.npz"
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +27,20 @@ def mask_model(comfy_models):
     from lipsync_core.models import SayAnythingModel
 
     torch.manual_seed(2)
-    defaults = ModelDefaults(upper_edge="eyes", mask_expand=0.2, mask_feather=0.02, mask_hold=0.0)
+    defaults = ModelDefaults(upper_edge=MODEL_MASK["upper_edge"], mask_expand=MODEL_MASK["expand"],
+                             mask_feather=MODEL_MASK["feather"], mask_hold=MODEL_MASK["mask_hold"])
     save_checkpoint(comfy_models / "sayanything" / MASK_MODEL, SayAnythingModel(SayAnythingConfig.preset("tiny")),
                     defaults=defaults, overwrite=True)
     return MASK_MODEL
 
 
-def _mask(comfy, comfy_base, widgets: dict, model: str | None) -> np.ndarray:
-    face = {"images": ["portrait", 0], "fps": 25.0, "face": "largest", "face_index": 0, **widgets}
+def _mask(comfy, comfy_base, widgets: dict, model: str | None, node: str = "SayAnythingFaceMask") -> np.ndarray:
+    face = {"images": ["portrait", 0], "fps": 25.0, **widgets}
+    tracking = {"face": "largest", "face_index": 0}
+    face.update({"track_file": TRACK_FILE} if node == "SayAnythingLoadFaceTrack" else tracking)
     prompt = {
         "portrait": {"class_type": "LoadImage", "inputs": {"image": PORTRAIT_FILE}},
-        "face": {"class_type": "SayAnythingFaceMask", "inputs": face},
+        "face": {"class_type": node, "inputs": face},
         "image": {"class_type": "MaskToImage", "inputs": {"mask": ["face", 0]}},
         "save": {"class_type": "SaveImage", "inputs": {"images": ["image", 0], "filename_prefix": "face_mask"}},
     }
@@ -57,3 +62,16 @@ def test_face_mask_takes_the_models_mask_on_auto(comfy, comfy_base, comfy_inputs
     assert (models > 0.5).sum() > 1.3 * (plain > 0.5).sum()
     # Widgets set by hand win over the model's settings.
     np.testing.assert_array_equal(_mask(comfy, comfy_base, EXPLICIT, mask_model), explicit)
+
+
+def test_load_face_track_takes_the_models_mask_on_auto(comfy, comfy_base, comfy_inputs, object_info, mask_model):
+    from lipsync_core.face import track_faces
+
+    portrait = np.asarray(Image.open(comfy_base / "input" / PORTRAIT_FILE).convert("RGB"))
+    track_faces([portrait]).save(comfy_base / "input" / TRACK_FILE)
+    plain = _mask(comfy, comfy_base, AUTO, None, node="SayAnythingLoadFaceTrack")
+    np.testing.assert_array_equal(plain, _mask(comfy, comfy_base, EXPLICIT, None, node="SayAnythingLoadFaceTrack"))
+    # On auto the model's eye-level, wider mask: the same as those settings set by hand.
+    models = _mask(comfy, comfy_base, AUTO, mask_model, node="SayAnythingLoadFaceTrack")
+    np.testing.assert_array_equal(models, _mask(comfy, comfy_base, MODEL_MASK, None, node="SayAnythingLoadFaceTrack"))
+    assert (models > 0.5).sum() > 1.3 * (plain > 0.5).sum()
