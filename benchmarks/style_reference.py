@@ -36,6 +36,7 @@ def main() -> None:
 
     from lipsync_core.audio import Audio, load_whisper_encoder
     from lipsync_core.checkpoint import load_checkpoint
+    from lipsync_core.inference import SamplerOptions
     from lipsync_core.pipeline import SayAnythingPipeline
     from lipsync_core.style import style_condition
     from lipsync_core.toy.evaluate import encode_clip_style
@@ -78,9 +79,10 @@ def main() -> None:
         style = encode_clip_style(model, reference_clip, defaults.style_reference_frames, window=defaults.window)
         for label, given in (("no reference", None), ("own reference", style)):
             speech_features = features[:frames_needed].float()
+            options = SamplerOptions().resolve(defaults, styled=given is not None)
             result = pipeline(frames, mask, speech_features, reference=reference,
                               num_inference_steps=defaults.steps, reference_guidance_scale=defaults.reference_guidance,
-                              audio_guidance_scale=defaults.audio_guidance, window_length=defaults.window,
+                              audio_guidance_scale=options.audio_guidance, window_length=defaults.window,
                               window_overlap=defaults.overlap, noise_aug_strength=0.0, seed=0,
                               style=None if given is None else given.tokens,
                               motion_guidance_scale=defaults.motion_guidance,

@@ -69,9 +69,14 @@ class SamplerOptions:
             self.guidance_interval = tuple(float(v) for v in self.guidance_interval)
         self.speed_settings()  # the speed settings given are valid (SpeedSettings checks them)
 
-    def resolve(self, defaults: ModelDefaults) -> SamplerOptions:
-        """Every ``auto`` setting filled in from the model's defaults and the speed preset (a user value wins)."""
+    def resolve(self, defaults: ModelDefaults, styled: bool = False) -> SamplerOptions:
+        """Every ``auto`` setting filled in from the model's defaults and the speed preset (a user value wins).
+        ``styled``: a speaking style is given, so ``auto`` audio guidance is the file's ``style_audio_guidance``
+        where it has one."""
         preset = SPEED_PRESETS[self.speed]
+        audio_guidance = defaults.audio_guidance
+        if styled and defaults.style_audio_guidance is not None:
+            audio_guidance = defaults.style_audio_guidance
         window = self.window if self.window is not None else defaults.window
         overlap = self.overlap if self.overlap is not None else min(defaults.overlap, window - 1)
         steps = defaults.steps if preset.max_steps is None else min(defaults.steps, preset.max_steps)
@@ -82,7 +87,7 @@ class SamplerOptions:
             self,
             steps=_pick(self.steps, steps),
             reference_guidance=_pick(self.reference_guidance, defaults.reference_guidance),
-            audio_guidance=_pick(self.audio_guidance, defaults.audio_guidance),
+            audio_guidance=_pick(self.audio_guidance, audio_guidance),
             motion_guidance=_pick(self.motion_guidance, defaults.motion_guidance),
             window=window,
             overlap=overlap,
@@ -476,7 +481,7 @@ def generate(
     """
     from .pipeline import SayAnythingPipeline
 
-    options = options.resolve(loaded.defaults)
+    options = options.resolve(loaded.defaults, styled=style is not None and style_strength != 0)
     num_frames = crops.shape[0]
     if audio_features.shape[0] != num_frames:
         raise ValueError(
@@ -564,7 +569,7 @@ def lipsync(
     from file to file in bounded memory, and gives the same frames.
     """
     defaults = loaded.defaults
-    options = (options or SamplerOptions()).resolve(defaults)
+    options = (options or SamplerOptions()).resolve(defaults, styled=style is not None and style_strength != 0)
     face_options = (face_options or FaceOptions()).resolve(defaults)
     if track is None:  # tracked before fitting: a looped video is tracked once
         track = track_face(

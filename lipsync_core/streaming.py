@@ -140,7 +140,8 @@ def lipsync_file(
     settings = settings or StreamSettings()
     report = progress or (lambda stage, done, total: None)
     defaults = loaded.defaults
-    options = (options or inference.SamplerOptions()).resolve(defaults)
+    styled = style is not None and style_strength != 0
+    options = (options or inference.SamplerOptions()).resolve(defaults, styled=styled)
     face_options = (face_options or inference.FaceOptions()).resolve(defaults)
     style_tokens = None if style is None else style.for_model(loaded.model)  # a wrong model fails before any work
     if motion is not None:

@@ -70,7 +70,8 @@ def sampling_inputs() -> list:
             min=-1.0,
             max=20.0,
             step=0.05,
-            tooltip="How strongly the lips follow the audio (1 = no extra push); -1 = the model's default.",
+            tooltip="How strongly the lips follow the audio (1 = no extra push); -1 = the model's default (with a "
+            "style reference connected, the model's default for styled runs).",
         ),
     ]
 

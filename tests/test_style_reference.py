@@ -179,6 +179,34 @@ def test_style_steers_the_sampler_and_strength_zero_is_no_style(tmp_path, style_
     np.testing.assert_array_equal(np.stack(captured), styled)
 
 
+def test_the_files_style_audio_guidance_applies_while_a_style_is_given(tmp_path, style_model, whisper_encoder,
+                                                                      reference, speech_wav, captured, monkeypatch):
+    from lipsync_core.streaming import lipsync_file
+    from tests.support.media import write_clip
+
+    style = encode_style_reference(style_model, whisper_encoder, *reference, FPS)
+    target = reference[0][:8]
+    speech = inference.load_audio(speech_wav, duration=2.0)
+    video = torch.from_numpy(target).float() / 255.0
+
+    def dub(options=DUB_OPTIONS, **style_args) -> np.ndarray:
+        out, _audio, _mask = inference.lipsync(video, 4.0, speech, style_model, whisper_encoder, options,
+                                               fit_mode="cut", **style_args)
+        return inference.frames_to_uint8(out)
+
+    plain, styled = dub(), dub(style=style)
+    by_hand = dub(dataclasses.replace(DUB_OPTIONS, audio_guidance=0.5), style=style)
+    assert np.abs(by_hand.astype(int) - styled.astype(int)).max() > 0  # the setting changes a styled dub
+    monkeypatch.setattr(style_model.model, "defaults", style_model.defaults.replace(style_audio_guidance=0.5))
+    np.testing.assert_array_equal(dub(style=style), by_hand)  # auto takes the file's style value...
+    np.testing.assert_array_equal(dub(), plain)  # ...only while a style is given
+    np.testing.assert_array_equal(dub(style=style, style_strength=0.0), plain)  # strength 0: no style
+    clip = write_clip(tmp_path / "target.mkv", target, 4)
+    lipsync_file(clip, speech, tmp_path / "out.mp4", style_model, whisper_encoder, DUB_OPTIONS, fit_mode="cut",
+                 style=style)
+    np.testing.assert_array_equal(np.stack(captured), by_hand)  # the streaming path alike
+
+
 def test_a_style_moves_the_mouth_through_the_motion_input(model_files, whisper_encoder, reference, speech_wav):
     """With its tokens silenced, a style still steers a model with a mouth-motion input: the motion its encoder
     predicts for the new speech, scaled by the reference's lip gain, is the motion condition; strength weighs

@@ -175,10 +175,13 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
             runs.append(("no_reference", clip["whisper"][window], model.zero_id_features(id_features)))
         for name, features, ids, *style in runs:
             style = style[0] if style else None
+            audio_guidance = config.audio_guidance
+            if style is not None and config.style_audio_guidance is not None:
+                audio_guidance = config.style_audio_guidance
             result = pipeline(
                 frames, mask, features.float(), id_features=ids,
                 num_inference_steps=config.sample_steps, reference_guidance_scale=config.reference_guidance,
-                audio_guidance_scale=config.audio_guidance, window_length=config.num_frames,
+                audio_guidance_scale=audio_guidance, window_length=config.num_frames,
                 window_overlap=config.num_frames // 4, noise_aug_strength=0.0, seed=config.seed + number,
                 style=None if style is None else style.tokens, motion_guidance_scale=config.motion_guidance,
                 motion=style_condition(style, model, features.float(), 25.0, config.num_frames,

@@ -74,6 +74,9 @@ class ToyRunConfig:
     # Where a mouth motion is given (or comes from a style reference). Ours: on 3c 2.0 took a motion alone from
     # r 0.85 to 0.95; the shipped fine-tune 10 follows one with r 0.96 at it (BENCHMARKS.md, toy world v3).
     motion_guidance: float = 2.0
+    # While a style reference is given (ModelDefaults.style_audio_guidance). Ours: on fine-tune 10 the
+    # reference's amplitude error ratio goes 0.79 -> 0.69 at 0.5, and its speech r 0.867 -> 0.882 (BENCHMARKS.md).
+    style_audio_guidance: float | None = 0.5
     checkpoint_every: int = 0
     seed: int = 0
 
@@ -90,7 +93,8 @@ class ToyRunConfig:
         """The sampler and mask settings the evaluation uses: stamped into the model file's ``defaults``
         (the training clips' mask expand varies around the evaluation's)."""
         return {"steps": self.sample_steps, "reference_guidance": self.reference_guidance,
-                "audio_guidance": self.audio_guidance, "motion_guidance": self.motion_guidance, "mask_expand": 0.08}
+                "audio_guidance": self.audio_guidance, "motion_guidance": self.motion_guidance,
+                "style_audio_guidance": self.style_audio_guidance, "mask_expand": 0.08}
 
 
 def packed_frame_features(whisper, waveforms: list[np.ndarray], num_frames: list[int], fps: float = 25.0,

@@ -208,6 +208,13 @@ def test_speed_presets_fill_what_is_left_on_auto_and_a_user_value_wins():
     assert SamplerOptions().resolve(pushing).motion_guidance == 2.5
     assert SamplerOptions(motion_guidance=1.0).resolve(pushing).motion_guidance == 1.0
     assert ModelDefaults.from_json('{"steps": 4}').motion_guidance == 1.0
+    # Audio guidance while a style is given: the file's style value on auto; a user value and plain runs unchanged.
+    styled = DEFAULTS.replace(audio_guidance=2.0, style_audio_guidance=0.5)
+    assert SamplerOptions().resolve(styled, styled=True).audio_guidance == 0.5
+    assert SamplerOptions().resolve(styled).audio_guidance == 2.0
+    assert SamplerOptions(audio_guidance=3.0).resolve(styled, styled=True).audio_guidance == 3.0
+    assert SamplerOptions().resolve(DEFAULTS, styled=True).audio_guidance == DEFAULTS.audio_guidance  # no key
+    assert ModelDefaults.from_json(styled.to_json()) == styled
     with pytest.raises(ValueError, match="speed must be one of"):
         SamplerOptions(speed="ludicrous")
     with pytest.raises(ValueError, match="deep_cache_interval"):
