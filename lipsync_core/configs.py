@@ -223,7 +223,7 @@ class ModelDefaults:
     audio_guidance: float = 4.0
     # With a mouth motion (given, or a style reference's): guidance on it (1 = none, one branch fewer).
     motion_guidance: float = 1.0
-    # Audio guidance while a speaking style is given (None: audio_guidance): the style's motion already carries
+    # Audio guidance while a speaking style gives the motion (None: audio_guidance): that motion already carries
     # the speech, and a strong push on the audio pulls the mouth back toward the average speaker's.
     style_audio_guidance: float | None = None
     noise_aug_strength: float = 0.02  # SVD's canvas noise augmentation

@@ -71,8 +71,8 @@ class SamplerOptions:
 
     def resolve(self, defaults: ModelDefaults, styled: bool = False) -> SamplerOptions:
         """Every ``auto`` setting filled in from the model's defaults and the speed preset (a user value wins).
-        ``styled``: a speaking style is given, so ``auto`` audio guidance is the file's ``style_audio_guidance``
-        where it has one."""
+        ``styled``: a speaking style gives the motion (no explicit one), so ``auto`` audio guidance is the file's
+        ``style_audio_guidance`` where it has one."""
         preset = SPEED_PRESETS[self.speed]
         audio_guidance = defaults.audio_guidance
         if styled and defaults.style_audio_guidance is not None:
@@ -480,8 +480,9 @@ def generate(
     for a model with a motion input and no ``motion`` it also gives the motion (``style.style_condition``).
     """
     from .pipeline import SayAnythingPipeline
+    from .style import is_styled
 
-    options = options.resolve(loaded.defaults, styled=style is not None and style_strength != 0)
+    options = options.resolve(loaded.defaults, styled=is_styled(style, style_strength, motion))
     num_frames = crops.shape[0]
     if audio_features.shape[0] != num_frames:
         raise ValueError(
@@ -569,7 +570,9 @@ def lipsync(
     from file to file in bounded memory, and gives the same frames.
     """
     defaults = loaded.defaults
-    options = (options or SamplerOptions()).resolve(defaults, styled=style is not None and style_strength != 0)
+    from .style import is_styled
+
+    options = (options or SamplerOptions()).resolve(defaults, styled=is_styled(style, style_strength, motion))
     face_options = (face_options or FaceOptions()).resolve(defaults)
     if track is None:  # tracked before fitting: a looped video is tracked once
         track = track_face(

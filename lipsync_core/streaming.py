@@ -136,11 +136,12 @@ def lipsync_file(
     from .face import align_transforms, track_faces, warp_to_crop
     from .media import VideoReader, VideoWriter
     from .pipeline import SayAnythingPipeline, composite
+    from .style import is_styled
 
     settings = settings or StreamSettings()
     report = progress or (lambda stage, done, total: None)
     defaults = loaded.defaults
-    styled = style is not None and style_strength != 0
+    styled = is_styled(style, style_strength, motion)
     options = (options or inference.SamplerOptions()).resolve(defaults, styled=styled)
     face_options = (face_options or inference.FaceOptions()).resolve(defaults)
     style_tokens = None if style is None else style.for_model(loaded.model)  # a wrong model fails before any work

@@ -129,6 +129,12 @@ def style_condition(style: StyleReference | None, model, audio_features: torch.T
     return torch.from_numpy(render_motion(motion, latent_size)) * float(strength)
 
 
+def is_styled(style: StyleReference | None, strength: float, motion) -> bool:
+    """Whether a run is led by its speaking style: one is given, weighed above 0, and no explicit mouth motion
+    takes its place (``SamplerOptions.resolve(styled=)``: the file's ``style_audio_guidance`` applies)."""
+    return style is not None and strength != 0 and motion is None
+
+
 def require_style_input(model, defaults=None) -> int:
     """R, the reference frames ``model`` was trained with; a clear error for a model without a style input."""
     from .configs import ModelDefaults

@@ -194,10 +194,16 @@ def test_the_files_style_audio_guidance_applies_while_a_style_is_given(tmp_path,
                                                fit_mode="cut", **style_args)
         return inference.frames_to_uint8(out)
 
+    def file_says(value: float | None) -> None:
+        monkeypatch.setattr(style_model.model, "defaults",
+                            dataclasses.replace(file_defaults, style_audio_guidance=value))
+
+    file_defaults = style_model.defaults
+    file_says(None)
     plain, styled = dub(), dub(style=style)
     by_hand = dub(dataclasses.replace(DUB_OPTIONS, audio_guidance=0.5), style=style)
     assert np.abs(by_hand.astype(int) - styled.astype(int)).max() > 0  # the setting changes a styled dub
-    monkeypatch.setattr(style_model.model, "defaults", style_model.defaults.replace(style_audio_guidance=0.5))
+    file_says(0.5)
     np.testing.assert_array_equal(dub(style=style), by_hand)  # auto takes the file's style value...
     np.testing.assert_array_equal(dub(), plain)  # ...only while a style is given
     np.testing.assert_array_equal(dub(style=style, style_strength=0.0), plain)  # strength 0: no style

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=sampler.seed)
     parser.add_argument("--reference-guidance", type=float, help=f"identity guidance {AUTO}")
     parser.add_argument("--audio-guidance", type=float,
-                        help=f"audio guidance {AUTO}; with --style-video, the file's style_audio_guidance if set")
+                        help=f"audio guidance {AUTO}; with --style-video and no --motion-video: style_audio_guidance")
     parser.add_argument("--motion-guidance", type=float,
                         help=f"guidance on the mouth motion (--motion-video, or a --style-video's) {AUTO}")
     parser.add_argument("--window", type=int, help=f"frames denoised together {AUTO}")
