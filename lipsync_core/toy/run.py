@@ -83,11 +83,12 @@ class ToyRunConfig:
     @classmethod
     def quick(cls) -> ToyRunConfig:
         """CI-sized: a small world and a short run that still shows learning."""
-        # Every character speaks alike and there is no motion input: in 900 steps personal styles and samples
-        # that carry the lips' motion would leave too little for the audio (the full run learns those).
+        # Every character speaks alike, and there is no motion input and no style encoder: in 900 steps personal
+        # styles and samples that carry the lips' motion would leave too little for the audio (the full run learns
+        # those). With the style encoder, on a world without styles, speech r was 0.38 instead of 0.75.
         world = WorldConfig(train_identities=16, eval_identities=2, clips_per_identity=2, speaking_styles=False)
         return cls(world=world, vae_steps=160, train_steps=900, eval_clips=4, eval_frames=48, sample_steps=8,
-                   motion_channels=0)
+                   motion_channels=0, style=False)
 
     def inference_defaults(self) -> dict:
         """The sampler and mask settings the evaluation uses: stamped into the model file's ``defaults``

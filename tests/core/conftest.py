@@ -5,15 +5,6 @@ from lipsync_core.configs import SayAnythingConfig, build_vae
 from lipsync_core.models import SayAnythingModel
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # The CI machine has 2 cores shared by several suites.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def randomize_zero_inits(model: SayAnythingModel, seed: int = 0) -> SayAnythingModel:
     """Give the zero-initialised parts (ID-Guider outputs, mask channel) random weights.
 

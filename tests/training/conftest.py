@@ -1,6 +1,14 @@
-"""Fixtures for the training tests: a few real toy-world clips written as shards (no cached latents)."""
+"""Fixtures for the training tests: a few real toy-world clips written as shards (no cached latents), and the
+CI-sized toy proof run beside the rest of the suite."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,3 +38,57 @@ def shard_folder(tmp_path_factory, toy_clips, whisper_encoder):
                 **mask_info(64, "nose", 0.3)}
         write_shard(folder / f"shard-{number:05d}.safetensors", [data], [info])
     return folder
+
+
+class QuickToyRun:
+    """``python -m lipsync_core toy OUT --quick`` in its own process, started as soon as the tests are collected.
+
+    Why: it is most of the default suite's time (about 20 min) and trains on one core, so it runs while the
+    other tests use the other core; ``quick_toy_run`` waits for it.
+    """
+
+    def __init__(self) -> None:
+        from tests.support.whisper import converted_whisper_tiny
+
+        self.output = Path(tempfile.mkdtemp(prefix="sayanything-quick-toy-run-"))
+        self.log = self.output / "toy.log"
+        command = [sys.executable, "-m", "lipsync_core", "toy", str(self.output / "run"), "--quick",
+                   "--whisper", str(converted_whisper_tiny()), "--threads", "1"]
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                            cwd=Path(__file__).resolve().parents[2],
+                                            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"))
+
+    def wait(self) -> Path:
+        """The run's folder once the process has ended well (``results.json``, ``run/model.safetensors``)."""
+        returncode = self.process.wait()
+        assert returncode == 0, f"the quick toy run failed ({returncode}):\n{self.log.read_text()[-4000:]}"
+        return self.output / "run"
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.output, ignore_errors=True)
+
+
+QUICK_TOY_RUN = pytest.StashKey[QuickToyRun]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    wanted = any("quick_toy_run" in getattr(item, "fixturenames", ()) for item in session.items)
+    if wanted and not session.config.option.collectonly:
+        session.config.stash[QUICK_TOY_RUN] = QuickToyRun()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if QUICK_TOY_RUN in config.stash:
+        config.stash[QUICK_TOY_RUN].close()
+
+
+@pytest.fixture(scope="session")
+def quick_toy_run(request) -> Path:
+    """The folder of the CI-sized toy proof's run (its output folder: ``results.json``, ``run/``)."""
+    if QUICK_TOY_RUN not in request.config.stash:  # selected after collection (it never is in a plain run)
+        request.config.stash[QUICK_TOY_RUN] = QuickToyRun()
+    return request.config.stash[QUICK_TOY_RUN].wait()

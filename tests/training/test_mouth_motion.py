@@ -27,7 +27,6 @@ from lipsync_core.training.motion import (
 
 @pytest.fixture(scope="module")
 def trained(shard_folder, tmp_path_factory):
-    torch.set_num_threads(1)
     output = tmp_path_factory.mktemp("motion_run")
     config = MotionTrainConfig(data=str(shard_folder), output=str(output), eval_data=str(shard_folder),
                                num_frames=24, batch_size=4, max_steps=60, hidden_dim=64, log_every=10)
@@ -144,7 +143,6 @@ def test_audio_to_motion_follows_the_true_opening_on_held_out_speakers(whisper_e
     from lipsync_core.training.prep import mask_info
     from lipsync_core.training.shards import write_shard
 
-    torch.set_num_threads(1)
     world = WorldConfig(train_identities=16, eval_identities=4, seed=11)
     clips = generate_world(world)
     for split in ("train", "eval"):
