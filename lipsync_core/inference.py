@@ -563,7 +563,8 @@ def lipsync(
 
     Settings left ``None`` come from the model file's defaults. ``motion``: a ``MouthMotion`` (e.g. of a
     driving video), moved onto this face's mouth, for a model with a mouth-motion input. ``style``: a
-    ``StyleReference`` (``lipsync_core.style``) of the speaker, weighted by ``style_strength``. ``track`` (a
+    ``StyleReference`` (``lipsync_core.style``) of the speaker, weighted by ``style_strength``; its motion is
+    drawn around this face's mouth too (``style.target_style``). ``track`` (a
     ``lipsync_core.face.FaceTrack``
     of the given frames) replaces mediapipe tracking, for faces another tracker found or landmarks known
     in advance (the toy world's drawn characters). ``lipsync_core.streaming.lipsync_file`` does the same
@@ -600,6 +601,9 @@ def lipsync(
         from .motion import target_motion
 
         motion = target_motion(motion, track, fps)
+    from .style import target_style
+
+    style = target_style(style, track, fps)
     generated = generate(
         loaded, crops, crop_mask, features, id_features, options, fps=fps, device=device, callback=callback,
         motion=motion, style=style, style_strength=style_strength,

@@ -204,10 +204,10 @@ def lipsync_file(
         progress=lambda done, total: report("audio features", done, total),
     )
     if condition is None:
-        from .style import style_condition
+        from .style import style_condition, target_style
 
-        condition = style_condition(style, loaded.model, features, float(fps), defaults.window, latent_size,
-                                    style_strength)
+        condition = style_condition(target_style(style, track, float(fps)), loaded.model, features, float(fps),
+                                    defaults.window, latent_size, style_strength)
     transforms = align_transforms(track, size)
 
     def crops_and_masks(start: int, end: int, frames: list[np.ndarray]):

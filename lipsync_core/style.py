@@ -15,8 +15,9 @@ model's crop size, each with the clip's Whisper features of that frame
    how far their lips move against what the encoder predicts for the same speech (``calibrate_lips``).
 
 For a model with a mouth-motion input the style also gives the motion condition (``style_condition``):
-the lip motion the style encoder predicts for the new speech, drawn around that resting mouth. An
-explicit mouth motion given with a style takes its place.
+the lip motion the style encoder predicts for the new speech, drawn around that resting mouth, or around
+the edited face's own where that face is tracked (``target_style``: ``inference.lipsync``,
+``streaming.lipsync_file``). An explicit mouth motion given with a style takes its place.
 
 A reference shorter than R frames at the model's fps is an error that says how many seconds are needed
 (ours: the encoder was only ever trained on R pairs, so fewer is a condition it never saw).
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -70,6 +71,21 @@ class StyleReference:
                 f"model's style encoder has {hidden}); encode the reference with the model that samples."
             )
         return self.tokens
+
+    def on_mouth(self, rest: np.ndarray) -> StyleReference:
+        """This style drawn around another resting mouth ``[40, 2]`` (the face being edited). Its lips are
+        predicted in rest widths, so they take that mouth's size as well as its place (``motion.retarget``)."""
+        return replace(self, rest=np.asarray(rest, np.float32))
+
+
+def target_style(style: StyleReference | None, track, fps: float) -> StyleReference | None:
+    """``style`` on the mouth of the tracked face being edited, as ``motion.target_motion`` moves an explicit
+    motion there; unchanged without a style or a face."""
+    if style is None or not track.any_found:
+        return style
+    from .motion import motion_from_track
+
+    return style.on_mouth(motion_from_track(track, fps).rest)
 
 
 LIP_GAIN_PRIOR = 0.1  # calibration's pull toward gain 1, in units of a lip coordinate's mean predicted energy

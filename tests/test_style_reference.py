@@ -255,6 +255,16 @@ def test_a_style_moves_the_mouth_through_the_motion_input(model_files, whisper_e
     shut = MouthMotion(np.repeat(style.rest[None], 8, axis=0), 4.0)
     np.testing.assert_array_equal(dub(motion=shut, style=style)[0], dub(motion=shut)[0])
 
+    # Where the face being edited is tracked (lipsync, lipsync_file), the style's motion is drawn around that
+    # face's resting mouth, as an explicit motion is (motion.target_motion): the reference's own does not count.
+    from lipsync_core.motion import retarget
+
+    elsewhere = dataclasses.replace(style, rest=style.rest * 1.2 + 0.03)  # a wider mouth, placed lower
+    assert not torch.equal(style_condition(elsewhere, loaded.model, features, 4.0, window, latent), condition)
+    np.testing.assert_array_equal(dub(style=elsewhere)[0], styled)
+    moved = style_motion(elsewhere.on_mouth(style.rest), loaded.model, features, 4.0, window)
+    np.testing.assert_allclose(moved.points, retarget(style_motion(elsewhere, loaded.model, features, 4.0, window),
+                                                      style.rest).points, atol=1e-6)
 
 
 def run(*args) -> subprocess.CompletedProcess:
