@@ -7,12 +7,16 @@ import fails with ``operator torchvision::nms does not exist`` because it regist
 two operators whose schemas live in the missing C++ library. Defining those two schemas first lets
 the pure-Python part of torchvision import; nothing in ComfyUI's CPU path calls the operators.
 On a machine whose torchvision imports cleanly this step is skipped.
+
+``copy_comfyui`` copies the ComfyUI folder without the packs, models, inputs and settings put into it
+(the Manager-install test builds its ComfyUI so).
 """
 
 from __future__ import annotations
 
 import os
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,6 +26,13 @@ TORCHVISION_SCHEMAS = (
     "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
     "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
 )
+# A ComfyUI folder's own state, left out of copies: what tools/start.sh and the user put there (models,
+# inputs, outputs, saved workflows and settings; ComfyUI's own files in them are placeholders and the
+# deprecated checkpoint loader's configs). extra_model_paths.yaml is the user's (tools/install_comfyui.sh
+# removes the shipped one).
+USER_STATE = ("models", "input", "output", "temp", "user", "extra_model_paths.yaml")
+# The files ComfyUI 0.3.75 ships in custom_nodes/; anything else there is a pack someone installed.
+SHIPPED_CUSTOM_NODES = ("example_node.py.example", "websocket_image_save.py")
 
 
 def comfyui_dir() -> Path:
@@ -33,6 +44,28 @@ def comfyui_dir() -> Path:
             "SAYANYTHING_COMFYUI at a ComfyUI 0.3.75 folder."
         )
     return folder
+
+
+def copy_comfyui(destination: Path, source: Path | None = None) -> Path:
+    """``destination``: a copy of the ComfyUI folder (default ``comfyui_dir()``) as installed, without
+    the packs in its custom_nodes/ and without its USER_STATE, so a test can build a ComfyUI of its own
+    whatever tools/start.sh or the user left in the shared one, and writes nothing into it."""
+    source = comfyui_dir() if source is None else Path(source)
+    top_level = {"custom_nodes", *USER_STATE}
+
+    def leave_out(folder: str, names: list[str]) -> set[str]:
+        left_out = {name for name in names if name == "__pycache__"}
+        if Path(folder) == source:
+            # Whole folders, even when they are links (a models/ on another disk, say): nothing in them is copied.
+            left_out |= top_level.intersection(names)
+        return left_out
+
+    shutil.copytree(source, destination, symlinks=True, ignore=leave_out)
+    (destination / "custom_nodes").mkdir()
+    for name in SHIPPED_CUSTOM_NODES:
+        if (source / "custom_nodes" / name).is_file():
+            shutil.copyfile(source / "custom_nodes" / name, destination / "custom_nodes" / name)
+    return destination
 
 
 def define_missing_torchvision_schemas() -> None:

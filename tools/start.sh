@@ -2,6 +2,7 @@
 # The README's main command.
 #   bash tools/start.sh           set up, then start ComfyUI with the pack at http://127.0.0.1:8188
 #   bash tools/start.sh --demo    set up, run the talking-portrait workflow headless and the toy demo; prints both mp4s
+#   bash tools/start.sh --setup-only  set up (steps 1-3 below) and exit without starting ComfyUI
 # Environment: SAYANYTHING_PORT (default 8188), SAYANYTHING_COMFYUI (ComfyUI folder, default
 # .cache/comfyui), SAYANYTHING_BASE (folder for models/, input/, output/, user/; default the ComfyUI
 # folder), SAYANYTHING_VENV, SAYANYTHING_SKIP_SETUP=1 (already set up). Nothing already in those
@@ -15,8 +16,8 @@ BASE="${SAYANYTHING_BASE:-$COMFY}"
 PORT="${SAYANYTHING_PORT:-8188}"
 MODE="${1:-}"
 case "$MODE" in
-    ""|--demo) ;;
-    *) echo "usage: bash tools/start.sh [--demo]" >&2; exit 2 ;;
+    ""|--demo|--setup-only) ;;
+    *) echo "usage: bash tools/start.sh [--demo|--setup-only]" >&2; exit 2 ;;
 esac
 
 # 1. Everything the pack needs: system tools, .venv, ComfyUI 0.3.75 in .cache/comfyui.
@@ -43,6 +44,10 @@ for file in "$ROOT"/workflows/*.json; do
 done
 
 # 4. Run.
+if [ "$MODE" = "--setup-only" ]; then
+    echo "[start] set up: ComfyUI in $COMFY, the pack, models, inputs and workflows in $BASE"
+    exit 0
+fi
 if [ "$MODE" = "--demo" ]; then
     # Demo settings keep a CPU run to a few minutes: 10 fps, 128 px crops, 4 steps.
     echo "[start] running workflows/sayanything_talking_image.json headless (10 fps, 128 px crops, 4 steps)"

@@ -1,7 +1,9 @@
 """The pack installed the way ComfyUI-Manager installs it, into a ComfyUI that has only its own
 requirements: a fresh virtual environment with ComfyUI 0.3.75's requirements (CPU torch from
-tools/constraints.txt), the checkout cloned into ``custom_nodes`` (its working tree as it is now,
-uncommitted changes included), ``pip install -r requirements.txt``, then a real server over HTTP.
+tools/constraints.txt), a copy of .cache/comfyui without what tools/start.sh or the user put in its
+custom_nodes, models, input or user folders, the checkout cloned into that copy's ``custom_nodes`` (its
+working tree as it is now, uncommitted changes included), ``pip install -r requirements.txt``, then a
+real server over HTTP.
 
 With the current mediapipe that pip picks (Tasks API only, no face model bundled) every node
 registers and the face node answers with what to download and where to put it; after
@@ -22,29 +24,14 @@ import pytest
 from packaging.version import Version
 from PIL import Image
 
+from tests.support.manager import comfyui_with_pack_cloned, run
 from tests.support.workflows import PACK_NODES, node_id, prompt_for, saved_mp4
-from tools.comfy_client import PACK_FOLDER_NAME, ComfyClient, ComfyServer
-from tools.comfyui import comfyui_dir
+from tools.comfy_client import ComfyClient, ComfyServer
 from tools.demo_assets import PORTRAIT_FILE, SPEECH_FILE
 
 pytestmark = pytest.mark.comfy
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def run(command: list, **kwargs) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(part) for part in command], capture_output=True, text=True, **kwargs)
-    assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done
-
-
-def clone_working_tree(destination: Path) -> None:
-    """``git clone`` of the checkout at its working tree's state (``git stash create`` makes a commit
-    of uncommitted changes without touching the checkout; a local clone carries that object too)."""
-    snapshot = run(["git", "-C", REPO, "stash", "create"]).stdout.strip() or "HEAD"
-    revision = run(["git", "-C", REPO, "rev-parse", snapshot]).stdout.strip()
-    run(["git", "clone", "-q", "--no-checkout", REPO, destination])
-    run(["git", "-C", destination, "checkout", "-q", revision])
 
 
 def versions(python: Path, *names: str) -> dict[str, str]:
@@ -62,13 +49,12 @@ def manager_install(tmp_path_factory, comfy_models, astronaut, speech_wav):
     run([sys.executable, "-m", "venv", root / "venv"])
     python = root / "venv" / "bin" / "python"
     comfy = root / "ComfyUI"
-    shutil.copytree(comfyui_dir(), comfy, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    # The shared ComfyUI's code only: tools/start.sh's link in its custom_nodes, its models and inputs stay behind.
+    pack = comfyui_with_pack_cloned(comfy)
     run(["bash", REPO / "tools" / "install_comfyui.sh", python, comfy], timeout=1800)
     timings["comfyui_requirements_s"] = round(time.monotonic() - started, 1)
 
     started = time.monotonic()
-    pack = comfy / "custom_nodes" / PACK_FOLDER_NAME
-    clone_working_tree(pack)
     torch_before = versions(python, "torch")
     # What Manager runs. The constraint only turns a torch replacement (a multi-GB download here) into
     # a resolver error; the assertion below is what shows it never happens.
