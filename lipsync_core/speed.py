@@ -1,7 +1,7 @@
-"""Fast sampling (issue 12): what a sampling step computes, and the ``speed`` presets.
+"""Fast sampling: the ``speed`` presets and the few-step schedule.
 
-``SpeedSettings`` is what ``SayAnythingPipeline.denoise`` takes; ``SPEED_PRESETS`` are the ``speed``
-widget's choices, which fill the ``SamplerOptions`` fields left on auto. Light on purpose: the
+``SPEED_PRESETS`` are the ``speed`` widget's choices, which fill the ``SamplerOptions`` fields left on auto
+(``plan.SamplerOptions.resolve``; the fields are documented on ``plan.SamplingPlan``). Light on purpose: the
 command line and the nodes read these without importing diffusers.
 """
 
@@ -15,57 +15,6 @@ SCHEDULES = ("karras", "few_step")
 # Latent frames decoded on each side of a VAE chunk and dropped (ours): the temporal decoder's first and
 # last frames of a chunk come out in other colours than its inner ones, a flicker at every chunk edge.
 DECODE_CONTEXT = 2
-
-
-@dataclass(frozen=True)
-class SpeedSettings:
-    """How much work a sampling step does (ours, after the papers named). The defaults are the full
-    sampler: every guidance branch at every step, no reuse, SVD's Karras sigmas, one window per call.
-
-    guidance_interval: ``(low, high)`` sigmas; the guidance branches run only for ``low <= sigma <=
-        high``, elsewhere the fully conditioned branch alone (guidance in a limited interval,
-        Kynkaenniemi et al. 2024). None: at every step.
-    deep_cache_interval: DeepCache (Ma et al. 2024): the UNet's deep blocks run every this many steps
-        per window, the shallow ones every step. 1: every step (off).
-    schedule: ``karras`` (SVD's sigmas) or ``few_step`` (``few_step_sigmas``).
-    window_batch: windows denoised in one batched forward (memory grows with it; same result up to
-        float rounding).
-    channels_last, bf16_decode: on CUDA, the UNet's convolutions in channels-last memory layout and the
-        VAE decode under bfloat16 autocast (no effect on other devices).
-    compile: ``torch.compile`` the UNet in place (the first call compiles: worth it on long videos).
-    decode_context: latent frames of context on each side of every VAE decode chunk (``DECODE_CONTEXT``;
-        fewer decode faster, with a faint colour step left at chunk edges).
-    """
-
-    guidance_interval: tuple[float, float] | None = None
-    deep_cache_interval: int = 1
-    schedule: str = "karras"
-    window_batch: int = 1
-    channels_last: bool = False
-    bf16_decode: bool = False
-    compile: bool = False
-    decode_context: int = DECODE_CONTEXT
-
-    def __post_init__(self) -> None:
-        if self.guidance_interval is not None:
-            low, high = self.guidance_interval
-            if not 0 <= low <= high:
-                raise ValueError(f"guidance_interval needs 0 <= low <= high, got {low}, {high}")
-        if self.deep_cache_interval < 1:
-            raise ValueError(f"deep_cache_interval must be at least 1, got {self.deep_cache_interval}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.window_batch < 1:
-            raise ValueError(f"window_batch must be at least 1, got {self.window_batch}")
-        if self.decode_context < 0:
-            raise ValueError(f"decode_context must be 0 or more, got {self.decode_context}")
-
-    def guides_at(self, sigma: float) -> bool:
-        if self.guidance_interval is None:
-            return True
-        low, high = self.guidance_interval
-        return low <= sigma <= high
-
 
 FEW_STEP_SIGMA_MIN = 0.05  # the last step goes to 0 from here (toy: 4 such steps keep lip sync; BENCHMARKS.md)
 

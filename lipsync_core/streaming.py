@@ -1,33 +1,29 @@
 """Lip sync from file to file in bounded memory: the video is a stream, not a tensor.
 
-``lipsync_file`` runs the same steps as ``inference.lipsync`` (and gives the same frames), but never
-holds the video:
-
-1. decode -> track the face (landmarks kept, pixels dropped)
-2. fit audio and video lengths; per-frame Whisper features written as the encoder goes
-3. decode again -> crop + held mask -> VAE canvas latents, chunk by chunk
-4. sample: latents only (windows blended at every step)
-5. decode latents in chunks -> paste into the source frames, re-read -> encode, with the audio muxed
-
-What grows with the video's length is small per-frame state: landmarks, crop transforms, latents and
-audio features. Buffers over ``spill_bytes`` live in an unlinked temporary file, read and written a
-window at a time, so they cost disk, not memory.
+``lipsync_file`` is the file front end of ``dubbing.dub`` (the same stages and frames as the in-memory
+``dubbing.lipsync``): a ``VideoFileSource`` decodes the source three times (tracking, canvas, writing) and a
+``VideoFileSink`` pastes into the re-read frames and encodes them with the audio muxed. Buffers that grow with
+the length and exceed ``spill_bytes`` live in an unlinked temporary file, read and written a window at a time,
+so they cost disk, not memory.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from fractions import Fraction
 
 import numpy as np
 import torch
 
-ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total); raise to cancel
-
-DEFAULT_SPILL_BYTES = 256 << 20
+from .audio import Audio
+from .dubbing import EditedChunk, ProgressCallback, dub
+from .face import paste_back
+from .media import VideoReader, VideoWriter
+from .plan import DEFAULT_SPILL_BYTES, StreamSettings
+from .tensors import frames_to_uint8, uint8_to_frames
 
 
 class SpilledFrames:
@@ -91,20 +87,54 @@ def frame_buffer(
     return SpilledFrames(tuple(shape), directory)
 
 
-@dataclass
-class StreamSettings:
-    """How a streaming run writes and holds things (the ``run`` command's flags)."""
+class VideoFileSource:
+    """A video file (or an image, held as a still) read frame by frame; ``num_frames`` is counted by the first
+    full pass."""
 
-    crf: float = 16.0  # x264 quality: ~16 is visually lossless, what a master wants
-    preset: str = "medium"
-    spill_bytes: int | None = DEFAULT_SPILL_BYTES
-    spill_dir: str | None = None
-    chunk: int | None = None  # frames per crop / VAE chunk; default: the sampler's decode_chunk
+    def __init__(self, reader: VideoReader):
+        self.reader = reader
+        self.frame_size = (reader.info.height, reader.info.width)
+
+    @property
+    def num_frames(self) -> int:
+        return self.reader.num_frames
+
+    def frames(self, indices: Sequence[int] | None) -> Iterator[np.ndarray]:
+        return iter(self.reader) if indices is None else self.reader.frames(indices)
+
+
+class VideoFileSink:
+    """Edited frames encoded into ``output`` like ``reader``'s video (size, pixel format, rotation) at ``fps``, with
+    ``mux_audio`` (``(samples [channels, n], rate)``; default: the fitted speech) cut or padded to the video. The
+    file appears under its name only when complete (``path``)."""
+
+    def __init__(self, output, reader: VideoReader, fps: Fraction, mux_audio=None, crf: float = 16.0,
+                 preset: str = "medium"):
+        self.output, self.reader, self.fps, self.mux_audio = output, reader, fps, mux_audio
+        self.crf, self.preset = crf, preset
+        self.path: str | None = None
+
+    @contextmanager
+    def writing(self, num_frames: int, audio: Audio):
+        samples, rate = self.mux_audio or (audio.waveform.numpy()[None], audio.sample_rate)
+        samples = _fit_samples(samples, round(Fraction(num_frames) / self.fps * rate))
+        with VideoWriter(self.output, self.reader.info, self.fps, samples, rate, crf=self.crf,
+                         preset=self.preset) as writer:
+
+            def write(chunk: EditedChunk) -> None:
+                pixels = uint8_to_frames(np.stack(chunk.frames))
+                pasted = paste_back(pixels, chunk.crops, chunk.crop_masks.numpy(), chunk.transforms,
+                                    found=chunk.editable, inplace=True)
+                for frame in frames_to_uint8(pasted):
+                    writer.write(frame)
+
+            yield write
+            self.path = writer.close()
 
 
 def lipsync_file(
     video: str | os.PathLike,
-    speech,
+    speech: Audio,
     output: str | os.PathLike,
     loaded,
     whisper,
@@ -120,171 +150,28 @@ def lipsync_file(
     track=None,
     motion=None,
     style=None,
-    style_strength: float = 1.0,
 ) -> str:
     """Lip-sync ``video`` (a file, or an image held as a still) to ``speech`` (mono ``Audio``) into ``output``.
 
-    ``mux_audio``: ``(samples float32 [channels, n], sample_rate)`` put in the output as it is (cut or
-    padded to the video); default: ``speech``. ``track``: a ``FaceTrack`` of the source frames instead of
-    mediapipe's. ``motion``: a ``MouthMotion`` (e.g. of a driving video) moved onto this face's mouth, for a
-    model with a mouth-motion input. ``style`` / ``style_strength``: a speaking-style reference
-    (``lipsync_core.style.StyleReference``), as in ``inference.generate``. The output keeps the source's
-    size, fps, pixel format and rotation. It appears under its name only when complete. Returns the output path.
+    ``fps``: the frame rate (required for an image; default the video's own). ``mux_audio``: ``(samples float32
+    [channels, n], sample_rate)`` put in the output as it is (cut or padded to the video); default: ``speech``.
+    The other arguments are ``dubbing.dub``'s. The output keeps the source's size, fps, pixel format and
+    rotation; it appears under its name only when complete. Returns the output path.
     """
-    from . import inference
-    from .audio import fit_audio_video
-    from .face import align_transforms, track_faces, warp_to_crop
-    from .media import VideoReader, VideoWriter
-    from .pipeline import SayAnythingPipeline, composite
-    from .style import is_styled
-
     settings = settings or StreamSettings()
-    report = progress or (lambda stage, done, total: None)
-    defaults = loaded.defaults
-    styled = is_styled(style, style_strength, motion)
-    options = (options or inference.SamplerOptions()).resolve(defaults, styled=styled)
-    face_options = (face_options or inference.FaceOptions()).resolve(defaults)
-    style_tokens = None if style is None else style.for_model(loaded.model)  # a wrong model fails before any work
-    if motion is not None:
-        from .motion import require_motion_input
-
-        require_motion_input(loaded.model)  # likewise
     reader = VideoReader(video)
     fps = fps or reader.info.fps
     if fps is None:
         raise ValueError(f"{video} is an image: give the frame rate (e.g. fps=25)")
     fps = Fraction(fps).limit_denominator(1001)
-    chunk = settings.chunk or options.decode_chunk
-    size = face_options.crop_size
-
-    # 1. Track (the first decode): landmarks only. A given track (another tracker's, a drawn
-    # character's known landmarks) replaces mediapipe; the pass still counts the frames.
-    if track is None:
-        track = track_faces(
-            iter(reader),
-            fps=float(fps),
-            select=face_options.face,
-            face_index=face_options.face_index,
-            model_folders=face_options.model_folders,
-            progress=lambda done: report("tracking", done, 0),
-        )
-    else:
-        for done, _frame in enumerate(reader, 1):
-            report("tracking", done, 0)
-        frame_size = (reader.info.height, reader.info.width)
-        if len(track.found) != reader.num_frames or tuple(track.frame_size) != frame_size:
-            raise ValueError(
-                f"the face track has {len(track.found)} frames of {tuple(track.frame_size)} but {video} has "
-                f"{reader.num_frames} frames of {frame_size}; give the track of this video"
-            )
-    # 2. Lengths, audio features
-    fitted = fit_audio_video(speech, reader.num_frames, fps, fit_mode)
-    indices, num_frames = fitted.frame_indices, fitted.num_frames
-    track = track.select(indices)
-    if not track.any_found:
-        track.require_face()
-    condition = None
-    latent_size = size // SayAnythingPipeline(loaded.model, loaded.vae).vae_scale_factor
-    if motion is not None:  # a motion of another length fails here, before the audio features
-        from .motion import motion_condition, target_motion
-
-        motion = target_motion(motion, track, float(fps))
-        condition = motion_condition(motion, loaded.model, num_frames, float(fps), latent_size)
-    features = frame_buffer(
-        (num_frames, whisper.num_hidden_states, defaults.feature_window, whisper.hidden_size),
-        spill_bytes=settings.spill_bytes,
-        directory=settings.spill_dir,
-    )
-    whisper.frame_features(
-        fitted.audio,
-        fps,
-        num_frames=num_frames,
-        window=defaults.feature_window,
-        out=features,
-        progress=lambda done, total: report("audio features", done, total),
-    )
-    if condition is None:
-        from .style import style_condition, target_style
-
-        condition = style_condition(target_style(style, track, float(fps)), loaded.model, features, float(fps),
-                                    defaults.window, latent_size, style_strength)
-    transforms = align_transforms(track, size)
-
-    def crops_and_masks(start: int, end: int, frames: list[np.ndarray]):
-        """Crops (model input, -1..1) and crop-space masks of output frames [start, end)."""
-        frame_masks = inference.face_mask(track, float(fps), face_options, frames=range(start, end))
-        masks = torch.from_numpy(warp_to_crop(frame_masks.numpy(), transforms[start:end], size))
-        masks[~torch.from_numpy(track.found[start:end])] = 0.0
-        crops = torch.from_numpy(warp_to_crop(np.stack(frames), transforms[start:end], size)).float() / 255.0
-        return inference.images_to_model(crops), masks[:, None]
-
-    # 3. Canvas latents (the second decode), the reference crop on the way
-    model_device = torch.device(device) if device is not None else loaded.model.device
-    pipeline = SayAnythingPipeline(loaded.model, loaded.vae)
-    generator = torch.Generator().manual_seed(options.seed)
-    buffer = lambda shape, dtype: frame_buffer(shape, dtype, settings.spill_bytes, settings.spill_dir)  # noqa: E731
-    speed = options.speed_settings()
-    latents = pipeline.prepare_latents(
-        num_frames, (size, size), options.steps, generator, buffer=buffer, schedule=speed.schedule
-    )
-    reference_at = min(reference_index, num_frames - 1)
-    id_features = None
-    source = reader.frames(indices)
-    for start in range(0, num_frames, chunk):
-        end = min(start + chunk, num_frames)
-        crops, masks = crops_and_masks(start, end, [next(source) for _ in range(start, end)])
-        if start <= reference_at < end:
-            id_features = inference.encode_reference(
-                loaded, inference.model_to_images(crops[reference_at - start][None])
-            )
-        pipeline.encode_canvas(latents, start, crops, masks, options.noise_aug_strength, generator, model_device)
-        report("canvas", end, num_frames)
-
-    # 4. Sampling
-    pipeline.denoise(
-        latents,
-        features,
-        id_features,
-        options.steps,
-        options.reference_guidance,
-        options.audio_guidance,
-        options.window,
-        options.overlap,
-        float(fps),
-        defaults.motion_bucket_id,
-        options.noise_aug_strength,
-        window_callback=lambda done, total: report("denoising", done, total),
-        device=model_device,
-        motion=condition,
-        speed=speed,
-        style=style_tokens,
-        style_scale=style_strength,
-        motion_guidance_scale=options.motion_guidance,
-    )
-
-    # 5. Decode, paste into the re-read source frames (the third decode), encode
-    audio, rate = (
-        mux_audio if mux_audio is not None else (fitted.audio.waveform.numpy()[None], fitted.audio.sample_rate)
-    )
-    audio = _fit_samples(audio, round(Fraction(num_frames) / fps * rate))
-    with VideoWriter(output, reader.info, fps, audio, rate, crf=settings.crf, preset=settings.preset) as writer:
-        source = reader.frames(indices)
-        for start, generated in pipeline.decode(latents, chunk, model_device, speed):
-            end = start + generated.shape[0]
-            frames = [next(source) for _ in range(start, end)]
-            crops, masks = crops_and_masks(start, end, frames)
-            edited = inference.model_to_images(composite(generated, crops, masks))
-            pasted = inference.paste_faces_into(
-                np.stack(frames), edited, masks[:, 0], transforms[start:end], track.found[start:end]
-            )
-            for frame in pasted:
-                writer.write(frame)
-            report("writing", end, num_frames)
-        path = writer.close()
-    reader.close()
-    return path
-
-
+    sink = VideoFileSink(output, reader, fps, mux_audio, crf=settings.crf, preset=settings.preset)
+    try:
+        dub(VideoFileSource(reader), speech, sink, loaded, whisper, fps, options, face_options, fit_mode,
+            reference_index, track, None, motion, style, device, progress,
+            buffer=lambda shape, dtype: frame_buffer(shape, dtype, settings.spill_bytes, settings.spill_dir))
+    finally:
+        reader.close()
+    return sink.path
 def _fit_samples(samples: np.ndarray, length: int) -> np.ndarray:
     """Audio ``[C, N]`` cut or padded with silence to ``length`` samples."""
     samples = np.atleast_2d(np.asarray(samples, dtype=np.float32))

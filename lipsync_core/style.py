@@ -32,6 +32,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from .audio import Audio, load_audio
+from .audio.fit import frame_start_sample
+from .configs import ModelDefaults
+from .face import prepare_face_crops, track_faces
+from .media import VideoReader
+from .motion import MouthMotion, from_rest_widths, in_rest_widths, motion_from_track, render_motion
+from .tensors import frames_to_uint8, images_to_model, uint8_to_frames
+
 SPEECH_FLOOR_DB = -45.0  # frame RMS in dBFS below which a frame is silent, however quiet the clip (ours)
 SPEECH_RANGE_DB = 30.0  # frames this far below the clip's loud speech (95th percentile RMS) are pauses (ours)
 CONTEXT_SECONDS = 10.0  # Whisper hears this much audio either side of the stretch, as inside a training clip
@@ -83,8 +91,6 @@ def target_style(style: StyleReference | None, track, fps: float) -> StyleRefere
     motion there; unchanged without a style or a face."""
     if style is None or not track.any_found:
         return style
-    from .motion import motion_from_track
-
     return style.on_mouth(motion_from_track(track, fps).rest)
 
 
@@ -121,8 +127,6 @@ def style_motion(style: StyleReference, model, audio_features: torch.Tensor, fps
     encoder's ``predict_mouth`` on per-frame Whisper features ``[T, L, W, D]``, in chunks of ``window`` frames
     (the frames it saw together in training), scaled by the reference's ``lip_gain``, around its resting
     mouth. ``style`` must be this model's (``StyleReference.for_model``)."""
-    from .motion import MouthMotion, from_rest_widths
-
     if style.rest is None:
         raise ValueError("This speaking style carries no resting mouth (it was encoded without a face track); "
                          "encode the reference again with SayAnything Style Reference.")
@@ -137,8 +141,6 @@ def style_condition(style: StyleReference | None, model, audio_features: torch.T
     """The motion condition ``[T, C, h, w]`` a speaking style gives a model with a mouth-motion input: its
     ``style_motion`` rendered (``motion.render_motion``) and weighed by ``strength``, which the UNet's input
     layer takes linearly (0: no motion, 1: as trained). None when there is nothing to give."""
-    from .motion import render_motion
-
     if style is None or not model.config.unet.motion_channels or strength == 0:
         return None
     motion = style_motion(style, model, audio_features, fps, window)
@@ -153,8 +155,6 @@ def is_styled(style: StyleReference | None, strength: float, motion) -> bool:
 
 def require_style_input(model, defaults=None) -> int:
     """R, the reference frames ``model`` was trained with; a clear error for a model without a style input."""
-    from .configs import ModelDefaults
-
     frames = (defaults or getattr(model, "defaults", None) or ModelDefaults()).style_reference_frames
     if model.config.style is None or frames < 1:
         raise ValueError(
@@ -166,8 +166,6 @@ def require_style_input(model, defaults=None) -> int:
 
 def speech_frames(audio, fps: float, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Per video frame: is there speech (bool ``[T]``), and its RMS in dBFS (float ``[T]``; -inf past the audio)."""
-    from .audio.fit import frame_start_sample
-
     waveform = audio.waveform.double().numpy()
     energy = np.concatenate([[0.0], np.cumsum(waveform**2)])
     bounds = np.array([frame_start_sample(i, audio.sample_rate, fps) for i in range(num_frames + 1)])
@@ -199,9 +197,6 @@ def encode_style_reference(
     0..1, its own ``audio`` (``Audio``; None is an error), its ``fps``. ``track``: a ``FaceTrack`` of these
     frames instead of mediapipe's (faces mediapipe does not find). ``progress(done, total)`` per tracked frame.
     """
-    from .face import track_faces
-    from .inference import frames_to_uint8
-
     if frames.ndim != 4 or frames.shape[-1] < 3:
         raise ValueError(f"style reference frames must be [frames, height, width, 3], got {tuple(frames.shape)}")
     def uint8(index: int) -> np.ndarray:  # one frame at a time: no uint8 copy of a whole IMAGE batch
@@ -236,10 +231,6 @@ def read_style_reference(
     """``encode_style_reference`` of a video file with its own soundtrack (``run --style-video``), streamed:
     the whole clip is tracked, but only the stretch used is decoded again into memory. ``progress(done)``
     per tracked frame."""
-    from .audio import load_audio
-    from .face import track_faces
-    from .media import VideoReader
-
     reader = VideoReader(path)
     if reader.info.fps is None:
         raise ValueError(f"{path} is an image: a style reference is a video of the speaker talking, with its sound.")
@@ -275,10 +266,6 @@ def _check_inputs(loaded, audio, fps: float, num_frames: int | None) -> None:
 def _encode(loaded, whisper, take: Callable[[np.ndarray], np.ndarray], num_frames: int, track, audio,
             fps: float) -> StyleReference:
     """Steps 1-4 of the module docstring; ``take(indices)`` gives uint8 frames ``[k, H, W, 3]`` of the clip."""
-    from .face import prepare_face_crops
-    from .inference import images_to_model
-    from .motion import in_rest_widths, motion_from_track
-
     defaults = loaded.defaults
     count = require_style_input(loaded.model, defaults)
     rate = float(defaults.fps)
@@ -323,7 +310,7 @@ def _encode(loaded, whisper, take: Callable[[np.ndarray], np.ndarray], num_frame
     lips = in_rest_widths(motion_from_track(track.select(chosen), rate).points, rest)
     model = loaded.model
     with torch.no_grad():
-        tokens = model.encode_style(images_to_model(torch.from_numpy(crops).float() / 255.0), features,
+        tokens = model.encode_style(images_to_model(uint8_to_frames(crops)), features,
                                     torch.from_numpy(lips) if model.config.style.lip_motion else None)
     tokens = tokens.detach().float().cpu()
     return StyleReference(tokens, chosen, float(fps), start / rate, count / rate, float(speech[stretch].mean()), rest,
@@ -332,9 +319,6 @@ def _encode(loaded, whisper, take: Callable[[np.ndarray], np.ndarray], num_frame
 
 def _features(whisper, audio, fps: float, first: int, last: int, window: int) -> torch.Tensor:
     """Per-frame Whisper features of frames ``[first, last)`` at ``fps`` from the audio from frame ``first`` on."""
-    from .audio import Audio
-    from .audio.fit import frame_start_sample
-    from .inference import whisper_features
-
     begin = frame_start_sample(first, audio.sample_rate, fps)
-    return whisper_features(whisper, Audio(audio.waveform[begin:], audio.sample_rate), fps, last - first, window)
+    speech = Audio(audio.waveform[begin:], audio.sample_rate)
+    return whisper.frame_features(speech, fps, num_frames=last - first, window=window).float().cpu()

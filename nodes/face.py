@@ -9,6 +9,7 @@ from __future__ import annotations
 import comfy.utils
 from comfy_api.latest import io
 
+from ..lipsync_core.plan import FaceOptions
 from . import model_folders
 from .types import FaceCrop, FaceTrack, SayAnythingModel, auto, check_frames, fps_input, node_schema
 
@@ -91,8 +92,6 @@ def model_defaults(model):
 
 def mask_options(upper_edge: str, expand: float, feather: float, mask_hold: float, **face):
     """The mask widgets as FaceOptions, ``auto`` as None (lipsync_core fills it from the model's defaults)."""
-    from ..lipsync_core.inference import FaceOptions
-
     return FaceOptions(upper_edge=auto(upper_edge, AUTO_EDGE), expand=auto(expand, AUTO_FRACTION),
                        feather=auto(feather, AUTO_FRACTION), mask_hold=auto(mask_hold, AUTO_FRACTION), **face)
 

@@ -109,7 +109,7 @@ class SayAnythingModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model: str, svd_checkpoint: str, precision: str) -> io.NodeOutput:
-        from ..lipsync_core.inference import load_model, model_torch_module
+        from ..lipsync_core.checkpoint import load
 
         checkpoint = model_folders.resolve_model_path(model_folders.SAYANYTHING_FOLDER, model)
         svd_path = None
@@ -117,8 +117,8 @@ class SayAnythingModelLoader(io.ComfyNode):
             svd_path = model_folders.resolve_model_path(model_folders.SVD_FOLDER, svd_checkpoint)
         load_device, offload_device = devices()
         dtype = torch_dtype(precision, load_device)
-        loaded = load_model(checkpoint, svd_path=svd_path, dtype=dtype, device=offload_device)
-        return io.NodeOutput(ManagedModel(loaded, model_torch_module(loaded), load_device, offload_device, dtype))
+        loaded = load(checkpoint, vae=svd_path, dtype=dtype, device=offload_device)
+        return io.NodeOutput(ManagedModel(loaded, loaded.torch_module(), load_device, offload_device, dtype))
 
 
 class SayAnythingReferenceEncode(io.ComfyNode):
@@ -149,10 +149,8 @@ class SayAnythingReferenceEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, model: ManagedModel, reference, frame_index: int) -> io.NodeOutput:
-        from ..lipsync_core.inference import encode_reference
-
         images = check_frames(reference, "reference")
         image = images[min(frame_index, images.shape[0] - 1)].unsqueeze(0)
         with model.on_device() as loaded:
-            features = encode_reference(loaded, image)
+            features = loaded.encode_reference(image)
         return io.NodeOutput(features)

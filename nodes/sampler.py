@@ -11,14 +11,13 @@ from .types import (
     MouthMotion,
     SayAnythingModel,
     WhisperFeatures,
-    auto,
     check_frames,
     fps_input,
     motion_guidance_input,
     node_schema,
+    sampler_options,
     sampling_inputs,
     speed_inputs,
-    speed_options,
     style_inputs,
 )
 
@@ -106,35 +105,14 @@ class SayAnythingSampler(io.ComfyNode):
         audio_features,
         id_features,
         fps: float,
-        steps: int,
-        seed: int,
-        reference_guidance: float,
-        audio_guidance: float,
-        window: int,
-        overlap: int,
-        decode_chunk: int,
-        noise_aug_strength: float = -1.0,
         mouth_motion=None,
         style=None,
-        style_strength: float = 1.0,
-        motion_guidance: float = -1.0,
-        **speed,
+        **widgets,
     ) -> io.NodeOutput:
-        from ..lipsync_core.inference import SamplerOptions, generate
+        from ..lipsync_core.inference import generate
 
         frames = check_frames(crops, "crops")
-        options = SamplerOptions(
-            steps=auto(steps, 0),
-            seed=seed,
-            reference_guidance=auto(reference_guidance, -1.0),
-            audio_guidance=auto(audio_guidance, -1.0),
-            motion_guidance=auto(motion_guidance, -1.0),
-            window=auto(window, 0),
-            overlap=auto(overlap, -1),
-            decode_chunk=decode_chunk,
-            noise_aug_strength=auto(noise_aug_strength, -1.0),
-            **speed_options(**speed),
-        )
+        options = sampler_options(**widgets)
         progress = comfy.utils.ProgressBar(1)  # re-sized to steps x windows by the first update
         previews = []
 
@@ -161,7 +139,6 @@ class SayAnythingSampler(io.ComfyNode):
                     motion=mouth_motion,
                     preview=on_preview,
                     style=style,
-                    style_strength=style_strength,
                 )
         finally:
             mm.soft_empty_cache()

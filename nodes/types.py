@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..lipsync_core.plan import SamplerOptions
 from ..lipsync_core.speed import SCHEDULES, SPEED_PRESETS, SPEEDS
 
 # Socket types carry the pack's prefix so no other pack's type of the same name can connect to them.
@@ -181,7 +182,17 @@ def motion_guidance_input() -> io.Float.Input:
     )
 
 
-def speed_options(
+def sampler_options(
+    steps: int = 0,
+    seed: int = 0,
+    reference_guidance: float = -1.0,
+    audio_guidance: float = -1.0,
+    motion_guidance: float = -1.0,
+    style_strength: float = 1.0,
+    window: int = 0,
+    overlap: int = -1,
+    decode_chunk: int = SamplerOptions.decode_chunk,
+    noise_aug_strength: float = -1.0,
     speed: str = "quality",
     guidance_sigma_low: float = -1.0,
     guidance_sigma_high: float = -1.0,
@@ -189,15 +200,32 @@ def speed_options(
     schedule: str = AUTO_SCHEDULE,
     window_batch: int = 0,
     compile: bool = False,
-) -> dict:
-    """``SamplerOptions`` keywords of the ``speed_inputs`` widgets (``auto`` ones as None)."""
+) -> SamplerOptions:
+    """``SamplerOptions`` of the sampling widgets (``sampling_inputs``, ``speed_inputs``, ``style_inputs``,
+    ``motion_guidance_input`` and the Sampler's window ones), ``auto`` values (0 / -1) as None."""
     interval = None
     if guidance_sigma_low >= 0 or guidance_sigma_high >= 0:  # one end given: the other from the preset
         low, high = SPEED_PRESETS[speed].guidance_interval or (0.0, float("inf"))
         interval = (guidance_sigma_low if guidance_sigma_low >= 0 else low,
                     guidance_sigma_high if guidance_sigma_high >= 0 else high)
-    return dict(speed=speed, guidance_interval=interval, deep_cache=auto(deep_cache, 0),
-                schedule=auto(schedule, AUTO_SCHEDULE), window_batch=auto(window_batch, 0), compile=compile)
+    return SamplerOptions(
+        steps=auto(steps, 0),
+        seed=seed,
+        reference_guidance=auto(reference_guidance, -1.0),
+        audio_guidance=auto(audio_guidance, -1.0),
+        motion_guidance=auto(motion_guidance, -1.0),
+        style_strength=style_strength,
+        window=auto(window, 0),
+        overlap=auto(overlap, -1),
+        decode_chunk=decode_chunk,
+        noise_aug_strength=auto(noise_aug_strength, -1.0),
+        speed=speed,
+        guidance_interval=interval,
+        deep_cache=auto(deep_cache, 0),
+        schedule=auto(schedule, AUTO_SCHEDULE),
+        window_batch=auto(window_batch, 0),
+        compile=compile,
+    )
 
 
 def auto(value, unset):

@@ -16,6 +16,7 @@ import folder_paths
 from comfy_api.latest import InputImpl, io
 
 from ..lipsync_core.audio import FIT_MODES
+from ..lipsync_core.plan import FaceOptions, Stage
 from . import model_folders
 from .face import AUTO_EDGE, UPPER_EDGES
 from .types import (
@@ -26,13 +27,14 @@ from .types import (
     auto,
     motion_guidance_input,
     node_schema,
+    sampler_options,
     sampling_inputs,
     speed_inputs,
-    speed_options,
     style_inputs,
 )
 
-STAGES = ["tracking", "audio features", "canvas", "denoising", "writing"]
+# The stages of a run, in order (the progress bar has one share each).
+RUN_STAGES = (Stage.TRACKING, Stage.AUDIO_FEATURES, Stage.CANVAS, Stage.DENOISING, Stage.WRITING)
 
 
 class SayAnythingLipSyncVideo(io.ComfyNode):
@@ -121,10 +123,6 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
         video,
         audio: dict,
         fit: str,
-        steps: int,
-        seed: int,
-        reference_guidance: float,
-        audio_guidance: float,
         crop_size: int,
         upper_edge: str,
         reference_frame: int,
@@ -132,12 +130,9 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
         face_track=None,
         mouth_motion=None,
         style=None,
-        style_strength: float = 1.0,
-        motion_guidance: float = -1.0,
-        **speed,
+        **widgets,
     ) -> io.NodeOutput:
         from ..lipsync_core.audio import audio_from_comfy
-        from ..lipsync_core.inference import FaceOptions, SamplerOptions
         from ..lipsync_core.streaming import StreamSettings, lipsync_file
 
         source = video.get_stream_source() if hasattr(video, "get_stream_source") else None
@@ -150,27 +145,19 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
         waveform = audio["waveform"]
         if waveform.ndim != 3 or waveform.shape[-1] == 0:
             raise ValueError("the audio is empty; connect speech from Load Audio")
-        options = SamplerOptions(
-            steps=auto(steps, 0),
-            seed=seed,
-            reference_guidance=auto(reference_guidance, -1.0),
-            audio_guidance=auto(audio_guidance, -1.0),
-            motion_guidance=auto(motion_guidance, -1.0),
-            **speed_options(**speed),
-        )
         face = FaceOptions(
             upper_edge=auto(upper_edge, AUTO_EDGE),
             crop_size=auto(crop_size, 0),
             model_folders=model_folders.folder_paths_for(model_folders.MEDIAPIPE_FOLDER),
         )
-        bar = comfy.utils.ProgressBar(len(STAGES))
+        stages = list(RUN_STAGES)
+        bar = comfy.utils.ProgressBar(len(stages))
 
-        def progress(stage: str, done: int, total: int) -> None:
+        def progress(stage: Stage, done: int, total: int) -> None:
             # Raises InterruptProcessingException on Cancel; the writer then deletes its partial file.
             mm.throw_exception_if_processing_interrupted()
-            position = STAGES.index(stage)
             share = done / total if total else 0.0
-            bar.update_absolute(int(1000 * (position + share)), 1000 * len(STAGES))
+            bar.update_absolute(int(1000 * (stages.index(stage) + share)), 1000 * len(stages))
 
         try:
             with model.on_device() as loaded, whisper.on_device() as encoder:
@@ -180,7 +167,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     output,
                     loaded,
                     encoder,
-                    options,
+                    sampler_options(**widgets),
                     face,
                     fit_mode=fit,
                     reference_index=reference_frame,
@@ -191,7 +178,6 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
                     track=face_track,
                     motion=mouth_motion,
                     style=style,
-                    style_strength=style_strength,
                 )
         finally:
             mm.soft_empty_cache()

@@ -22,7 +22,7 @@ def tiny_models(tmp_path_factory):
     from lipsync_core.checkpoint import save_checkpoint
     from lipsync_core.configs import SayAnythingConfig
     from lipsync_core.models import SayAnythingModel
-    from lipsync_core.svd_import import write_tiny_svd_checkpoint
+    from tests.support.svd import write_tiny_svd_checkpoint
 
     folder = tmp_path_factory.mktemp("models")
     model = save_checkpoint(folder / "tiny.safetensors", SayAnythingModel(SayAnythingConfig.preset("tiny")))

@@ -15,7 +15,10 @@ import torch
 
 from lipsync_core import inference
 from lipsync_core.audio import Audio
+from lipsync_core.checkpoint import load
+from lipsync_core.dubbing import lipsync
 from lipsync_core.media import VideoInfo, VideoReader, VideoWriter
+from lipsync_core.plan import FaceOptions, SamplerOptions
 from lipsync_core.streaming import SpilledFrames, StreamSettings, frame_buffer, lipsync_file
 
 TOY_MODEL = Path(__file__).resolve().parents[1] / "lipsync_core" / "toy" / "assets" / "toy_sayanything.safetensors"
@@ -53,7 +56,7 @@ def _clip(
 
 @pytest.fixture(scope="module")
 def toy():
-    return inference.load_model(TOY_MODEL)
+    return load(TOY_MODEL)
 
 
 @pytest.fixture
@@ -75,7 +78,7 @@ def test_streaming_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, w
     clip = _clip(astronaut, tmp_path / "clip.mp4", 23, fps)
     captured.clear()
     speech = inference.load_audio(speech_wav)
-    options = inference.SamplerOptions(steps=2, seed=3, decode_chunk=5)
+    options = SamplerOptions(steps=2, seed=3, decode_chunk=5)
     out = lipsync_file(
         clip,
         speech,
@@ -84,12 +87,12 @@ def test_streaming_gives_the_in_memory_frames(tmp_path, astronaut, speech_wav, w
         whisper_encoder,
         options,
         fit_mode="pad_silence",
-        settings=StreamSettings(chunk=None, spill_bytes=1),
+        settings=StreamSettings(spill_bytes=1),
     )  # every buffer spilled to disk
     assert Path(out).is_file()
 
     frames, read_fps = inference.read_frames(clip)
-    expected, _audio, _mask = inference.lipsync(
+    expected, _audio, _mask = lipsync(
         frames, read_fps, speech, toy, whisper_encoder, options, fit_mode="pad_silence"
     )
     assert len(captured) == 23
@@ -116,14 +119,14 @@ def test_streaming_with_a_mouth_motion_gives_the_in_memory_frames(tmp_path, astr
     from tools.demo_assets import drop_jaw
 
     shutil.copy(TOY_MODEL, tmp_path / "toy.safetensors")
-    loaded = inference.load_model(motion_model(tmp_path / "toy.safetensors"))
+    loaded = load(motion_model(tmp_path / "toy.safetensors"))
     fps = 25
     clip = _clip(astronaut, tmp_path / "clip.mp4", 12, Fraction(fps))
     landmarks = track_faces([astronaut], smoothing=None).landmarks[0]
     driving = np.stack([drop_jaw(astronaut, landmarks, 12 * abs(np.sin(i / 2))) for i in range(12)])
     motion = motion_from_track(track_faces(driving, fps=fps), fps)
     speech = inference.load_audio(speech_wav)
-    options = inference.SamplerOptions(steps=2, seed=3, decode_chunk=4, motion_guidance=1.0)
+    options = SamplerOptions(steps=2, seed=3, decode_chunk=4, motion_guidance=1.0)
     pushed = dataclasses.replace(options, motion_guidance=3.0)
     runs = {}
     for name, given, settings in (("motion", motion, options), ("none", None, options), ("pushed", motion, pushed)):
@@ -133,7 +136,7 @@ def test_streaming_with_a_mouth_motion_gives_the_in_memory_frames(tmp_path, astr
         runs[name] = np.stack(captured)
     frames, read_fps = inference.read_frames(clip)
     for name, settings in (("motion", options), ("pushed", pushed)):
-        expected, _audio, _mask = inference.lipsync(frames, read_fps, speech, loaded, whisper_encoder, settings,
+        expected, _audio, _mask = lipsync(frames, read_fps, speech, loaded, whisper_encoder, settings,
                                                     fit_mode="cut", motion=motion)
         np.testing.assert_array_equal(runs[name], inference.frames_to_uint8(expected))
     assert np.abs(runs["motion"].astype(int) - runs["none"].astype(int)).max() > 10
@@ -159,7 +162,7 @@ def test_long_clip_keeps_exact_length_rate_size_and_audio(
         tmp_path / "out.mp4",
         toy,
         whisper_encoder,
-        inference.SamplerOptions(steps=1),
+        SamplerOptions(steps=1),
         fit_mode="loop",
         progress=lambda stage, done, total: stages.append(stage),
     )
@@ -195,7 +198,7 @@ def test_a_given_track_replaces_mediapipe_and_must_fit_the_video(tmp_path, astro
 
     clip = _clip(astronaut, tmp_path / "clip.mp4", 12, Fraction(25))
     speech = inference.load_audio(speech_wav)
-    options = inference.SamplerOptions(steps=1)
+    options = SamplerOptions(steps=1)
     lipsync_file(clip, speech, tmp_path / "a.mp4", toy, whisper_encoder, options, fit_mode="cut")
     tracked = [frame.copy() for frame in captured]
     captured.clear()
@@ -217,7 +220,7 @@ def test_output_keeps_the_source_pixel_format_and_rotation(tmp_path, astronaut, 
         tmp_path / "out.mp4",
         toy,
         whisper_encoder,
-        inference.SamplerOptions(steps=1),
+        SamplerOptions(steps=1),
         fit_mode="cut",
     )
     with av.open(out) as container:
@@ -243,7 +246,7 @@ def test_a_cancelled_run_leaves_no_file(tmp_path, astronaut, speech_wav, whisper
             tmp_path / "out.mp4",
             toy,
             whisper_encoder,
-            inference.SamplerOptions(steps=1),
+            SamplerOptions(steps=1),
             progress=cancel,
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
@@ -291,7 +294,7 @@ def test_the_users_mask_holds_still_while_the_source_jaw_talks(astronaut):
     video = torch.from_numpy(astronaut).float().div(255).expand(frames, *astronaut.shape)
 
     def crop_masks(hold: float):
-        mask = inference.face_mask(track, 25.0, inference.FaceOptions(mask_hold=hold))
+        mask = inference.face_mask(track, 25.0, FaceOptions(mask_hold=hold))
         return inference.crop_faces(video, mask, track, crop_size=128)[1].numpy()
 
     def top_rows(masks):

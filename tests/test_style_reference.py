@@ -1,5 +1,5 @@
 """The speaking-style reference (issue 10) from a clip to the sampler: ``lipsync_core.style``, the style in
-``inference.lipsync`` / ``streaming.lipsync_file``, and ``run --style-video``.
+``dubbing.lipsync`` / ``streaming.lipsync_file``, and ``run --style-video``.
 
 The reference is the real portrait (mediapipe tracks it) with espeak-ng speech after 1.5 s of silence; the
 model is the shipped toy model with a style encoder whose output layer is live (tests/support/style.py).
@@ -19,6 +19,9 @@ import torch
 
 from lipsync_core import inference
 from lipsync_core.audio import Audio
+from lipsync_core.checkpoint import load
+from lipsync_core.dubbing import lipsync
+from lipsync_core.plan import SamplerOptions
 from lipsync_core.style import StyleReference, encode_style_reference
 from tests.support.style import STYLE_FRAMES, write_plain_model, write_style_model
 
@@ -37,7 +40,7 @@ def model_files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def style_model(model_files):
-    return inference.load_model(model_files["style"])
+    return load(model_files["style"])
 
 
 @pytest.fixture(scope="module")
@@ -103,14 +106,14 @@ def test_bad_references_are_clear_errors(case, model_files, style_model, whisper
     elif case == "silent":
         audio, message = Audio.silence(audio.num_samples), "silent .* needs the speaker talking"
     else:
-        loaded, message = inference.load_model(model_files["plain"]), "has no speaking-style input"
+        loaded, message = load(model_files["plain"]), "has no speaking-style input"
     with pytest.raises(ValueError, match=message):
         encode_style_reference(loaded, whisper_encoder, frames, audio, FPS)
 
 
 def test_a_style_is_only_for_the_model_that_encoded_it(model_files, style_model, whisper_encoder, reference):
     style = encode_style_reference(style_model, whisper_encoder, *reference, FPS)
-    plain = inference.load_model(model_files["plain"])
+    plain = load(model_files["plain"])
     with pytest.raises(ValueError, match="has no speaking-style input"):
         style.for_model(plain.model)
     narrow = StyleReference(style.tokens[..., :16], style.frames, style.fps, style.start, style.duration, 1.0)
@@ -134,13 +137,14 @@ def captured(monkeypatch):
     return frames
 
 
-DUB_OPTIONS = inference.SamplerOptions(steps=2, window=4, overlap=1, decode_chunk=4, seed=5)
+DUB_OPTIONS = SamplerOptions(steps=2, window=4, overlap=1, decode_chunk=4, seed=5)
 
 
-def _dub(loaded, whisper, frames: np.ndarray, speech, **args) -> tuple[np.ndarray, np.ndarray]:
-    """``inference.lipsync`` of uint8 frames at 4 fps: the output frames (uint8) and where the mask is."""
+def _dub(loaded, whisper, frames: np.ndarray, speech, style_strength: float = 1.0, **args):
+    """``dubbing.lipsync`` of uint8 frames at 4 fps: the output frames (uint8) and where the mask is."""
     video = torch.from_numpy(frames).float() / 255.0
-    out, _audio, mask = inference.lipsync(video, 4.0, speech, loaded, whisper, DUB_OPTIONS, fit_mode="cut", **args)
+    options = dataclasses.replace(DUB_OPTIONS, style_strength=style_strength)
+    out, _audio, mask = lipsync(video, 4.0, speech, loaded, whisper, options, fit_mode="cut", **args)
     return inference.frames_to_uint8(out), mask.numpy() > 0.5
 
 
@@ -181,9 +185,10 @@ def test_the_files_style_audio_guidance_applies_while_a_style_is_given(tmp_path,
     speech = inference.load_audio(speech_wav, duration=2.0)
     video = torch.from_numpy(target).float() / 255.0
 
-    def dub(options=DUB_OPTIONS, **style_args) -> np.ndarray:
-        out, _audio, _mask = inference.lipsync(video, 4.0, speech, style_model, whisper_encoder, options,
-                                               fit_mode="cut", **style_args)
+    def dub(options=DUB_OPTIONS, style_strength: float = 1.0, **style_args) -> np.ndarray:
+        options = dataclasses.replace(options, style_strength=style_strength)
+        out, _audio, _mask = lipsync(video, 4.0, speech, style_model, whisper_encoder, options, fit_mode="cut",
+                                     **style_args)
         return inference.frames_to_uint8(out)
 
     def file_says(value: float | None) -> None:
@@ -212,7 +217,7 @@ def test_a_style_moves_the_mouth_through_the_motion_input(model_files, whisper_e
     from lipsync_core.motion import MouthMotion, in_rest_widths, mouth_opening, mouth_width, render_motion
     from lipsync_core.style import LIP_GAIN_RANGE, calibrate_lips, predict_lips, style_condition, style_motion
 
-    loaded = inference.load_model(model_files["motion_only"])
+    loaded = load(model_files["motion_only"])
     style = encode_style_reference(loaded, whisper_encoder, *reference, FPS)
     assert style.rest.shape == (40, 2) and 0.1 < mouth_width(style.rest) < 0.6  # the speaker's mouth, crop units
     speech = inference.load_audio(speech_wav, duration=2.0)  # 2 s: 8 frames at 4 fps

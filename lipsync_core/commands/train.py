@@ -65,7 +65,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_class: type,
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..models.torchvision_compat import make_torchvision_importable
+    from ..compat import make_torchvision_importable
     from ..training.train import TrainConfig, train
 
     make_torchvision_importable()

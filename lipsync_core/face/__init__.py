@@ -23,7 +23,7 @@ from .landmarks import (
     track_faces,
 )
 from .mask import MASK_MODES, UPPER_EDGES, combine_masks, face_masks, frame_mask, mask_polygon, render_polygon_mask
-from .prepare import FaceCrops, mask_box_transforms, prepare_face_crops
+from .prepare import FaceCrops, crop_transforms, mask_box_transforms, prepare_face_crops
 from .smoothing import OneEuroSettings, one_euro, smooth_track_points
 from .track import NUM_LANDMARKS, FaceTrack
 
@@ -34,6 +34,7 @@ __all__ = [
     "combine_masks",
     "create_backend",
     "crop_template",
+    "crop_transforms",
     "crop_track",
     "DEFAULT_CROP_SIZE",
     "detect_landmarks",

@@ -100,6 +100,24 @@ def mask_box_transforms(user_masks: np.ndarray, size: int = DEFAULT_CROP_SIZE, t
     return np.stack([_from_params(p, size) for p in params]).astype(np.float32), has_mask
 
 
+def crop_transforms(track: FaceTrack, size: int, user_masks: np.ndarray | None = None):
+    """Frame -> crop transforms ``[T, 2, 3]`` and which frames get edited ``[T]``: aligned on the face where it was
+    found, framed around the user's mask (``[T, H, W]``, where it leads) in frames without a face. Raises the one
+    clear error when nothing can be edited."""
+    mask_led = np.zeros(track.num_frames, bool)
+    if user_masks is not None:
+        mask_transforms, mask_led = mask_box_transforms(user_masks, size)
+        mask_led &= ~track.found
+    if not track.any_found and not mask_led.any():
+        track.require_face()
+    if not track.any_found:
+        return mask_transforms, mask_led
+    transforms = align_transforms(track, size)
+    if mask_led.any():
+        transforms[mask_led] = mask_transforms[mask_led]
+    return transforms, track.found | mask_led
+
+
 def prepare_face_crops(
     frames,
     fps: float = 25.0,
@@ -157,20 +175,7 @@ def prepare_face_crops(
         track = track.fill_short_gaps(fill_gaps)
 
     user = None if user_mask is None or mask_mode == "auto" else _as_user_masks(user_mask, num_frames, (height, width))
-    mask_led = np.zeros(num_frames, bool)
-    if user is not None and mask_mode in ("replace", "union"):
-        mask_transforms, mask_led = mask_box_transforms(user, size)
-        mask_led &= ~track.found
-    if not track.any_found and not mask_led.any():
-        track.require_face()  # the one clear error
-
-    if not track.any_found:
-        transforms = mask_transforms
-    else:
-        transforms = align_transforms(track, size)
-        if mask_led.any():
-            transforms[mask_led] = mask_transforms[mask_led]
-    editable = track.found | mask_led
+    transforms, editable = crop_transforms(track, size, user if mask_mode in ("replace", "union") else None)
     crops = warp_to_crop(video, transforms, size)
     hold = int(round(mask_hold * float(fps)))
     masks = face_masks(crop_track(track, transforms, size), upper_edge, expand, feather, hold=hold)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,10 +10,11 @@ import torch
 from torch import nn
 
 from ..configs import SayAnythingConfig
+from ..motion import MOTION_CHANNELS
 from .audio_projection import AudioProjection
 from .id_guider import IDGuider
 from .style_encoder import StyleEncoder
-from .unet import DeepFeatureCache, SayAnythingUNet
+from .unet import DeepFeatureCache, SayAnythingUNet, widen_conv_in
 
 
 @dataclass
@@ -196,3 +198,20 @@ class SayAnythingModel(nn.Module):
         counts = {name: sum(p.numel() for p in getattr(self, name).parameters()) for name in self.parts}
         counts["total"] = sum(counts.values())
         return counts
+
+
+def add_motion_input(model, channels: int = MOTION_CHANNELS):
+    """A copy of a ``SayAnythingModel`` with a mouth-motion input: ``channels`` zero-initialised inputs added
+    to ``conv_in`` (``unet.motion_channels``), so it computes exactly what ``model`` does until trained."""
+    if model.config.unet.motion_channels:
+        raise ValueError(f"the model already has a mouth-motion input ({model.config.unet.motion_channels} channels)")
+    unet = dataclasses.replace(model.config.unet, in_channels=model.config.unet.in_channels + channels,
+                               motion_channels=channels)
+    widened = SayAnythingModel(dataclasses.replace(model.config, unet=unet))
+    state = model.state_dict()
+    prefix = "unet."
+    unet_state = widen_conv_in({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
+                               unet.in_channels)
+    widened.load_state_dict({**state, **{prefix + k: v for k, v in unet_state.items()}})
+    widened.defaults = getattr(model, "defaults", None)
+    return widened.to(model.device, model.dtype)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..configs import CheckpointError
 from ..motion import NUM_MOUTH_POINTS, MouthMotion, from_rest_widths
 
 FORMAT = "sayanything-mouth-motion"
@@ -121,8 +122,6 @@ def save_mouth_motion_model(path: str | os.PathLike, model: AudioToMouthMotion) 
 def load_mouth_motion_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> AudioToMouthMotion:
     """Load a file written by ``save_mouth_motion_model``; a wrong or damaged file is a clear error."""
     from safetensors import SafetensorError, safe_open
-
-    from ..checkpoint import CheckpointError
 
     path = Path(path)
     if not path.is_file():

@@ -10,6 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..audio import Audio
+from ..checkpoint import load
+from ..inference import load_whisper, write_video
+from ..tensors import uint8_to_frames
+from .characters import Character
+from .proof import DubCase, _samples, library_lipsync
+from .speech import compose, speak
+from .world import render_clip
 
 DEMO_MODEL = Path(__file__).resolve().parent / "assets" / "toy_sayanything.safetensors"
 # The Mouth Motion from Audio model trained on the same world (`train-motion`, hidden_dim 96, 1200 steps).
@@ -21,10 +32,6 @@ def demo_inputs(text: str = "Hello there. I learned to talk from a tiny world of
                 voice: str = "en-us", speed: int = 150, seed: int = 7, video_size: int = 80, fps: float = 25.0):
     """A :class:`proof.DubCase`: the talking source video (saying ``SOURCE_SENTENCE`` in another voice),
     its face track, and ``text`` as the new speech."""
-    from .characters import Character
-    from .proof import DubCase, _samples
-    from .speech import compose, speak
-    from .world import render_clip
 
     character = Character.random(np.random.default_rng([seed, 10_000]), 2 * video_size)
     new = compose([speak(text, voice, speed)], [0.4, 0.5], fps)
@@ -39,31 +46,18 @@ def demo_inputs(text: str = "Hello there. I learned to talk from a tiny world of
                    opening=new.opening, silent=new.silent)
 
 
-def demo_lipsync(whisper_dir, model=DEMO_MODEL, seed: int = 7, fps: float = 25.0, callback=None):
-    """The demo character made to say the new sentence by ``model`` through ``inference.lipsync``, at the
+def demo_lipsync(whisper_dir, model=DEMO_MODEL, seed: int = 7, fps: float = 25.0, progress=None):
+    """The demo character made to say the new sentence by ``model`` through ``dubbing.lipsync``, at the
     model file's own defaults. Returns ``(frames float [T, V, V, 3] 0..1, case)``."""
-    import torch
-
-    from .. import inference
-    from .proof import library_lipsync
-
     case = demo_inputs(seed=seed, fps=fps)
-    loaded = inference.load_model(model)
-    whisper = inference.load_whisper(whisper_dir)
-    frames = library_lipsync(case, case.speech, loaded, whisper, fps=fps, callback=callback)
-    return torch.from_numpy(frames).float() / 255.0, case
+    frames = library_lipsync(case, case.speech, load(model), load_whisper(whisper_dir), fps=fps, progress=progress)
+    return uint8_to_frames(frames), case
 
 
-def render_demo(output, whisper_dir, model=DEMO_MODEL, seed: int = 7, scale: int = 4, callback=None):
+def render_demo(output, whisper_dir, model=DEMO_MODEL, seed: int = 7, scale: int = 4, progress=None):
     """Write the demo as an mp4 with the new speech, enlarged ``scale`` times (the toy video is 80 px):
     the source video on the left, the dubbed one on the right."""
-    import torch
-    import torch.nn.functional as F
-
-    from .. import inference
-    from ..audio import Audio
-
-    frames, case = demo_lipsync(whisper_dir, model, seed=seed, callback=callback)
-    both = torch.cat([torch.from_numpy(case.video).float() / 255.0, frames], dim=2)
+    frames, case = demo_lipsync(whisper_dir, model, seed=seed, progress=progress)
+    both = torch.cat([uint8_to_frames(case.video), frames], dim=2)
     large = F.interpolate(both.permute(0, 3, 1, 2), scale_factor=scale, mode="nearest").permute(0, 2, 3, 1)
-    return inference.write_video(output, large, 25.0, Audio(torch.from_numpy(case.speech), 16000))
+    return write_video(output, large, 25.0, Audio(torch.from_numpy(case.speech), 16000))

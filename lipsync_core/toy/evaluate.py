@@ -32,14 +32,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .measure import measure_opening, measure_width, pearson, slope
+from ..metrics import pearson, slope
+from ..motion import MOUTH_POINTS, estimate_rest, in_rest_widths
+from ..pipeline import SayAnythingPipeline, decode_latents, encode_latents
+from ..plan import SamplingPlan
+from ..style import StyleReference, calibrate_lips, style_condition
+from ..tensors import model_to_uint8, uint8_to_mask, uint8_to_model
+from ..training.dataset import clip_identity
+from ..training.shards import ShardIndex, read_clip
+from .measure import measure_opening, measure_width
 
 CLOSED_THRESHOLD = 0.15
 MAX_LAG = 4
-
-
-def _to_uint8(video: torch.Tensor) -> np.ndarray:
-    return ((video.float() + 1.0) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
 def _mouth_box_mask(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -130,9 +134,6 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
     ``silence_features``: per-frame Whisper features of silence ``[>= eval_frames, ...]`` for the
     LipLeak run (skipped without them). The silence and no-reference runs use the first half of the clips.
     """
-    from ..pipeline import SayAnythingPipeline, decode_latents, encode_latents
-    from ..style import style_condition
-    from ..training.shards import ShardIndex, read_clip
 
     index = ShardIndex.scan(eval_folder)
     entries = index.entries[: config.eval_clips]
@@ -155,11 +156,11 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
         start = offsets[number]
         window = slice(start, start + count)
         other_window = slice(other_start, other_start + count)
-        frames = clip["frames"][window].permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        mask = clip["mask"][window].float()[:, None] / 255.0
+        frames = uint8_to_model(clip["frames"][window])
+        mask = uint8_to_mask(clip["mask"][window])
         # Reference: the clip's first or last frame, whichever is farther from the evaluated window.
         far = 0 if start > len(clip["frames"]) - (start + count) else len(clip["frames"]) - 1
-        reference = clip["frames"][far].permute(2, 0, 1).float() / 127.5 - 1.0
+        reference = uint8_to_model(clip["frames"][far][None])[0]
         id_features = model.encode_reference(reference[None].to(model.device))
         landmarks = clip["landmarks"][window].numpy()
         source = clip["frames"][window].numpy()
@@ -178,15 +179,16 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
             audio_guidance = config.audio_guidance
             if style is not None and config.style_audio_guidance is not None:
                 audio_guidance = config.style_audio_guidance
+            plan = SamplingPlan(steps=config.sample_steps, reference_guidance=config.reference_guidance,
+                                audio_guidance=audio_guidance, motion_guidance=config.motion_guidance,
+                                window=config.num_frames, overlap=config.num_frames // 4, noise_aug_strength=0.0,
+                                seed=config.seed + number)
             result = pipeline(
-                frames, mask, features.float(), id_features=ids,
-                num_inference_steps=config.sample_steps, reference_guidance_scale=config.reference_guidance,
-                audio_guidance_scale=audio_guidance, window_length=config.num_frames,
-                window_overlap=config.num_frames // 4, noise_aug_strength=0.0, seed=config.seed + number,
-                style=None if style is None else style.tokens, motion_guidance_scale=config.motion_guidance,
+                frames, mask, features.float(), id_features=ids, plan=plan,
+                style=None if style is None else style.tokens,
                 motion=style_condition(style, model, features.float(), 25.0, config.num_frames,
                                        frames.shape[-1] // pipeline.vae_scale_factor))
-            pixels = _to_uint8(result)
+            pixels = model_to_uint8(result)
             if name in style_runs and styles is not None:
                 style_runs[name].append((measure_opening(pixels, landmarks), measure_width(pixels, landmarks)))
                 if name != "own":
@@ -199,7 +201,7 @@ def evaluate(model, vae, eval_folder: str | Path, config, output: str | Path | N
                 keep = clip["mask"][window].numpy() == 0
                 outside.append(float((pixels == source)[keep].all(axis=-1).mean()))
                 errors["identity"].append(colour_error(pixels, source, skin))
-                recon = _to_uint8(decode_latents(vae, encode_latents(vae, frames), chunk_size=config.num_frames))
+                recon = model_to_uint8(decode_latents(vae, encode_latents(vae, frames), chunk_size=config.num_frames))
                 errors["vae"].append(colour_error(recon, source, skin))
                 if number < 4:
                     strips.append((source, pixels))
@@ -244,14 +246,12 @@ def encode_clip_style(model, clip: dict, count: int, fps: float = 25.0, window: 
     """The ``StyleReference`` of a shard clip (``frames``, ``whisper``, ``silent``, ``landmarks``): its ``count``
     frames with the most speech, since a style shows only while the character talks, its resting mouth and
     its lip gain (``style.calibrate_lips`` over windows of ``window`` frames)."""
-    from ..motion import MOUTH_POINTS, estimate_rest, in_rest_widths
-    from ..style import StyleReference, calibrate_lips
 
     silent = clip["silent"].numpy().astype(np.float32)
     speech = np.convolve(1 - silent, np.ones(count), "valid")
     start = int(np.argmax(speech))
     span = slice(start, start + count)
-    frames = clip["frames"][span].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    frames = uint8_to_model(clip["frames"][span])
     points = (clip["landmarks"].float().numpy()[:, list(MOUTH_POINTS)] + 0.5) / clip["frames"].shape[2]
     rest = estimate_rest(points[np.isfinite(points).all(axis=(1, 2))])
     lips = np.nan_to_num(in_rest_widths(points[span], rest))
@@ -266,8 +266,6 @@ def encode_clip_style(model, clip: dict, count: int, fps: float = 25.0, window: 
 def _style_references(model, index, entries, config) -> dict:
     """Encoded style references per evaluated clip: ``own`` (another clip of the same character) and
     ``swap`` (a clip of the held-out character whose gain differs most), plus their true styles."""
-    from ..training.dataset import clip_identity
-    from ..training.shards import read_clip
 
     frames_needed = config.style_frames
     by_identity: dict[str, list[int]] = {}

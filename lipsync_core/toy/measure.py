@@ -63,19 +63,3 @@ def measure_width(frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         band = darkness[i, y0:y1, x0:x1]
         result[i] = band.max(0).sum() / face_half if band.size else 0.0
     return result
-
-
-def slope(measured: np.ndarray, reference: np.ndarray) -> float:
-    """Least-squares slope of ``measured`` on ``reference`` (with an intercept): how much one moves per unit
-    of the other."""
-    a, b = np.asarray(measured, np.float64).ravel(), np.asarray(reference, np.float64).ravel()
-    b = b - b.mean()
-    denominator = (b * b).sum()
-    return float(((a - a.mean()) * b).sum() / denominator) if denominator > 0 else 0.0
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    a, b = a - a.mean(), b - b.mean()
-    denominator = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denominator) if denominator > 0 else 0.0

@@ -3,7 +3,7 @@
 A case is a held-out character's rendered video (its mouth and jaw move with its own speech: a
 talking source) with the known face track, plus new speech: another held-out clip's sentence, cut at
 a seeded offset so silences do not line up. ``tools/toy_proof.py`` dubs every case through the real
-ComfyUI workflow and through ``inference.lipsync``, then scores them with ``case_figures``.
+ComfyUI workflow and through ``dubbing.lipsync``, then scores them with ``case_figures``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from ..audio import Audio
+from ..dubbing import lipsync
+from ..metrics import pearson
+from ..plan import SamplerOptions
+from ..tensors import frames_to_uint8, uint8_to_frames
 from .evaluate import CLOSED_THRESHOLD, opening_figures
-from .measure import measure_opening, pearson
+from .measure import measure_opening
 from .speech import SAMPLE_RATE
 from .world import WorldConfig, generate_world
 
@@ -89,15 +95,10 @@ def case_figures(cases: list[DubCase], dubbed: list[np.ndarray], silenced: list[
 
 
 def library_lipsync(case: DubCase, speech: np.ndarray, loaded, whisper, fps: float = 25.0,
-                    callback=None) -> np.ndarray:
-    """One case dubbed with ``speech`` through ``inference.lipsync``, every setting on auto (the model
-    file's defaults); uint8 frames."""
-    import torch
-
-    from .. import inference
-    from ..audio import Audio
-
-    frames, _audio, _mask = inference.lipsync(
-        torch.from_numpy(case.video).float() / 255.0, fps, Audio(torch.from_numpy(speech), SAMPLE_RATE), loaded,
-        whisper, inference.SamplerOptions(seed=0), fit_mode="cut", track=case.face_track(), callback=callback)
-    return inference.frames_to_uint8(frames)
+                    progress=None) -> np.ndarray:
+    """One case dubbed with ``speech`` through ``dubbing.lipsync``, every setting on auto (the model
+    file's defaults); uint8 frames. ``progress(stage, done, total)`` as ``dubbing.dub``'s."""
+    frames, _audio, _mask = lipsync(
+        uint8_to_frames(case.video), fps, Audio(torch.from_numpy(speech), SAMPLE_RATE), loaded,
+        whisper, SamplerOptions(seed=0), fit_mode="cut", track=case.face_track(), progress=progress)
+    return frames_to_uint8(frames)

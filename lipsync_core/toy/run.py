@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..configs import AudioProjectionConfig, IDGuiderConfig, SayAnythingConfig, StyleEncoderConfig, UNetConfig
+from ..tensors import uint8_to_mask, uint8_to_model
 from .world import ToyClip, WorldConfig, generate_world
 
 Report = Callable[[str], None]
@@ -163,8 +164,8 @@ def write_world_shards(clips: list[ToyClip], folder: Path, whisper, vae, packed_
         else:
             features = whisper.frame_features(Audio(torch.from_numpy(clip.waveform), 16000), 25, num_frames=count)
         mask = clip.mask
-        frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        mask_t = torch.from_numpy(mask).float()[:, None] / 255.0
+        frames = uint8_to_model(clip.frames)
+        mask_t = uint8_to_mask(mask)
         latents = encode_latents(vae, frames, chunk_size=32)
         masked_latents, _ = build_masked_video_conditioning(vae, frames, mask_t, 0.0, chunk_size=32)
         batch.append({

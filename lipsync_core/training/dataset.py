@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..motion import MOUTH_POINTS, NUM_MOUTH_POINTS, estimate_rest, in_rest_widths
+from ..tensors import uint8_to_mask, uint8_to_model
 from .shards import ShardIndex, read_clip
 
 
@@ -88,10 +89,10 @@ class LipSyncWindows(torch.utils.data.Dataset):
             raise ValueError(f"{path} has no cached latents while other shards do; prepare all shards alike")
         ref_frame = read_clip(path, clip, ("frames",), slice(reference, reference + 1))["frames"][0]
         item_out = {
-            "frames": window["frames"].permute(0, 3, 1, 2).float() / 127.5 - 1.0,
-            "mask": window["mask"].float()[:, None] / 255.0,
+            "frames": uint8_to_model(window["frames"]),
+            "mask": uint8_to_mask(window["mask"]),
             "audio": window["whisper"].float(),
-            "reference": ref_frame.permute(2, 0, 1).float() / 127.5 - 1.0,
+            "reference": uint8_to_model(ref_frame[None])[0],
         }
         if self.use_latents:
             item_out["latents"] = window["latents"].float()
@@ -147,7 +148,7 @@ class LipSyncWindows(torch.utils.data.Dataset):
         window = read_clip(path, clip, ("frames", "whisper") + (("landmarks",) if self.landmarks else ()), span)
         if self.landmarks:  # the reference's lip points, 0 (rest) where no face was found
             lips = {"style_lips": self.mouth_target(source, window["landmarks"].float().numpy()).nan_to_num(0.0)}
-        return {"style_frames": window["frames"].permute(0, 3, 1, 2).float() / 127.5 - 1.0,
+        return {"style_frames": uint8_to_model(window["frames"]),
                 "style_audio": window["whisper"].float(), "has_style": torch.tensor(True), **lips}
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..metrics import pearson
 from ..models.mouth_motion import AudioToMouthMotion, MouthMotionConfig, save_mouth_motion_model
 from ..motion import MOUTH_POINTS, MouthMotion, estimate_rest, in_rest_widths, mouth_opening
-from ..toy.measure import pearson
 from .shards import ShardIndex, read_clip
 
 

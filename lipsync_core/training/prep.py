@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..tensors import uint8_to_mask, uint8_to_model
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 
 
@@ -97,7 +99,7 @@ class _Worker:
 
     def __init__(self, config: PrepConfig):
         from ..audio import load_whisper_encoder
-        from ..models.torchvision_compat import make_torchvision_importable
+        from ..compat import make_torchvision_importable
 
         make_torchvision_importable()
         self.config = config
@@ -109,7 +111,6 @@ class _Worker:
             self.vae = load_vae(config.vae)
 
     def process(self, video: Path) -> dict:
-        import torch
 
         from ..audio import load_audio
         from ..face import prepare_face_crops, transform_points
@@ -142,8 +143,8 @@ class _Worker:
             clip = {"frames": crops.crops[window], "mask": masks[window], "landmarks": landmarks[window],
                     "whisper": features[window], "transforms": crops.transforms[window]}
             if self.vae is not None:
-                pixels = torch.from_numpy(clip["frames"]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-                mask = torch.from_numpy(clip["mask"]).float()[:, None] / 255.0
+                pixels = uint8_to_model(clip["frames"])
+                mask = uint8_to_mask(clip["mask"])
                 clip["latents"] = encode_latents(self.vae, pixels).half().numpy()
                 clip["masked_latents"] = build_masked_video_conditioning(self.vae, pixels, mask)[0].half().numpy()
             clips.append(clip)

@@ -27,7 +27,8 @@ from torch import nn
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..configs import PRESETS, ModelDefaults, SayAnythingConfig
 from ..models import Conditioning, SayAnythingModel, make_added_time_ids
-from ..pipeline import build_masked_video_conditioning, downsample_mask, encode_latents
+from ..pipeline import SayAnythingPipeline, build_masked_video_conditioning, downsample_mask, encode_latents
+from ..plan import SamplingPlan
 from .dataset import LipSyncWindows
 
 TRAINABLE = ("all", "attention", "new", "style")
@@ -530,16 +531,13 @@ def _write_sample(model: SayAnythingModel, vae, dataset: LipSyncWindows, config:
     """Regenerate the first window of the data with the pipeline; write a PNG strip (source over result)."""
     import numpy as np
 
-    from ..pipeline import SayAnythingPipeline
-
     was_training = model.training
     model.eval()
     item = dataset[0]
-    result = SayAnythingPipeline(model, vae)(
-        item["frames"], item["mask"], item["audio"], reference=item["reference"],
-        num_inference_steps=config.sample_steps, window_length=dataset.num_frames,
-        window_overlap=dataset.num_frames // 4, noise_aug_strength=config.noise_aug_strength, fps=config.fps, seed=0,
-        device=model.device)
+    plan = SamplingPlan(steps=config.sample_steps, window=dataset.num_frames, overlap=dataset.num_frames // 4,
+                        noise_aug_strength=config.noise_aug_strength, fps=config.fps)
+    result = SayAnythingPipeline(model, vae)(item["frames"], item["mask"], item["audio"], reference=item["reference"],
+                                             plan=plan, device=model.device)
     model.train(was_training)
     rows = [torch.cat(list(video), dim=2) for video in (item["frames"], result)]
     strip = ((torch.cat(rows, dim=1).permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()

@@ -71,7 +71,7 @@ def comfy_models(comfy_base, whisper_tiny_dir):
     from lipsync_core.checkpoint import save_checkpoint
     from lipsync_core.configs import SayAnythingConfig
     from lipsync_core.models import SayAnythingModel
-    from lipsync_core.svd_import import write_tiny_svd_checkpoint
+    from tests.support.svd import write_tiny_svd_checkpoint
 
     models = comfy_base / "models"
     torch.manual_seed(1)

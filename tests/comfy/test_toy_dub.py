@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from lipsync_core.inference import write_video
+from lipsync_core.metrics import pearson
 from lipsync_core.toy.demo import DEMO_MODEL
-from lipsync_core.toy.measure import measure_opening, pearson
+from lipsync_core.toy.measure import measure_opening
 from lipsync_core.toy.proof import dub_cases
 from tools.demo_assets import WHISPER_FOLDER
 from tools.toy_proof import read_mp4, workflow_prompt, write_wav

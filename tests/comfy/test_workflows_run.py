@@ -18,7 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
+from lipsync_core.checkpoint import load
+from lipsync_core.dubbing import lipsync
 from lipsync_core.pipeline import plan_windows
+from lipsync_core.plan import FaceOptions, SamplerOptions
 from tests.support.workflows import (
     MOUTH_BOX,
     REPO,
@@ -82,17 +85,17 @@ def test_talking_image_workflow_as_shipped(comfy, comfy_base, comfy_inputs, obje
     assert len(taps["out"]) == info["frames"]
     assert_unchanged_outside_mask(taps)
 
-    # One pipeline, two front ends: lipsync_core.inference.lipsync (what `run` calls) gives the same
+    # One pipeline, two front ends: lipsync_core.dubbing.lipsync (what `run` calls) gives the same
     # frames in this process as the graph did in ComfyUI's.
     from lipsync_core import inference
 
     frames = torch.from_numpy(np.asarray(Image.open(comfy_base / "input" / PORTRAIT_FILE).convert("RGB")))
-    loaded = inference.load_model(comfy_base / "models" / "sayanything" / DEFAULT_MODEL_FILE)
+    loaded = load(comfy_base / "models" / "sayanything" / DEFAULT_MODEL_FILE)
     whisper = inference.load_whisper(comfy_base / "models" / "whisper" / WHISPER_FOLDER)
-    options = inference.SamplerOptions(steps=2, window=4, overlap=1, decode_chunk=4)
-    result_frames, _audio, _mask = inference.lipsync(
+    options = SamplerOptions(steps=2, window=4, overlap=1, decode_chunk=4)
+    result_frames, _audio, _mask = lipsync(
         frames[None].float() / 255.0, 4.0, comfy_inputs["speech"], loaded, whisper, options,
-        face_options=inference.FaceOptions(crop_size=64),
+        face_options=FaceOptions(crop_size=64),
     )
     ours = (result_frames.clamp(0, 1) * 255.0).numpy().astype(np.uint8)  # SaveImage's quantisation
     difference = np.abs(ours.astype(int) - taps["out"].astype(int))
@@ -101,7 +104,7 @@ def test_talking_image_workflow_as_shipped(comfy, comfy_base, comfy_inputs, obje
 
 def test_speed_preset_and_its_settings_reach_the_sampler(comfy, comfy_base, comfy_inputs, object_info):
     # The fast preset with two of its settings overridden, run by the Sampler node, gives the frames the
-    # same options give through lipsync_core.inference.lipsync: every widget reaches the sampler.
+    # same options give through lipsync_core.dubbing.lipsync: every widget reaches the sampler.
     speed = {"speed": "fast", "deep_cache": 2, "guidance_sigma_high": 200.0}
     prompt, workflow = prompt_for("sayanything_talking_image.json", object_info, {
         "PrimitiveFloat": {"value": 4.0},
@@ -116,14 +119,14 @@ def test_speed_preset_and_its_settings_reach_the_sampler(comfy, comfy_base, comf
     from lipsync_core.speed import SPEED_PRESETS
 
     frames = torch.from_numpy(np.asarray(Image.open(comfy_base / "input" / PORTRAIT_FILE).convert("RGB")))
-    loaded = inference.load_model(comfy_base / "models" / "sayanything" / DEFAULT_MODEL_FILE)
+    loaded = load(comfy_base / "models" / "sayanything" / DEFAULT_MODEL_FILE)
     whisper = inference.load_whisper(comfy_base / "models" / "whisper" / WHISPER_FOLDER)
     low = SPEED_PRESETS["fast"].guidance_interval[0]
-    options = inference.SamplerOptions(steps=3, window=4, overlap=1, decode_chunk=4, speed="fast", deep_cache=2,
-                                       guidance_interval=(low, 200.0))
-    result_frames, _audio, _mask = inference.lipsync(
+    options = SamplerOptions(steps=3, window=4, overlap=1, decode_chunk=4, speed="fast", deep_cache=2,
+                             guidance_interval=(low, 200.0))
+    result_frames, _audio, _mask = lipsync(
         frames[None].float() / 255.0, 4.0, comfy_inputs["speech"], loaded, whisper, options,
-        face_options=inference.FaceOptions(crop_size=64),
+        face_options=FaceOptions(crop_size=64),
     )
     ours = (result_frames.clamp(0, 1) * 255.0).numpy().astype(np.uint8)
     difference = np.abs(ours.astype(int) - taps["out"].astype(int))

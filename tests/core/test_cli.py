@@ -2,9 +2,10 @@ import json
 
 import torch
 
+from benchmarks.sampling import main as sampling_benchmark
 from lipsync_core.__main__ import main
 from lipsync_core.checkpoint import load_checkpoint, read_checkpoint_metadata
-from lipsync_core.svd_import import write_tiny_svd_checkpoint
+from tests.support.svd import write_tiny_svd_checkpoint
 
 
 def test_init_dry_run_full_reports_svd_plus_ours(capsys):
@@ -38,11 +39,11 @@ def test_init_from_svd_file(tmp_path, capsys):
     assert read_checkpoint_metadata(out)["format"] == "sayanything"
 
 
-def test_bench_tiny_reports_both_variants(tmp_path, capsys):
+def test_unet_step_benchmark_reports_both_variants(tmp_path, capsys):
     report_path = tmp_path / "bench.json"
-    args = ["bench", "--size", "tiny", "--frames", "2", "--resolution", "32", "--repeats", "1", "--warmup", "0",
+    args = ["unet-step", "--size", "tiny", "--frames", "2", "--resolution", "32", "--repeats", "1", "--warmup", "0",
             "--threads", "1", "--json", str(report_path)]
-    assert main(args) == 0
+    assert sampling_benchmark(args) == 0
     report = json.loads(report_path.read_text())
     ours, stock = report["sayanything"], report["stock_diffusers"]
     assert ours["parameters"] > stock["parameters"]  # + mask channel, audio projection, ID-Guider
@@ -52,13 +53,13 @@ def test_bench_tiny_reports_both_variants(tmp_path, capsys):
     assert report["settings"]["guidance_branches"] == 3
 
 
-def test_bench_sampler_reports_every_speed_mode_against_quality(tmp_path, capsys, whisper_tiny_dir):
+def test_speeds_benchmark_reports_every_speed_mode_against_quality(tmp_path, capsys, whisper_tiny_dir):
     # One toy clip of 8 frames (one window): the figures are meaningless at this size, the report's
     # shape and its arithmetic are what is checked.
     report_path = tmp_path / "sampler.json"
-    args = ["bench-sampler", "--whisper", str(whisper_tiny_dir), "--clips", "1", "--frames", "8", "--threads", "1",
+    args = ["speeds", "--whisper", str(whisper_tiny_dir), "--clips", "1", "--frames", "8", "--threads", "1",
             "--mode", 'k4={"steps": 4}', "--json", str(report_path)]
-    assert main(args) == 0
+    assert sampling_benchmark(args) == 0
     report = json.loads(report_path.read_text())
     assert report["device"] and report["eval"]["clips"] == 1
     modes = {mode["name"]: mode for mode in report["modes"]}

@@ -1,6 +1,6 @@
 """Fast sampling (issue 12): guidance interval, deep-feature reuse, few-step schedule, batched windows.
 
-``quality`` (the default ``SpeedSettings``) must be today's sampler bit for bit: it is checked against
+``quality`` (the default ``SamplingPlan``) must be today's sampler bit for bit: it is checked against
 the pre-issue-12 loop kept in ``sampler_reference.py``.
 """
 
@@ -8,17 +8,19 @@ import pytest
 import torch
 
 from lipsync_core.configs import ModelDefaults
-from lipsync_core.inference import SamplerOptions
 from lipsync_core.models import Conditioning, DeepFeatureCache, make_added_time_ids
 from lipsync_core.pipeline import SayAnythingPipeline, plan_windows
-from lipsync_core.speed import FEW_STEP_SIGMA_MIN, SPEED_PRESETS, SpeedSettings, few_step_sigmas
+from lipsync_core.plan import SamplerOptions, SamplingPlan
+from lipsync_core.speed import FEW_STEP_SIGMA_MIN, SPEED_PRESETS, few_step_sigmas
 from tests.core.sampler_reference import reference_denoise
 from tests.core.test_pipeline import SIZE as PIPELINE_SIZE
 from tests.core.test_pipeline import _video as pipeline_inputs
 
 SIZE = PIPELINE_SIZE  # 32: the tiny VAE downsamples 4x, 8x8 latents
 FRAMES, WINDOW, OVERLAP = 11, 4, 1  # 4 windows, the last moved back
-GUIDANCE = dict(reference_guidance_scale=2.0, audio_guidance_scale=3.0)  # three branches
+# Three guidance branches, the windows above, SVD's micro-conditioning.
+PLAN = SamplingPlan(steps=4, reference_guidance=2.0, audio_guidance=3.0, window=WINDOW, overlap=OVERLAP, fps=25.0,
+                    motion_bucket_id=127, noise_aug_strength=0.02)
 DEFAULTS = ModelDefaults(crop_size=SIZE, window=WINDOW, overlap=OVERLAP, steps=4, **{
     "reference_guidance": 2.0, "audio_guidance": 3.0})
 
@@ -32,39 +34,33 @@ def pipe(tiny_model, tiny_vae):
     return SayAnythingPipeline(tiny_model, tiny_vae)
 
 
-def _latents(pipe, steps, schedule="karras", seed=5, frames=FRAMES):
+def _latents(pipe, plan=PLAN, seed=5, frames=FRAMES):
     video, mask, audio, reference = _inputs(frames)
     generator = torch.Generator().manual_seed(seed)
-    latents = pipe.prepare_latents(frames, (SIZE, SIZE), steps, generator, schedule=schedule)
-    pipe.encode_canvas(latents, 0, video, mask, 0.02, generator)
+    latents = pipe.prepare_latents(frames, (SIZE, SIZE), plan, generator)
+    pipe.encode_canvas(latents, 0, video, mask, plan, generator)
     return latents, audio, pipe.model.encode_reference(reference)
 
 
-def _denoise(pipe, speed=None, steps=4, frames=FRAMES, **kwargs):
-    latents, audio, ids = _latents(pipe, steps, speed.schedule if speed else "karras", frames=frames)
-    args = dict(GUIDANCE, window_length=WINDOW, window_overlap=OVERLAP, fps=25.0, motion_bucket_id=127,
-                noise_aug_strength=0.02)
-    pipe.denoise(latents, audio, ids, steps, speed=speed, **args, **kwargs)
+def _denoise(pipe, plan=PLAN, frames=FRAMES, **kwargs):
+    latents, audio, ids = _latents(pipe, plan, frames=frames)
+    pipe.denoise(latents, audio, ids, plan, **kwargs)
     return latents.latents
 
 
 def _sample(pipe, speed: str, seed=3, **overrides):
-    options = SamplerOptions(speed=speed, seed=seed, **overrides).resolve(DEFAULTS)
+    plan = SamplerOptions(speed=speed, seed=seed, **overrides).resolve(DEFAULTS)
     video, mask, audio, reference = _inputs()
-    out = pipe(video, mask, audio, reference=reference, num_inference_steps=options.steps,
-               reference_guidance_scale=options.reference_guidance, audio_guidance_scale=options.audio_guidance,
-               window_length=options.window, window_overlap=options.overlap, seed=options.seed,
-               speed=options.speed_settings())
-    return out, video, mask
+    return pipe(video, mask, audio, reference=reference, plan=plan), video, mask
 
 
 def test_quality_is_the_previous_sampler_bit_for_bit(pipe):
-    latents, audio, ids = _latents(pipe, 4)
+    latents, audio, ids = _latents(pipe)
     reference_denoise(pipe, latents, audio, ids, 4, 2.0, 3.0, WINDOW, OVERLAP, 25.0, 127, 0.02)
-    assert torch.equal(_denoise(pipe, SpeedSettings()), latents.latents)
-    quality = SamplerOptions(speed="quality").resolve(DEFAULTS)
-    assert quality.steps == DEFAULTS.steps and quality.speed_settings() == SpeedSettings()
-    assert torch.equal(_denoise(pipe, quality.speed_settings()), latents.latents)
+    assert torch.equal(_denoise(pipe), latents.latents)
+    quality = SamplerOptions(speed="quality", noise_aug_strength=0.02).resolve(DEFAULTS)
+    assert quality == PLAN  # the full sampler: the plan's defaults for every speed setting
+    assert torch.equal(_denoise(pipe, quality), latents.latents)
 
 
 @pytest.mark.parametrize("speed", list(SPEED_PRESETS))
@@ -105,7 +101,7 @@ def test_guidance_branches_run_only_inside_the_interval(pipe, monkeypatch):
     calls = _record_calls(pipe, monkeypatch)
     sigmas = pipe.sigmas(4)
     interval = (float(sigmas[2]), float(sigmas[1]))  # steps 2 and 3
-    _denoise(pipe, SpeedSettings(guidance_interval=interval))
+    _denoise(pipe, PLAN.replace(guidance_interval=interval))
     windows = len(plan_windows(FRAMES, WINDOW, OVERLAP))
     assert len(calls) == 4 * windows
     for call in calls:
@@ -117,7 +113,7 @@ def test_guidance_branches_run_only_inside_the_interval(pipe, monkeypatch):
 def test_deep_features_are_kept_per_window_and_never_cross_windows_or_videos(pipe, monkeypatch):
     calls = _record_calls(pipe, monkeypatch)
     steps, interval = 5, 2
-    _denoise(pipe, SpeedSettings(deep_cache_interval=interval), steps=steps)
+    _denoise(pipe, PLAN.replace(deep_cache=interval, steps=steps))
     windows = len(plan_windows(FRAMES, WINDOW, OVERLAP))
     # Deep blocks at steps 0, 2, 4 for every window, reused at steps 1 and 3.
     assert [c["reuse"] for c in calls] == [step % interval == 1 for step in range(steps) for _ in range(windows)]
@@ -127,7 +123,7 @@ def test_deep_features_are_kept_per_window_and_never_cross_windows_or_videos(pip
         assert call["cache"] is caches[number % windows]  # ... which only that window ever uses
         assert torch.equal(call["window"], calls[number % windows]["window"])
     calls.clear()
-    _denoise(pipe, SpeedSettings(deep_cache_interval=interval), steps=steps)  # the next video starts afresh
+    _denoise(pipe, PLAN.replace(deep_cache=interval, steps=steps))  # the next video starts afresh
     assert not any(c["reuse"] for c in calls[:windows])
     assert not {id(c["cache"]) for c in calls} & {id(cache) for cache in caches}
 
@@ -135,7 +131,7 @@ def test_deep_features_are_kept_per_window_and_never_cross_windows_or_videos(pip
 def test_deep_features_are_not_reused_across_a_change_of_guidance_batch(pipe, monkeypatch):
     calls = _record_calls(pipe, monkeypatch)
     sigmas = pipe.sigmas(6)
-    _denoise(pipe, SpeedSettings(deep_cache_interval=3, guidance_interval=(float(sigmas[1]), 1000.0)), steps=6)
+    _denoise(pipe, PLAN.replace(deep_cache=3, guidance_interval=(float(sigmas[1]), 1000.0), steps=6))
     windows = len(plan_windows(FRAMES, WINDOW, OVERLAP))
     by_step = [calls[step * windows] for step in range(6)]
     assert [c["batch"] for c in by_step] == [3, 3, 1, 1, 1, 1]
@@ -171,9 +167,9 @@ def test_reused_deep_features_give_the_full_forward_at_the_same_inputs(tiny_mode
 
 
 def test_batched_windows_match_one_window_at_a_time(pipe, monkeypatch):
-    one = _denoise(pipe, SpeedSettings()).clone()
+    one = _denoise(pipe).clone()
     calls = _record_calls(pipe, monkeypatch)
-    batched = _denoise(pipe, SpeedSettings(window_batch=3))
+    batched = _denoise(pipe, PLAN.replace(window_batch=3))
     windows = len(plan_windows(FRAMES, WINDOW, OVERLAP))  # 4: a batch of 3 windows, then 1
     assert [c["batch"] for c in calls[:2]] == [3 * 3, 3 * (windows - 3)]
     torch.testing.assert_close(batched, one, rtol=1e-4, atol=1e-4)
@@ -191,17 +187,18 @@ def test_speed_presets_fill_what_is_left_on_auto_and_a_user_value_wins():
     fast = SamplerOptions(speed="fast").resolve(DEFAULTS)
     preset = SPEED_PRESETS["fast"]
     assert fast.steps == min(DEFAULTS.steps, preset.max_steps)
-    assert fast.speed_settings() == SpeedSettings(preset.guidance_interval, preset.deep_cache, preset.schedule,
-                                                  preset.window_batch, preset.gpu_layout, preset.gpu_layout,
-                                                  decode_context=preset.decode_context)
+    assert (fast.guidance_interval, fast.deep_cache, fast.schedule, fast.window_batch, fast.channels_last,
+            fast.bf16_decode, fast.decode_context) == (preset.guidance_interval, preset.deep_cache, preset.schedule,
+                                                       preset.window_batch, preset.gpu_layout, preset.gpu_layout,
+                                                       preset.decode_context)
     mine = SamplerOptions(speed="fast", steps=9, deep_cache=1, schedule="karras", window_batch=1,
                           guidance_interval=(0.0, 1000.0)).resolve(DEFAULTS)
-    assert mine.steps == 9 and mine.speed_settings() == SpeedSettings((0.0, 1000.0), 1, "karras", 1, True, True,
-                                                                      decode_context=preset.decode_context)
+    assert mine.steps == 9 and mine == fast.replace(steps=9, guidance_interval=(0.0, 1000.0), deep_cache=1,
+                                                    schedule="karras", window_batch=1)
     # A model file's own measured interval replaces the preset's (quality always guides everywhere).
     measured = DEFAULTS.replace(guidance_interval=(1.0, 50.0))
-    assert SamplerOptions(speed="balanced").resolve(measured).speed_settings().guidance_interval == (1.0, 50.0)
-    assert SamplerOptions(speed="quality").resolve(measured).speed_settings().guidance_interval is None
+    assert SamplerOptions(speed="balanced").resolve(measured).guidance_interval == (1.0, 50.0)
+    assert SamplerOptions(speed="quality").resolve(measured).guidance_interval is None
     assert ModelDefaults.from_json(measured.to_json()) == measured
     # Motion guidance: the file's own unless the user gives one; files without the key: 1 (no extra branch).
     pushing = DEFAULTS.replace(motion_guidance=2.5)
@@ -217,13 +214,13 @@ def test_speed_presets_fill_what_is_left_on_auto_and_a_user_value_wins():
     assert ModelDefaults.from_json(styled.to_json()) == styled
     with pytest.raises(ValueError, match="speed must be one of"):
         SamplerOptions(speed="ludicrous")
-    with pytest.raises(ValueError, match="deep_cache_interval"):
+    with pytest.raises(ValueError, match="deep_cache"):
         SamplerOptions(deep_cache=0)
 
 
 def test_preview_gets_each_windows_clean_estimate(pipe):
     previews = []
-    _denoise(pipe, SpeedSettings(window_batch=2), steps=2, preview_callback=lambda start, x0: previews.append(
+    _denoise(pipe, PLAN.replace(window_batch=2, steps=2), preview_callback=lambda start, x0: previews.append(
         (start, tuple(x0.shape))))
     windows = plan_windows(FRAMES, WINDOW, OVERLAP)
     assert previews == [(start, (WINDOW, 4, 8, 8)) for _ in range(2) for start, _ in windows]
@@ -239,20 +236,20 @@ def test_gpu_path_settings(tiny_model, monkeypatch):
     assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors.values())  # SDPA everywhere
     compiled = []
     monkeypatch.setattr(unet, "compile", lambda: compiled.append(True))
-    prepare_unet(unet, torch.device("cpu"), SpeedSettings(channels_last=True))
+    prepare_unet(unet, torch.device("cpu"), SamplingPlan(channels_last=True))
     assert not compiled and unet.conv_in.weight.is_contiguous()  # off by default; the layout is CUDA-only
-    prepare_unet(unet, torch.device("cpu"), SpeedSettings(compile=True))
+    prepare_unet(unet, torch.device("cpu"), SamplingPlan(compile=True))
     assert compiled == [True]
 
 
-def test_decode_takes_the_speed_settings_chunk_context(pipe):
+def test_decode_takes_the_plans_chunk_and_context(pipe):
     from lipsync_core.pipeline import VideoLatents, decode_latents
 
     latents = torch.randn(10, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     video = VideoLatents(latents, torch.zeros_like(latents), torch.zeros(10, 1, 8, 8))
     for context in (0, 1, 2):
-        speed = SpeedSettings(decode_context=context)
-        decoded = torch.cat([frames for _, frames in pipe.decode(video, 4, speed=speed)])
+        plan = SamplingPlan(decode_chunk=4, decode_context=context)
+        decoded = torch.cat([frames for _, frames in pipe.decode(video, plan)])
         assert torch.equal(decoded, decode_latents(pipe.vae, latents, chunk_size=4, context=context))
     assert not torch.equal(decode_latents(pipe.vae, latents, 4, context=0), decode_latents(pipe.vae, latents, 4))
     assert SPEED_PRESETS["quality"].decode_context == 2 and SPEED_PRESETS["fast"].decode_context == 1

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from lipsync_core.configs import SayAnythingConfig
-from lipsync_core.models import Conditioning, SayAnythingModel, make_added_time_ids
-from lipsync_core.motion import MOTION_CHANNELS, MouthMotion, add_motion_input, edit_motion, render_motion
+from lipsync_core.models import Conditioning, SayAnythingModel, add_motion_input, make_added_time_ids
+from lipsync_core.motion import MOTION_CHANNELS, MouthMotion, edit_motion, render_motion
+from lipsync_core.plan import SamplingPlan
 from tests.core.conftest import randomize_zero_inits
 
 FRAMES, LATENT = 4, 8
@@ -102,7 +103,7 @@ def test_the_sampler_passes_the_motion_to_the_unet(tiny_config, tiny_vae):
     mask = torch.zeros(frames, 1, size, size)
     mask[:, :, size // 2:, 8:24] = 1.0
     audio = torch.randn(frames, 5, 10, 384, generator=g)
-    args = dict(reference=video[:1], num_inference_steps=2, window_length=4, window_overlap=1, seed=3)
+    args = dict(reference=video[:1], plan=SamplingPlan(steps=2, window=4, overlap=1, seed=3))
     latent = size // 4
     motion = torch.from_numpy(render_motion(MouthMotion(np.repeat(_mouth(1.0).points[:1], frames, 0), 25), latent))
     plain = pipe(video, mask, audio, **args)
@@ -136,12 +137,13 @@ def test_motion_guidance_pushes_past_the_motions_own_effect(tiny_config, tiny_va
     audio = torch.randn(FRAMES, config_audio.num_layers, config_audio.window, config_audio.feature_dim,
                         generator=generator)
     motion = torch.from_numpy(render_motion(_mouth(1.0), LATENT))
-    args = dict(reference=frames[:1], num_inference_steps=1, window_length=FRAMES, window_overlap=0, seed=4)
+    plan = SamplingPlan(steps=1, window=FRAMES, overlap=0, seed=4)
+    pushing = plan.replace(motion_guidance=3.0)
 
-    plain = pipe(frames, mask, audio, **args)
-    torch.testing.assert_close(pipe(frames, mask, audio, motion_guidance_scale=3.0, **args), plain, rtol=0, atol=0)
-    followed = pipe(frames, mask, audio, motion=motion, **args)
-    pushed = pipe(frames, mask, audio, motion=motion, motion_guidance_scale=3.0, **args)
+    plain = pipe(frames, mask, audio, reference=frames[:1], plan=plan)
+    torch.testing.assert_close(pipe(frames, mask, audio, reference=frames[:1], plan=pushing), plain, rtol=0, atol=0)
+    followed = pipe(frames, mask, audio, reference=frames[:1], plan=plan, motion=motion)
+    pushed = pipe(frames, mask, audio, reference=frames[:1], plan=pushing, motion=motion)
     inside = mask.bool().expand_as(plain)
     assert (pushed - plain)[inside].abs().mean() > 1.5 * (followed - plain)[inside].abs().mean()
 
@@ -159,8 +161,8 @@ def test_motion_guidance_pushes_past_the_motions_own_effect(tiny_config, tiny_va
 
     monkeypatch.setattr(model, "denoise", record_denoise)
     monkeypatch.setattr(pipe, "_guided_denoise", record_guided)
-    pipe(frames, mask, audio, motion=motion, motion_guidance_scale=3.0,
-         **dict(args, reference_guidance_scale=1.0, audio_guidance_scale=1.0))
+    pipe(frames, mask, audio, reference=frames[:1], motion=motion,
+         plan=pushing.replace(reference_guidance=1.0, audio_guidance=1.0))
     cond, out = seen[0]
     assert torch.count_nonzero(cond.motion[0]) > 0 and torch.count_nonzero(cond.motion[1]) == 0
     torch.testing.assert_close(combined[0][0], 3.0 * out[0] - 2.0 * out[1], rtol=1e-5, atol=1e-5)

@@ -8,6 +8,7 @@ from lipsync_core.pipeline import (
     plan_windows,
     window_blend_weights,
 )
+from lipsync_core.plan import SamplingPlan
 
 SIZE = 32  # pixels; the tiny VAE downsamples 4x -> 8x8 latents
 WINDOW, OVERLAP = 4, 2
@@ -28,11 +29,11 @@ def pipe(tiny_model, tiny_vae):
     return SayAnythingPipeline(tiny_model, tiny_vae)
 
 
-def _run(pipe, frames, **kwargs):
+def _run(pipe, frames, callback=None, window_callback=None, **settings):
     video, mask, audio, reference = _video(frames)
-    args = dict(num_inference_steps=2, window_length=WINDOW, window_overlap=OVERLAP, seed=7, decode_chunk_size=3)
-    args.update(kwargs)
-    return pipe(video, mask, audio, reference=reference, **args), video, mask
+    plan = SamplingPlan(**{**dict(steps=2, window=WINDOW, overlap=OVERLAP, seed=7, decode_chunk=3), **settings})
+    out = pipe(video, mask, audio, reference=reference, plan=plan, callback=callback, window_callback=window_callback)
+    return out, video, mask
 
 
 @pytest.mark.parametrize("frames", [1, WINDOW - 1, WINDOW + 1, 7 * WINDOW // 2])  # 1, window-1, window+1, 3.5 windows
@@ -88,7 +89,7 @@ def test_blending_is_seamless_for_a_frame_consistent_denoiser(pipe, monkeypatch)
     """
     monkeypatch.setattr(pipe.model, "denoise", lambda noisy, sigma, cond: cond.masked_latents.float().clone())
     results = [
-        _run(pipe, 11, window_length=window, window_overlap=overlap)[0]
+        _run(pipe, 11, window=window, overlap=overlap)[0]
         for window, overlap in [(11, 0), (4, 2), (5, 1), (3, 0), (6, 5)]
     ]
     for result in results[1:]:
@@ -97,7 +98,7 @@ def test_blending_is_seamless_for_a_frame_consistent_denoiser(pipe, monkeypatch)
 
 def test_audio_steers_the_sampled_video(pipe):
     video, mask, audio, reference = _video(5)
-    args = dict(num_inference_steps=2, window_length=5, window_overlap=1, seed=1, reference=reference)
+    args = dict(plan=SamplingPlan(steps=2, window=5, overlap=1, seed=1), reference=reference)
     a = pipe(video, mask, audio, **args)
     b = pipe(video, mask, torch.randn_like(audio), **args)
     assert (a - b).abs().max() > 1e-3
@@ -112,16 +113,15 @@ def test_guidance_branches_and_combination(pipe, monkeypatch):
     # Zeroed audio equals the reference-only branch: with s_audio = 0 only uncond and ref run,
     # and giving zero audio features with s_audio = 1 is the same prediction.
     video, mask, audio, reference = _video(4)
-    args = dict(num_inference_steps=2, window_length=4, window_overlap=0, seed=2, reference=reference)
-    ref_only = pipe(video, mask, audio, reference_guidance_scale=1.0, audio_guidance_scale=0.0, **args)
-    zero_audio = pipe(
-        video, mask, torch.zeros_like(audio), reference_guidance_scale=1.0, audio_guidance_scale=1.0, **args
-    )
+    plan = SamplingPlan(steps=2, window=4, overlap=0, seed=2)
+    ref_only = pipe(video, mask, audio, reference=reference,
+                    plan=plan.replace(reference_guidance=1.0, audio_guidance=0.0))
+    zero_audio = pipe(video, mask, torch.zeros_like(audio), reference=reference,
+                      plan=plan.replace(reference_guidance=1.0, audio_guidance=1.0))
     torch.testing.assert_close(ref_only, zero_audio, rtol=1e-5, atol=1e-5)
     # ... and with zeroed audio the audio scale has nothing to amplify.
-    zero_audio_strong = pipe(
-        video, mask, torch.zeros_like(audio), reference_guidance_scale=1.0, audio_guidance_scale=4.0, **args
-    )
+    zero_audio_strong = pipe(video, mask, torch.zeros_like(audio), reference=reference,
+                             plan=plan.replace(reference_guidance=1.0, audio_guidance=4.0))
     torch.testing.assert_close(zero_audio_strong, zero_audio, rtol=1e-5, atol=1e-5)
 
     # The pipeline combines the batched branches as uncond + s_ref (ref - uncond) + s_audio (ref_audio - ref).
@@ -141,9 +141,8 @@ def test_guidance_branches_and_combination(pipe, monkeypatch):
 
     monkeypatch.setattr(model, "denoise", record_denoise)
     monkeypatch.setattr(pipe, "_guided_denoise", record_guided)
-    pipe(
-        video, mask, audio, reference_guidance_scale=2.0, audio_guidance_scale=3.0, **dict(args, num_inference_steps=1)
-    )
+    pipe(video, mask, audio, reference=reference,
+         plan=plan.replace(reference_guidance=2.0, audio_guidance=3.0, steps=1))
     cond, out = branch_outputs[0]
     assert out.shape[0] == 3
     assert torch.count_nonzero(cond.audio_features[:2]) == 0 and torch.count_nonzero(cond.audio_features[2]) > 0
@@ -158,7 +157,7 @@ def test_callback_reports_progress_and_cancels(pipe):
     def callback(step, total, denoised):
         calls.append((step, total, tuple(denoised.shape)))
 
-    _run(pipe, 5, callback=callback, num_inference_steps=3)
+    _run(pipe, 5, callback=callback, steps=3)
     assert [c[:2] for c in calls] == [(1, 3), (2, 3), (3, 3)]
     assert calls[0][2] == (5, 4, 8, 8)
 
@@ -176,7 +175,7 @@ def test_window_callback_counts_every_window_of_every_step_and_cancels(pipe):
     frames = 7 * WINDOW // 2
     windows = len(plan_windows(frames, WINDOW, OVERLAP))
     calls = []
-    _run(pipe, frames, num_inference_steps=3, window_callback=lambda done, total: calls.append((done, total)))
+    _run(pipe, frames, steps=3, window_callback=lambda done, total: calls.append((done, total)))
     assert windows > 1
     assert calls == [(done, 3 * windows) for done in range(1, 3 * windows + 1)]
 
@@ -227,7 +226,7 @@ def test_bad_inputs_have_clear_messages(pipe, tiny_model):
 
 def test_precomputed_id_features_equal_reference(pipe):
     video, mask, audio, reference = _video(4)
-    args = dict(num_inference_steps=2, window_length=4, window_overlap=0, seed=5)
+    args = dict(plan=SamplingPlan(steps=2, window=4, overlap=0, seed=5))
     a = pipe(video, mask, audio, reference=reference, **args)
     b = pipe(video, mask, audio, id_features=pipe.model.encode_reference(reference), **args)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -247,7 +246,7 @@ def test_real_speech_features_on_a_real_face(pipe, whisper_encoder, speech_wav, 
     speech = whisper_encoder.frame_features(load_audio(speech_wav), fps=25, num_frames=frames)
     silence = whisper_encoder.frame_features(Audio(torch.zeros(16000), 16000), fps=25, num_frames=frames)
     assert speech.shape == (frames, 5, 10, 384)
-    args = dict(reference=face, num_inference_steps=2, window_length=4, window_overlap=2, seed=0)
+    args = dict(reference=face, plan=SamplingPlan(steps=2, window=4, overlap=2, seed=0))
     talking = pipe(video, mask, speech, **args)
     quiet = pipe(video, mask, silence, **args)
     assert talking.shape == video.shape
@@ -257,7 +256,7 @@ def test_real_speech_features_on_a_real_face(pipe, whisper_encoder, speech_wav, 
 
 
 def test_model_only_ever_sees_one_window(pipe, monkeypatch):
-    """Memory is bounded by the window: each model call gets window_length frames, never the video."""
+    """Memory is bounded by the window: each model call gets the plan's window of frames, never the video."""
     frames_per_call = []
     original = pipe.model.denoise
 
@@ -266,7 +265,7 @@ def test_model_only_ever_sees_one_window(pipe, monkeypatch):
         return original(noisy, sigma, cond)
 
     monkeypatch.setattr(pipe.model, "denoise", record)
-    out, video, _ = _run(pipe, 15, num_inference_steps=2)
+    out, video, _ = _run(pipe, 15, steps=2)
     assert out.shape == video.shape
     windows = plan_windows(15, WINDOW, OVERLAP)
     assert frames_per_call == [WINDOW] * (2 * len(windows))
@@ -277,7 +276,7 @@ def test_bfloat16_model_follows_float32(tiny_model, tiny_vae):
     import copy
 
     video, mask, audio, reference = _video(4)
-    args = dict(reference=reference, num_inference_steps=2, window_length=4, window_overlap=0, seed=3)
+    args = dict(reference=reference, plan=SamplingPlan(steps=2, window=4, overlap=0, seed=3))
     full = SayAnythingPipeline(tiny_model, tiny_vae)(video, mask, audio, **args)
     half = SayAnythingPipeline(copy.deepcopy(tiny_model).to(torch.bfloat16), tiny_vae)(video, mask, audio, **args)
     inside = mask.expand_as(video) == 1
@@ -285,19 +284,46 @@ def test_bfloat16_model_follows_float32(tiny_model, tiny_vae):
     assert (half[inside] - full[inside]).abs().mean() < 0.05 * full[inside].abs().mean() + 0.02
 
 
-def test_from_checkpoint_uses_the_stored_vae_or_asks_for_one(tmp_path, tiny_model, tiny_vae):
-    from lipsync_core.checkpoint import save_checkpoint
+def test_loaded_model_uses_the_stored_vae_or_asks_for_one(tmp_path, tiny_model, tiny_vae):
+    from lipsync_core.checkpoint import load, save_checkpoint
+    from tests.support.svd import write_tiny_svd_checkpoint
 
     with_vae = save_checkpoint(tmp_path / "with_vae.safetensors", tiny_model, vae=tiny_vae)
     without = save_checkpoint(tmp_path / "without.safetensors", tiny_model)
-    pipe = SayAnythingPipeline.from_checkpoint(with_vae)
+    pipe = load(with_vae).pipeline()
     video, mask, audio, reference = _video(3)
-    args = dict(reference=reference, num_inference_steps=2, window_length=4, window_overlap=0, seed=1)
+    args = dict(reference=reference, plan=SamplingPlan(steps=2, window=4, overlap=0, seed=1))
     expected = SayAnythingPipeline(tiny_model, tiny_vae)(video, mask, audio, **args)
     torch.testing.assert_close(pipe(video, mask, audio, **args), expected, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="without.safetensors stores no VAE; pass one"):
-        SayAnythingPipeline.from_checkpoint(without)
-    assert SayAnythingPipeline.from_checkpoint(without, vae=tiny_vae).vae is tiny_vae
+    with pytest.raises(ValueError, match="without.safetensors holds no VAE; choose your SVD checkpoint"):
+        load(without)
+    svd = write_tiny_svd_checkpoint(tmp_path / "svd_xt.safetensors")
+    assert load(without, vae=svd).pipeline().vae.config.latent_channels == 4  # the SVD file's VAE
+
+
+def test_a_new_plan_field_reaches_every_step_without_a_signature_change(pipe, monkeypatch):
+    """The plan is one object from the caller to the model call: a setting added to it (here by a subclass)
+    arrives in ``prepare_latents``, ``encode_canvas``, ``denoise``, the guided model call and ``decode``."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Extended(SamplingPlan):
+        new_setting: str = "reached"
+
+    seen = {}
+    for step in ("prepare_latents", "encode_canvas", "denoise", "_guided_denoise", "decode"):
+        original = getattr(pipe, step)
+
+        def spy(*args, step=step, original=original, **kwargs):
+            seen[step] = next(a for a in (*args, *kwargs.values()) if isinstance(a, SamplingPlan)).new_setting
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(pipe, step, spy)
+    _run_plan = Extended(steps=1, window=WINDOW, overlap=OVERLAP)
+    video, mask, audio, reference = _video(5)
+    pipe(video, mask, audio, reference=reference, plan=_run_plan)
+    assert seen == dict.fromkeys(("prepare_latents", "encode_canvas", "denoise", "_guided_denoise", "decode"),
+                                 "reached")
 
 
 def test_chunked_decode_has_no_colour_step_at_chunk_edges():

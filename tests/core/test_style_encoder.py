@@ -11,6 +11,7 @@ from lipsync_core.checkpoint import load_checkpoint, save_checkpoint
 from lipsync_core.configs import ModelDefaults, SayAnythingConfig, StyleEncoderConfig
 from lipsync_core.models import Conditioning, SayAnythingModel, make_added_time_ids
 from lipsync_core.pipeline import SayAnythingPipeline
+from lipsync_core.plan import SamplingPlan
 from tests.core.conftest import randomize_zero_inits
 
 FRAMES, LATENT, REFERENCE = 4, 8, 6
@@ -142,15 +143,17 @@ def test_the_sampler_gives_the_style_to_the_audio_branches_only(tiny_config, tin
     mask = torch.zeros(frames, 1, size, size)
     mask[:, :, size // 2:, 8:24] = 1.0
     audio = _features(model.config, frames)
-    args = dict(reference=video[:1], num_inference_steps=2, window_length=4, window_overlap=1, seed=3)
+    plan = SamplingPlan(steps=2, window=4, overlap=1, seed=3)
+    args = dict(reference=video[:1], plan=plan)
     with torch.no_grad():
         style = _reference(model)
     plain = pipe(video, mask, audio, **args)
     styled = pipe(video, mask, audio, style=style, **args)
     assert (styled - plain).abs().max() > 1e-3
-    torch.testing.assert_close(pipe(video, mask, audio, style=style, style_scale=0.0, **args), plain, rtol=0, atol=0)
+    torch.testing.assert_close(pipe(video, mask, audio, reference=video[:1], style=style,
+                                    plan=plan.replace(style_strength=0.0)), plain, rtol=0, atol=0)
     # Without audio guidance (scale 1) only the fully conditioned branch runs, and it holds the style;
     # with audio guidance 0 no branch has audio, so the style cannot act.
-    silent_args = dict(args, audio_guidance_scale=0.0)
+    silent_args = dict(args, plan=plan.replace(audio_guidance=0.0))
     torch.testing.assert_close(pipe(video, mask, audio, style=style, **silent_args),
                                pipe(video, mask, audio, **silent_args), rtol=0, atol=0)

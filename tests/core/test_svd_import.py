@@ -21,8 +21,8 @@ from lipsync_core.svd_import import (
     load_svd_vae,
     model_from_svd,
     svd_key_map,
-    write_tiny_svd_checkpoint,
 )
+from tests.support.svd import write_tiny_svd_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 COMFY = ROOT / ".cache" / "comfyui"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lipsync_core.face import track_faces
+from lipsync_core.metrics import pearson
 from lipsync_core.motion import (
     MOUTH_POINTS,
     MouthMotion,
@@ -18,7 +19,6 @@ from lipsync_core.motion import (
     plot_motion,
     retarget,
 )
-from lipsync_core.toy.measure import pearson
 from tools.demo_assets import drop_jaw
 
 FPS = 25

@@ -22,7 +22,7 @@ from lipsync_core.audio import (
     load_whisper_encoder,
     read_ctranslate2_model,
 )
-from lipsync_core.models.torchvision_compat import make_torchvision_importable
+from lipsync_core.compat import make_torchvision_importable
 
 make_torchvision_importable()  # these tests import transformers' Whisper classes themselves
 

@@ -17,10 +17,10 @@ def has_motion_input(path: Path) -> bool:
 
 def motion_model(source: Path, seed: int = 0) -> Path:
     """``source`` itself when it has a mouth-motion input (the shipped demo model once it is trained with
-    one); otherwise a copy beside it given the input by ``motion.add_motion_input``, with random motion
+    one); otherwise a copy beside it given the input by ``models.add_motion_input``, with random motion
     weights (scaled like the other inputs') standing in for trained ones, so a motion changes the frames."""
     from lipsync_core.checkpoint import load_checkpoint, save_checkpoint
-    from lipsync_core.motion import add_motion_input
+    from lipsync_core.models import add_motion_input
 
     if has_motion_input(source):
         return source

@@ -10,8 +10,9 @@ from pathlib import Path
 import av
 
 from lipsync_core.checkpoint import read_model_defaults
+from lipsync_core.metrics import pearson
 from lipsync_core.toy.demo import DEMO_MODEL, demo_lipsync
-from lipsync_core.toy.measure import measure_opening, pearson
+from lipsync_core.toy.measure import measure_opening
 from lipsync_core.toy.run import ToyRunConfig
 
 REPO = Path(__file__).resolve().parents[2]

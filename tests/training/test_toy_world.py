@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from lipsync_core.face import FaceTrack, face_masks
+from lipsync_core.metrics import pearson, slope
 from lipsync_core.toy.characters import STYLES
-from lipsync_core.toy.measure import measure_opening, measure_width, pearson, slope
+from lipsync_core.toy.measure import measure_opening, measure_width
 from lipsync_core.toy.speech import HELD_OUT_SENTENCES, SENTENCES
 from lipsync_core.toy.world import WorldConfig, generate_world
 

@@ -104,8 +104,8 @@ def test_bad_settings_are_refused():
 def test_from_svd_single_file_with_bf16_checkpointing_and_partial_training(shard_folder, tmp_path):
     """`--init svd_xt.safetensors` (a tiny file in SVD's original layout), bf16 autocast, gradient
     checkpointing, attention-only training: it runs in one process and only the chosen parts move."""
-    from lipsync_core.svd_import import write_tiny_svd_checkpoint
     from lipsync_core.training.train import train
+    from tests.support.svd import write_tiny_svd_checkpoint
 
     svd = write_tiny_svd_checkpoint(tmp_path / "svd_tiny.safetensors")
     # A full-precision run first in the same process (as a notebook or the toy run would): the bf16 run
