@@ -20,6 +20,10 @@ class CheckpointError(ValueError):
 
 
 PRESETS = ("tiny", "full")
+# The choices the nodes, the command line and the docs offer, typed here once.
+UPPER_EDGES = ("mouth", "nose", "eyes")  # top of the adaptive mask, lowest first
+MASK_MODES = ("auto", "replace", "intersect", "union")  # how a user's mask combines with the face mask
+FACE_SELECT_MODES = ("largest", "index")  # which face to follow where there are several
 
 
 @dataclass

@@ -9,15 +9,15 @@ from __future__ import annotations
 import comfy.utils
 from comfy_api.latest import io
 
+from ..lipsync_core.configs import FACE_SELECT_MODES, MASK_MODES, UPPER_EDGES, ModelDefaults
 from ..lipsync_core.plan import FaceOptions
 from . import model_folders
 from .types import FaceCrop, FaceTrack, SayAnythingModel, auto, check_frames, fps_input, node_schema
 
-FACE_CHOICES = ["largest", "index"]
-UPPER_EDGES = ["mouth", "nose", "eyes"]
 AUTO_EDGE = "auto"
 AUTO_FRACTION = -1.0  # the mask widgets' auto: the model's value
-USER_MASK_MODES = ["replace", "intersect", "union"]
+USER_MASK_MODES = [mode for mode in MASK_MODES if mode != "auto"]  # a user's mask is always used somehow
+DEFAULTS = ModelDefaults()
 
 
 def face_choice_inputs() -> list:
@@ -25,11 +25,31 @@ def face_choice_inputs() -> list:
     return [
         io.Combo.Input(
             "face",
-            options=FACE_CHOICES,
+            options=list(FACE_SELECT_MODES),
             default="largest",
             tooltip="Which face to follow when there are several: the largest, or by index (left to right).",
         ),
         io.Int.Input("face_index", default=0, min=0, max=16, tooltip="Face number from the left, for 'index'."),
+    ]
+
+
+def track_frames(frames, fps: float, face: str, face_index: int):
+    """mediapipe's track of one face through the frames (Face Mask, Mouth Motion from Video), the node's
+    progress bar moving frame by frame."""
+    from ..lipsync_core.inference import track_face
+
+    progress = comfy.utils.ProgressBar(frames.shape[0])
+    return track_face(frames, fps, face=face, face_index=face_index,
+                      model_folders=model_folders.folder_paths_for(model_folders.MEDIAPIPE_FOLDER),
+                      progress=lambda done, total: progress.update_absolute(done, total))
+
+
+def mask_outputs() -> list:
+    """What the mask nodes give (Face Mask, Load Face Track): the frame-space mask, the track, a preview."""
+    return [
+        io.Mask.Output(display_name="mask"),
+        FaceTrack.Output(display_name="face_track"),
+        io.Image.Output(display_name="preview"),
     ]
 
 
@@ -43,7 +63,7 @@ def mask_inputs() -> list:
             default=AUTO_EDGE,
             tooltip="Top of the mask. Higher edges hide more of the source lips and reduce "
             "lip-motion leakage (KeySync: eye level); lower edges keep more of the face. "
-            "auto = the connected model's (nose without a model).",
+            f"auto = the connected model's ({DEFAULTS.upper_edge} without a model).",
         ),
         io.Float.Input(
             "expand",
@@ -51,7 +71,8 @@ def mask_inputs() -> list:
             min=AUTO_FRACTION,
             max=1.0,
             step=0.01,
-            tooltip="Grow the mask by this fraction of the face size; -1 = the connected model's (0.08 without).",
+            tooltip="Grow the mask by this fraction of the face size; -1 = the connected model's "
+            f"({DEFAULTS.mask_expand} without).",
         ),
         io.Float.Input(
             "feather",
@@ -59,7 +80,8 @@ def mask_inputs() -> list:
             min=AUTO_FRACTION,
             max=0.5,
             step=0.01,
-            tooltip="Soft edge width as a fraction of the face size; -1 = the connected model's (0.06 without).",
+            tooltip="Soft edge width as a fraction of the face size; -1 = the connected model's "
+            f"({DEFAULTS.mask_feather} without).",
         ),
         io.Float.Input(
             "mask_hold",
@@ -126,11 +148,7 @@ class SayAnythingFaceMask(io.ComfyNode):
                 ),
                 mask_model_input(),
             ],
-            outputs=[
-                io.Mask.Output(display_name="mask"),
-                FaceTrack.Output(display_name="face_track"),
-                io.Image.Output(display_name="preview"),
-            ],
+            outputs=mask_outputs(),
         )
 
     @classmethod
@@ -148,18 +166,10 @@ class SayAnythingFaceMask(io.ComfyNode):
         user_mask_mode: str = "replace",
         model=None,
     ) -> io.NodeOutput:
-        from ..lipsync_core.inference import draw_face_preview, face_mask, track_face
+        from ..lipsync_core.inference import draw_face_preview, face_mask
 
         frames = check_frames(images)
-        progress = comfy.utils.ProgressBar(frames.shape[0])
-        track = track_face(
-            frames,
-            fps,
-            face=face,
-            face_index=face_index,
-            model_folders=model_folders.folder_paths_for(model_folders.MEDIAPIPE_FOLDER),
-            progress=lambda done, total: progress.update_absolute(done, total),
-        )
+        track = track_frames(frames, fps, face, face_index)
         options = mask_options(upper_edge, expand, feather, mask_hold, user_mask_mode=user_mask_mode)
         mask = face_mask(track, fps, options, user_mask=user_mask, defaults=model_defaults(model))
         return io.NodeOutput(mask, track, draw_face_preview(frames, mask, track))

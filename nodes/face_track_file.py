@@ -9,8 +9,8 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from .face import AUTO_FRACTION, mask_inputs, mask_model_input, mask_options, model_defaults
-from .types import CATEGORY, FaceTrack, check_frames
+from .face import AUTO_FRACTION, mask_inputs, mask_model_input, mask_options, mask_outputs, model_defaults
+from .types import CATEGORY, check_frames
 
 TRACK_SUFFIX = ".npz"
 
@@ -42,11 +42,7 @@ class SayAnythingLoadFaceTrack(io.ComfyNode):
                 *mask_inputs(),
                 mask_model_input(),
             ],
-            outputs=[
-                io.Mask.Output(display_name="mask"),
-                FaceTrack.Output(display_name="face_track"),
-                io.Image.Output(display_name="preview"),
-            ],
+            outputs=mask_outputs(),
         )
 
     @classmethod

@@ -13,7 +13,7 @@ from comfy_api.latest import io
 
 from ..lipsync_core.audio import audio_from_comfy
 from . import model_folders
-from .face import face_choice_inputs
+from .face import face_choice_inputs, track_frames
 from .types import FaceTrack, MouthMotion, WhisperModel, check_frames, fps_input, node_schema
 
 
@@ -50,19 +50,10 @@ class SayAnythingMouthMotionFromVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, fps: float, face: str, face_index: int, target_track=None) -> io.NodeOutput:
-        from ..lipsync_core.inference import track_face
         from ..lipsync_core.motion import mouth_motion_from_video
 
         frames = check_frames(images)
-        progress = comfy.utils.ProgressBar(frames.shape[0])
-        track = track_face(
-            frames,
-            fps,
-            face=face,
-            face_index=face_index,
-            model_folders=model_folders.folder_paths_for(model_folders.MEDIAPIPE_FOLDER),
-            progress=lambda done, total: progress.update_absolute(done, total),
-        )
+        track = track_frames(frames, fps, face, face_index)
         motion = mouth_motion_from_video(track, fps, target=target_track)
         return io.NodeOutput(motion, _preview([motion], ["driving"]))
 

@@ -40,7 +40,7 @@ _HELP = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..training.train import TrainConfig
+    from ..training.config import TrainConfig
 
     add_dataclass_arguments(parser, TrainConfig, _HELP)
 
@@ -66,7 +66,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_class: type,
 
 def main(args: argparse.Namespace) -> int:
     from ..compat import make_torchvision_importable
-    from ..training.train import TrainConfig, train
+    from ..training.config import TrainConfig
+    from ..training.train import train
 
     make_torchvision_importable()
     config = TrainConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)})

@@ -18,7 +18,7 @@ _HELP = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..training.motion import MotionTrainConfig
+    from ..training.config import MotionTrainConfig
     from .train import add_dataclass_arguments
 
     add_dataclass_arguments(parser, MotionTrainConfig, _HELP)
@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ..training.motion import MotionTrainConfig, train_mouth_motion
+    from ..training.config import MotionTrainConfig
+    from ..training.motion import train_mouth_motion
 
     if args.threads:
         torch.set_num_threads(args.threads)

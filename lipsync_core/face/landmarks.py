@@ -20,11 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..configs import FACE_SELECT_MODES
 from .smoothing import DEFAULT_SMOOTHING, OneEuroSettings, smooth_track_points
 from .track import NUM_LANDMARKS, FaceTrack
 
 TASK_FILE_NAME = "face_landmarker.task"
-SELECT_MODES = ("largest", "index")
+SELECT_MODES = FACE_SELECT_MODES
 
 MESH_INPUT_SIZE = 256  # side of the crop handed to the landmark model (its own input is 192-256)
 CROP_SCALE = 2.0  # crop side / face box side: room for motion between frames

@@ -15,6 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+from ..configs import MASK_MODES, UPPER_EDGES, ModelDefaults
 from .track import (
     EYE_IMAGE_LEFT,
     EYE_IMAGE_RIGHT,
@@ -26,8 +27,7 @@ from .track import (
     face_size,
 )
 
-UPPER_EDGES = ("mouth", "nose", "eyes")
-MASK_MODES = ("auto", "replace", "intersect", "union")
+DEFAULTS = ModelDefaults()
 
 # Lower eyelid points (image left / right eye).
 _LOWER_LID_LEFT, _LOWER_LID_RIGHT = 145, 374
@@ -51,7 +51,8 @@ def _edge_point(landmarks: np.ndarray, upper_edge: str) -> np.ndarray:
 
 
 def mask_polygon(
-    landmarks: np.ndarray, upper_edge: str = "nose", expand: float = 0.08, feather: float = 0.06
+    landmarks: np.ndarray, upper_edge: str = DEFAULTS.upper_edge, expand: float = DEFAULTS.mask_expand,
+    feather: float = DEFAULTS.mask_feather
 ) -> np.ndarray:
     """The mask outline ``[K, 2]`` (pixels) for one frame's landmarks.
 
@@ -143,9 +144,9 @@ def render_polygon_mask(
 def frame_mask(
     landmarks: np.ndarray,
     frame_size: tuple,
-    upper_edge: str = "nose",
-    expand: float = 0.08,
-    feather: float = 0.06,
+    upper_edge: str = DEFAULTS.upper_edge,
+    expand: float = DEFAULTS.mask_expand,
+    feather: float = DEFAULTS.mask_feather,
 ) -> np.ndarray:
     """Mask ``float32 [H, W]`` of one frame; ``expand`` and ``feather`` are fractions of the face size."""
     polygon = mask_polygon(landmarks, upper_edge, expand, feather)
@@ -154,9 +155,9 @@ def frame_mask(
 
 def face_masks(
     track: FaceTrack,
-    upper_edge: str = "nose",
-    expand: float = 0.08,
-    feather: float = 0.06,
+    upper_edge: str = DEFAULTS.upper_edge,
+    expand: float = DEFAULTS.mask_expand,
+    feather: float = DEFAULTS.mask_feather,
     user_mask: np.ndarray | None = None,
     mode: str = "auto",
     hold: int = 0,

@@ -18,7 +18,7 @@ from .align import (
     warp_to_crop,
 )
 from .landmarks import LandmarkBackend, track_faces
-from .mask import MASK_MODES, combine_masks, face_masks
+from .mask import DEFAULTS, MASK_MODES, combine_masks, face_masks
 from .track import FaceTrack
 
 # Where a user mask's bounding box goes in the crop when no face is detected (ours): a square of this
@@ -122,10 +122,10 @@ def prepare_face_crops(
     frames,
     fps: float = 25.0,
     size: int = DEFAULT_CROP_SIZE,
-    upper_edge: str = "nose",
-    expand: float = 0.08,
-    feather: float = 0.06,
-    mask_hold: float = 0.5,
+    upper_edge: str = DEFAULTS.upper_edge,
+    expand: float = DEFAULTS.mask_expand,
+    feather: float = DEFAULTS.mask_feather,
+    mask_hold: float = DEFAULTS.mask_hold,
     user_mask=None,
     mask_mode: str = "auto",
     select: str = "largest",

@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..configs import AudioProjectionConfig, IDGuiderConfig, SayAnythingConfig, StyleEncoderConfig, UNetConfig
+from ..configs import (
+    AudioProjectionConfig,
+    IDGuiderConfig,
+    ModelDefaults,
+    SayAnythingConfig,
+    StyleEncoderConfig,
+    UNetConfig,
+)
 from ..tensors import uint8_to_mask, uint8_to_model
 from .world import ToyClip, WorldConfig, generate_world
 
@@ -96,7 +103,7 @@ class ToyRunConfig:
         (the training clips' mask expand varies around the evaluation's)."""
         return {"steps": self.sample_steps, "reference_guidance": self.reference_guidance,
                 "audio_guidance": self.audio_guidance, "motion_guidance": self.motion_guidance,
-                "style_audio_guidance": self.style_audio_guidance, "mask_expand": 0.08}
+                "style_audio_guidance": self.style_audio_guidance, "mask_expand": ModelDefaults.mask_expand}
 
 
 def packed_frame_features(whisper, waveforms: list[np.ndarray], num_frames: list[int], fps: float = 25.0,
@@ -180,7 +187,8 @@ def write_world_shards(clips: list[ToyClip], folder: Path, whisper, vae, packed_
                       "sentences": clip.sentences, "voice": clip.voice, "speed": clip.speed, "style": clip.style,
                       "listening": not clip.sentences, "speaking_style": clip.meta.get("speaking_style"),
                       "clip_style": clip.meta.get("clip_style"),
-                      **mask_info(clip.frames.shape[1], "nose", world.mask_hold, clip.meta.get("mask_expand", 0.08))})
+                      **mask_info(clip.frames.shape[1], ModelDefaults.upper_edge, world.mask_hold,
+                                  clip.meta.get("mask_expand", ModelDefaults.mask_expand))})
         if len(batch) == clips_per_shard or number == len(clips) - 1:
             write_shard(folder / f"shard-{number // clips_per_shard:05d}.safetensors", batch, infos)
             batch, infos = [], []

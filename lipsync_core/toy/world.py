@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from ..configs import ModelDefaults
 from .characters import Character, draw_background, draw_character, draw_mouth, landmarks
 from .speech import HELD_OUT_SENTENCES, SENTENCES, SPEEDS, VOICES, Utterance, compose, speak
 
@@ -64,7 +65,7 @@ class WorldConfig:
     crop_size: int = 64
     video_size: int = 80  # the rendered video is a little larger than the crop, as real video is
     fps: float = 25.0
-    mask_hold: float = 0.5  # seconds; prepare_face_crops' (and ModelDefaults') default
+    mask_hold: float = ModelDefaults.mask_hold  # seconds
     train_identities: int = 48
     eval_identities: int = 12
     clips_per_identity: int = 2
@@ -75,7 +76,7 @@ class WorldConfig:
     listening_clips_per_identity: int = 1
     listening_seconds: tuple[float, float] = (1.5, 3.0)
     # The training clips' mask expand is drawn from this range (the evaluation's and inference's is
-    # prepare_face_crops' 0.08), so the mask's size tells the model nothing about the source mouth.
+    # the model's default), so the mask's size tells the model nothing about the source mouth.
     train_mask_expand: tuple[float, float] = (0.04, 0.12)
     # Each character speaks its own way (SpeakingStyle.random); False: every one as SpeakingStyle().
     speaking_styles: bool = True
@@ -155,7 +156,8 @@ def render_clip(character: Character, opening: np.ndarray, width: np.ndarray, si
     return frames, points
 
 
-def crop_clip(video: np.ndarray, points: np.ndarray, config: WorldConfig, mask_expand: float = 0.08):
+def crop_clip(video: np.ndarray, points: np.ndarray, config: WorldConfig,
+              mask_expand: float = ModelDefaults.mask_expand):
     """Aligned crops, crop-space landmarks and held masks (uint8) of a rendered clip: inference's own preprocessing."""
     from ..face import FaceTrack, prepare_face_crops, transform_points
 
@@ -183,7 +185,8 @@ def generate_world(config: WorldConfig, progress=None) -> list[ToyClip]:
 
     def add_clip(character, style, clip_style, split, identity, sentences, voice, speed, utterance, clip_rng,
                  mask_rng):
-        mask_expand = 0.08 if split == "eval" else float(mask_rng.uniform(*config.train_mask_expand))
+        mask_expand = (ModelDefaults.mask_expand if split == "eval"
+                       else float(mask_rng.uniform(*config.train_mask_expand)))
         opening, width = clip_style.apply(utterance)
         video, points = render_clip(character, opening, width, config.video_size, clip_rng, config.fps)
         crops, crop_points, masks = crop_clip(video, points, config, mask_expand)

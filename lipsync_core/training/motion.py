@@ -22,29 +22,8 @@ import torch
 from ..metrics import pearson
 from ..models.mouth_motion import AudioToMouthMotion, MouthMotionConfig, save_mouth_motion_model
 from ..motion import MOUTH_POINTS, MouthMotion, estimate_rest, in_rest_widths, mouth_opening
+from .config import MotionTrainConfig
 from .shards import ShardIndex, read_clip
-
-
-@dataclass
-class MotionTrainConfig:
-    """Every setting of a mouth-motion training run (written to ``<output>/motion_config.json``)."""
-
-    data: str
-    output: str
-    eval_data: str | None = None  # shards to report r against (held-out speakers / sentences)
-    num_frames: int = 50  # 2 s windows at 25 fps
-    batch_size: int = 16
-    max_steps: int = 1500
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    hidden_dim: int = 256
-    temporal_layers: int = 3
-    seed: int = 0
-    log_every: int = 50
-
-    def __post_init__(self) -> None:
-        if self.num_frames < 1 or self.batch_size < 1 or self.max_steps < 1:
-            raise ValueError("num_frames, batch_size and max_steps must be positive")
 
 
 @dataclass

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..configs import ModelDefaults
 from ..tensors import uint8_to_mask, uint8_to_model
+
+DEFAULTS = ModelDefaults()
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 
@@ -33,8 +36,8 @@ class PrepConfig:
     clip_frames: int = 42  # frames per clip: 3 windows of 14 (room for a reference away from the window)
     clip_stride: int | None = None  # default: clip_frames (no overlap)
     vae: str | None = None  # SayAnything checkpoint with a VAE or a single-file SVD: cache latents
-    upper_edge: str = "nose"
-    mask_hold: float = 0.5  # seconds the crop-space mask holds the jaw's outline (face_masks' hold)
+    upper_edge: str = DEFAULTS.upper_edge
+    mask_hold: float = DEFAULTS.mask_hold  # seconds the crop-space mask holds the jaw's outline (face_masks' hold)
     workers: int = 1
     backend: str = "auto"  # mediapipe backend for landmarks
 
@@ -75,11 +78,11 @@ def read_video(path: str | os.PathLike, fps: float) -> np.ndarray:
     return np.stack([frames[i] for i in picks])
 
 
-def mask_info(crop_size: int, upper_edge: str, mask_hold: float, expand: float = 0.08) -> dict:
+def mask_info(crop_size: int, upper_edge: str, mask_hold: float, expand: float = DEFAULTS.mask_expand) -> dict:
     """How a clip's crops and mask were made, for each shard clip's info (training writes it into the
     model's ``defaults``); feather is prepare_face_crops' default."""
     return {"crop_size": int(crop_size), "upper_edge": upper_edge, "mask_expand": float(expand),
-            "mask_feather": 0.06, "mask_hold": float(mask_hold)}
+            "mask_feather": DEFAULTS.mask_feather, "mask_hold": float(mask_hold)}
 
 
 def clip_starts(usable: np.ndarray, clip_frames: int, stride: int) -> list[int]:

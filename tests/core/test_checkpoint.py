@@ -125,3 +125,22 @@ def test_bad_config_and_version(tmp_path, tiny_model):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
         load_checkpoint(tmp_path / "nothing.safetensors")
+
+
+def test_the_loader_recognises_the_family_or_names_the_families_it_knows(tmp_path, tiny_model, tiny_vae):
+    from lipsync_core.checkpoint import FAMILIES, LoadedModel, load
+    from tests.support.svd import write_tiny_svd_checkpoint
+
+    loaded = load(save_checkpoint(tmp_path / "mine.safetensors", tiny_model, vae=tiny_vae))
+    assert isinstance(loaded, LoadedModel) and loaded.family == "SayAnything"
+    stranger = tmp_path / "stranger.safetensors"
+    save_file({"layer.weight": torch.zeros(2, 2)}, str(stranger), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError) as refused:
+        load(stranger)
+    assert str(refused.value).startswith(f"{stranger} is not a model file of a family this pack knows "
+                                         "(metadata format='pt', 1 tensors). The pack runs: ")
+    assert all(family.name in str(refused.value) for family in FAMILIES)
+    svd = write_tiny_svd_checkpoint(tmp_path / "svd_xt.safetensors")
+    with pytest.raises(CheckpointError, match="looks like a Stable Video Diffusion checkpoint: pick it as the SVD "
+                                              "checkpoint"):
+        load(svd)
