@@ -31,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .configs import CheckpointError, ModelDefaults, SayAnythingConfig, build_vae
+from .face import crop_transforms
 from .models import SayAnythingModel
 from .pipeline import SayAnythingPipeline
 from .svd_import import load_svd_vae
@@ -47,7 +48,9 @@ class LoadedModel:
 
     ``model`` holds the family's networks, ``vae`` the VAE they decode with, ``defaults`` what the file says it
     wants at inference (crop size, mask, window, guidance...). The orchestrator (``lipsync_core.dubbing``) uses
-    only this interface: ``defaults``, ``pipeline()`` (the family's sampling steps) and ``encode_reference``.
+    only this interface; another family subclasses it where its model differs:
+    ``audio_features`` (what the model hears), ``crop_transforms`` and ``crop_mask`` (where it looks and what
+    it may repaint), ``encode_reference`` (who it is), ``pipeline()`` (how it samples).
     """
 
     model: torch.nn.Module
@@ -58,6 +61,24 @@ class LoadedModel:
     @property
     def defaults(self) -> ModelDefaults:
         return getattr(self.model, "defaults", None) or ModelDefaults()
+
+    def audio_features(self, whisper, audio, fps, num_frames: int, buffer=torch.zeros, progress=None) -> torch.Tensor:
+        """Per-frame audio features ``[T, ...]`` of ``audio`` fitted to ``num_frames`` frames at ``fps``, written into
+        ``buffer(shape, dtype=...)`` as the encoder goes (SayAnything: Whisper windows ``[T, L, W, D]``)."""
+        window = self.defaults.feature_window
+        features = buffer((num_frames, whisper.num_hidden_states, window, whisper.hidden_size), dtype=torch.float32)
+        whisper.frame_features(audio, fps, num_frames=num_frames, window=window, out=features, progress=progress)
+        return features
+
+    def crop_transforms(self, track, size: int, user_masks=None):
+        """Frame -> crop transforms ``[T, 2, 3]`` and which frames get edited ``[T]`` (``face.crop_transforms``:
+        aligned on the eyes and nose, as SayAnything trains)."""
+        return crop_transforms(track, size, user_masks)
+
+    def crop_mask(self, masks: torch.Tensor) -> torch.Tensor:
+        """The crop-space editing mask ``[F, S, S]`` this model may repaint, from the pack's held mask (SayAnything:
+        that mask as it is)."""
+        return masks
 
     def pipeline(self) -> SayAnythingPipeline:
         """The family's sampling steps over aligned crops (``prepare_latents``, ``encode_canvas``, ``denoise``,

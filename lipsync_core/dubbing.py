@@ -26,7 +26,7 @@ import torch
 
 from .audio import Audio, fit_audio_video
 from .checkpoint import LoadedModel
-from .face import FaceTrack, crop_transforms, paste_back, track_faces, warp_to_crop
+from .face import FaceTrack, paste_back, track_faces, warp_to_crop
 from .inference import face_mask
 from .motion import motion_condition, require_motion_input, target_motion
 from .pipeline import composite
@@ -197,10 +197,8 @@ def dub(
     if motion is not None:  # a motion of another length fails here, before the audio features
         motion = target_motion(motion, track, float(fps))
         condition = motion_condition(motion, loaded.model, num_frames, float(fps), latent_size)
-    features = buffer((num_frames, whisper.num_hidden_states, defaults.feature_window, whisper.hidden_size),
-                      dtype=torch.float32)
-    whisper.frame_features(fitted.audio, fps, num_frames=num_frames, window=defaults.feature_window, out=features,
-                           progress=lambda done, total: report(Stage.AUDIO_FEATURES, done, total))
+    features = loaded.audio_features(whisper, fitted.audio, fps, num_frames, buffer,
+                                     progress=lambda done, total: report(Stage.AUDIO_FEATURES, done, total))
     if condition is None:
         condition = style_condition(target_style(style, track, float(fps)), loaded.model, features, float(fps),
                                     defaults.window, latent_size, plan.style_strength)
@@ -211,7 +209,7 @@ def dub(
     if user_mask is not None:
         user_mask = broadcast_mask(user_mask, num_frames, tuple(source.frame_size), "user_mask")
         frame_masks = face_mask(track, float(fps), face_options, user_mask=user_mask)
-    transforms, editable = crop_transforms(track, size, None if frame_masks is None else frame_masks.numpy())
+    transforms, editable = loaded.crop_transforms(track, size, None if frame_masks is None else frame_masks.numpy())
 
     def crops_and_masks(start: int, frames: list):
         """Crops IMAGE ``[F, S, S, 3]``, crop-space masks ``[F, S, S]`` and frame masks of output frames from
@@ -221,7 +219,7 @@ def dub(
             masks = face_mask(track, float(fps), face_options, frames=range(start, end))
         else:
             masks = frame_masks[start:end]
-        crop_masks = torch.from_numpy(warp_to_crop(masks.numpy(), transforms[start:end], size))
+        crop_masks = loaded.crop_mask(torch.from_numpy(warp_to_crop(masks.numpy(), transforms[start:end], size)))
         crop_masks[~torch.from_numpy(editable[start:end])] = 0.0
         return uint8_to_frames(warp_to_crop(frames, transforms[start:end], size)), crop_masks, masks
 
