@@ -1,4 +1,4 @@
-"""Mouth-motion control on the toy world (issue 11).
+"""Mouth-motion control on the toy world.
 
 ``python -m benchmarks.motion_control train INIT SHARDS OUT [--steps N]``: a toy SayAnything given the
 mouth-motion input (``unet.motion_channels = 2``, zero-initialised, so it starts as INIT exactly) and

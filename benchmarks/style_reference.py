@@ -1,4 +1,4 @@
-"""The speaking-style reference on the toy world (issue 10): one sentence, two characters, their own styles.
+"""The speaking-style reference on the toy world: one sentence, two characters, their own styles.
 
 ``python -m benchmarks.style_reference MODEL RUN WHISPER`` takes the toy model MODEL, the held-out shards
 of its toy run (``RUN/shards/eval``) and a converted Whisper folder. The two held-out characters whose
@@ -99,7 +99,7 @@ def main() -> None:
     results_path = Path(args.run) / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     record = {
-        "what": "Speaking-style reference on toy-world held-out characters (issue 10), measured from pixels",
+        "what": "Speaking-style reference on toy-world held-out characters, measured from pixels",
         "sentence": SENTENCES[-1],
         "pair": figures,
         "evaluation": results.get("style"),

@@ -44,7 +44,7 @@ class UNetConfig:
     # 4 noisy latents + 4 masked-video latents + 1 mask (see docs/ARCHITECTURE.md) [+ motion_channels].
     in_channels: int = 9
     out_channels: int = 4
-    # The last ``motion_channels`` inputs are the rendered mouth-motion condition (issue 11, ours;
+    # The last ``motion_channels`` inputs are the rendered mouth-motion condition (ours;
     # ``motion.render_motion``), zero-initialised like the mask. 0 = no motion input (every model so far).
     motion_channels: int = 0
 
@@ -123,7 +123,7 @@ class IDGuiderConfig:
 
 @dataclass
 class StyleEncoderConfig:
-    """The speaking-style reference encoder (issue 10, ours; ``models.style_encoder``).
+    """The speaking-style reference encoder (ours; ``models.style_encoder``).
 
     A reference clip's frames give mouth crops (``mouth_box``: left, top, right, bottom as fractions of
     the aligned crop, around the template's mouth, open jaw included) resized to ``mouth_size``; each is
@@ -157,7 +157,7 @@ class SayAnythingConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     audio: AudioProjectionConfig = field(default_factory=AudioProjectionConfig)
     id_guider: IDGuiderConfig = field(default_factory=IDGuiderConfig)
-    # None: no speaking-style input (every model before issue 10).
+    # None: no speaking-style input (every model before the style reference).
     style: StyleEncoderConfig | None = None
 
     def __post_init__(self) -> None:
@@ -245,7 +245,7 @@ class ModelDefaults:
     mask_expand: float = 0.08  # fractions of the face size
     mask_feather: float = 0.06
     mask_hold: float = 0.5  # seconds the crop-space mask holds the jaw's outline (see face_masks)
-    # Reference frames the style encoder was trained with (issue 10); 0: the model takes no style reference.
+    # Reference frames the style encoder was trained with; 0: the model takes no style reference.
     style_reference_frames: int = 0
     # Sigmas (low, high) where this model's lips are decided: the faster speed presets run the guidance
     # branches only there. None: the preset's (lipsync_core.speed.SPEED_PRESETS).

@@ -1,4 +1,4 @@
-"""MOUTH_MOTION: per-frame lip landmarks in the aligned face crop, with their fps (ours, issue 11).
+"""MOUTH_MOTION: per-frame lip landmarks in the aligned face crop, with their fps (ours).
 
 The 40 lip points of the 478-point mesh (``face.track.LIPS_OUTER + LIPS_INNER``) are taken in the
 aligned crop (``face.align_transforms``: eyes and nose tip fitted to a fixed template, so neither head
@@ -20,8 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .audio.fit import frame_count
+from .face import track_faces
 from .face.align import _gaussian_smooth, align_transforms, transform_points
 from .face.track import LIPS_INNER, LIPS_OUTER, MOUTH_CORNERS, FaceTrack
+from .media import VideoReader
 
 MOUTH_POINTS = LIPS_OUTER + LIPS_INNER
 NUM_MOUTH_POINTS = len(MOUTH_POINTS)
@@ -295,8 +298,6 @@ def mouth_motion_from_audio(
     the motion is resampled to ``fps`` / ``num_frames`` (default: the audio's length). ``target``: the
     face that will speak; its rest mouth replaces the model's average one.
     """
-    from .audio.fit import frame_count
-
     model_fps = model.config.fps
     if num_frames is None:
         num_frames = frame_count(audio.num_samples, audio.sample_rate, fps)
@@ -372,9 +373,6 @@ def target_motion(motion: MouthMotion, track: FaceTrack, fps: float) -> MouthMot
 def read_mouth_motion(path, face: str = "largest", face_index: int = 0, model_folders=()) -> MouthMotion:
     """The mouth motion of a video file (``run --motion-video``), streamed through mediapipe: only the
     landmarks are kept, so a long driving video costs no more memory than its track."""
-    from .face import track_faces
-    from .media import VideoReader
-
     reader = VideoReader(path)
     if reader.info.fps is None:
         raise ValueError(f"{path} is an image, not a driving video: give a video whose mouth moves.")

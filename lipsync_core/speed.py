@@ -56,7 +56,7 @@ class SpeedPreset:
 # step (sigma 0.05) and reuse deep features on every other step.
 GUIDED_ABOVE_LAST_STEP = (0.1, 1e4)  # every sigma but the few-step schedules' last (0.05)
 SPEED_PRESETS = {
-    # The sampler as before issue 12, bit for bit.
+    # The sampler without fast-sampling shortcuts, bit for bit.
     "quality": SpeedPreset(max_steps=None, guidance_interval=None, deep_cache=1, schedule="karras", window_batch=1,
                            gpu_layout=False),
     "balanced": SpeedPreset(max_steps=4, guidance_interval=GUIDED_ABOVE_LAST_STEP, deep_cache=2, schedule="few_step",

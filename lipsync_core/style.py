@@ -1,4 +1,4 @@
-"""Speaking-style reference (issue 10): a clip of the speaker talking -> the STYLE the sampler takes.
+"""Speaking-style reference: a clip of the speaker talking -> the STYLE the sampler takes.
 
 The model's style encoder (``models.style_encoder``) was trained on ``ModelDefaults.style_reference_frames``
 (R) consecutive frames of another clip of the same speaker at the training fps: aligned face crops at the
@@ -16,7 +16,7 @@ model's crop size, each with the clip's Whisper features of that frame
 
 For a model with a mouth-motion input the style also gives the motion condition (``style_condition``):
 the lip motion the style encoder predicts for the new speech, drawn around that resting mouth, or around
-the edited face's own where that face is tracked (``target_style``: ``inference.lipsync``,
+the edited face's own where that face is tracked (``target_style``: ``dubbing.lipsync``,
 ``streaming.lipsync_file``). An explicit mouth motion given with a style takes its place.
 
 A reference shorter than R frames at the model's fps is an error that says how many seconds are needed

@@ -1,4 +1,4 @@
-"""Mouth-motion nodes (issue 11): predict a mouth's motion from speech, take it from a driving video,
+"""Mouth-motion nodes: predict a mouth's motion from speech, take it from a driving video,
 edit it, plot it.
 
 A MOUTH_MOTION is ``lipsync_core.motion.MouthMotion``: the 40 lip landmarks per frame in the aligned

@@ -1,4 +1,4 @@
-"""SayAnything Style Reference (issue 10): a clip of the speaker talking -> the SAYANYTHING_STYLE the
+"""SayAnything Style Reference: a clip of the speaker talking -> the SAYANYTHING_STYLE the
 samplers take, so the lips move the way this person speaks.
 
 A STYLE is ``lipsync_core.style.StyleReference``: the clip's stretch with the most speech, encoded by

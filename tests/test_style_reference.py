@@ -1,4 +1,4 @@
-"""The speaking-style reference (issue 10) from a clip to the sampler: ``lipsync_core.style``, the style in
+"""The speaking-style reference from a clip to the sampler: ``lipsync_core.style``, the style in
 ``dubbing.lipsync`` / ``streaming.lipsync_file``, and ``run --style-video``.
 
 The reference is the real portrait (mediapipe tracks it) with espeak-ng speech after 1.5 s of silence; the

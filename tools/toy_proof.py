@@ -12,7 +12,7 @@ each path -- with the new sentence and with silence (LipLeak):
   finds it in every frame (it misses some characters);
 - ``comfyui_face_track``: the same workflow with its face node swapped for ``SayAnything Load Face
   Track`` reading the character's known track (.npz), on every case;
-- ``library``: ``inference.lipsync`` with the known track.
+- ``library``: ``dubbing.lipsync`` with the known track.
 
 The saved mp4s are decoded and measured.
 
@@ -92,6 +92,7 @@ def machine() -> dict:
 
 def main() -> int:
     from lipsync_core import inference
+    from lipsync_core.checkpoint import load
     from lipsync_core.face import track_faces
     from lipsync_core.toy.demo import DEMO_MODEL
     from lipsync_core.toy.proof import case_figures, dub_cases, library_lipsync
@@ -116,7 +117,7 @@ def main() -> int:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the server inherits it
 
     started = time.time()
-    loaded = inference.load_model(args.model)
+    loaded = load(args.model)
     whisper = inference.load_whisper(args.whisper)
     results: dict = {"model": str(args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model),
                      "defaults": json.loads(loaded.defaults.to_json()), "world_seeds": args.seeds,

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fit import as_fps
+from ..compat import make_torchvision_importable
+from .fit import as_fps, frame_count
 from .io import WHISPER_SAMPLE_RATE, Audio, resample
 
 PathLike = str | Path
@@ -59,8 +60,6 @@ _SPECIALS_AFTER_LANGUAGES = ("translate", "transcribe", "startoflm", "startofpre
 
 def _import_transformers_whisper():
     """transformers' Whisper classes, importable also where torchvision's compiled ops cannot load."""
-    from ..compat import make_torchvision_importable
-
     make_torchvision_importable()
     import transformers
     from transformers.models.whisper import modeling_whisper
@@ -575,8 +574,6 @@ class WhisperAudioEncoder(torch.nn.Module):
         the features as the encoder goes, so long audio never holds more than one window of encoder
         states besides it.
         """
-        from .fit import frame_count
-
         fps = as_fps(fps)
         if num_frames is None:
             num_frames = frame_count(audio.num_samples, audio.sample_rate, fps)

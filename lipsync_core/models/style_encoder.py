@@ -1,4 +1,4 @@
-"""Speaking-style encoder: how this person's mouth moves for these sounds (issue 10, ours).
+"""Speaking-style encoder: how this person's mouth moves for these sounds (ours).
 
 After the audio-aware style reference of style-preserving lip sync (arXiv 2408.05412): a reference clip
 of the speaker is a set of (audio, mouth appearance) pairs, one per frame. The target's per-frame audio

@@ -20,7 +20,7 @@ in ``proof.py``):
   frames (the floor any output of this VAE has) and their ratio; ``no_reference_ratio`` the same
   with the reference removed (zero ID-Guider features);
 - ``outside_identical``: share of pixels outside the mask bit-identical to the input;
-- ``style`` (models with a style encoder, issue 10): each clip again with a style reference (the first
+- ``style`` (models with a style encoder): each clip again with a style reference (the first
   ``style_frames`` of another clip of the same character) and, for the first half, with the reference of
   the held-out character whose gain differs most (the swap test); see ``style_figures``.
 """
@@ -293,7 +293,7 @@ def _style_references(model, index, entries, config) -> dict:
 
 
 def style_figures(truths: list[dict], source: list[tuple], runs: dict[str, list], styles: dict) -> dict:
-    """Speaking-style figures (issue 10) from per-clip (opening, width) measurements.
+    """Speaking-style figures from per-clip (opening, width) measurements.
 
     Amplitude: the slope of a clip's measured opening on the neutral speaker's opening (speech frames),
     in the ruler's units of the true styled opening (``ruler_amplitude``, fitted on the sources); its

@@ -28,7 +28,7 @@ MAX_OPENING = 1.5
 
 @dataclass
 class SpeakingStyle:
-    """How one character speaks (issue 10): seen only in its own clips, drawn once per identity.
+    """How one character speaks: seen only in its own clips, drawn once per identity.
 
     ``gain`` scales the opening, ``width_bias`` widens (> 0) or rounds (< 0) the mouth while speaking,
     ``laziness`` blends the opening with a slow copy of itself (0: crisp articulation).

@@ -21,7 +21,7 @@ class LipSyncWindows(torch.utils.data.Dataset):
     to copy the target mouth from it) -- and ``latents`` / ``masked_latents`` when the shards carry
     them (``use_latents``; otherwise the trainer encodes frames on the fly), and with ``landmarks`` the
     window's ``landmarks`` [T, 478, 2] (crop pixels, NaN without a face; the mouth-motion condition).
-    With ``style_frames`` R > 0 also a speaking-style reference (issue 10): ``style_frames`` [R, 3, S, S]
+    With ``style_frames`` R > 0 also a speaking-style reference: ``style_frames`` [R, 3, S, S]
     and ``style_audio`` [R, L, W, D] (with ``landmarks`` also ``style_lips`` [R, 40, 2], ``mouth_target``'s
     layout) from another clip of the same speaker (``clip_identity``) that has
     speech, else a stretch of the same clip away from the window, else none (``has_style`` False), and with

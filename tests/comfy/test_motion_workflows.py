@@ -1,4 +1,4 @@
-"""The mouth-motion example workflows (issue 11) run over HTTP by a real ComfyUI, and the Lip Sync Video
+"""The mouth-motion example workflows run over HTTP by a real ComfyUI, and the Lip Sync Video
 node's mouth_motion input.
 
 SayAnything model: the shipped demo model once it has a mouth-motion input, until then a copy given one

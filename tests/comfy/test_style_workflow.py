@@ -1,4 +1,4 @@
-"""The speaking-style workflow (issue 10) over HTTP on a real ComfyUI: a reference clip of the speaker with its
+"""The speaking-style workflow over HTTP on a real ComfyUI: a reference clip of the speaker with its
 own sound -> SayAnything Style Reference -> the Sampler's style; and the node's errors for bad references.
 (The frontend test loads the workflow in the real web UI with the others.)
 """

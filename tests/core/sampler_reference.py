@@ -1,4 +1,4 @@
-"""The sampler as it was before issue 12 (fast sampling), kept verbatim as the reference that the
+"""The sampler as it was before fast sampling, kept verbatim as the reference that the
 ``quality`` speed preset must reproduce bit for bit. Do not edit: change the sampler, not this."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fast sampling (issue 12): guidance interval, deep-feature reuse, few-step schedule, batched windows.
+"""Fast sampling: guidance interval, deep-feature reuse, few-step schedule, batched windows.
 
 ``quality`` (the default ``SamplingPlan``) must be today's sampler bit for bit: it is checked against
 the pre-issue-12 loop kept in ``sampler_reference.py``.

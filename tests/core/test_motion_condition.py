@@ -1,4 +1,4 @@
-"""The mouth-motion input of the UNet (issue 11): zero-initialised, so a model given one is unchanged."""
+"""The mouth-motion input of the UNet: zero-initialised, so a model given one is unchanged."""
 
 from __future__ import annotations
 

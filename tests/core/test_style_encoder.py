@@ -1,4 +1,4 @@
-"""The speaking-style encoder (issue 10): zero-initialised, carried by the checkpoint, steering the sampler."""
+"""The speaking-style encoder: zero-initialised, carried by the checkpoint, steering the sampler."""
 
 from __future__ import annotations
 

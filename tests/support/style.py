@@ -1,4 +1,4 @@
-"""Models for the speaking-style tests (issue 10): one with a style input whose encoder steers the output,
+"""Models for the speaking-style tests: one with a style input whose encoder steers the output,
 and one without a style input.
 
 The shipped toy model's style acts through the mouth motion its encoder predicts (``style.style_condition``),

@@ -25,7 +25,7 @@ def test_demo_model_lip_syncs_a_new_character(whisper_tiny_dir):
     assert (defaults.crop_size, defaults.window, defaults.noise_aug_strength, defaults.mask_hold) == (64, 8, 0.0, 0.5)
     assert defaults.motion_guidance == ToyRunConfig().motion_guidance  # what its motion figures were measured at
     assert defaults.style_audio_guidance == ToyRunConfig().style_audio_guidance  # and its style figures
-    # Through inference.lipsync at those defaults, with the character's known track.
+    # Through dubbing.lipsync at those defaults, with the character's known track.
     frames, case = demo_lipsync(whisper_tiny_dir)
     measured = measure_opening((frames * 255).round().byte().numpy(), case.landmarks)
     speech = ~case.silent
