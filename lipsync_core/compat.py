@@ -46,3 +46,22 @@ def _nms_declared() -> bool:
         return True
     except (AttributeError, RuntimeError):
         return False
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: CUDA compute capability 8.0 (Ampere) and up.
+
+    ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only emulated (T4, RTX 20xx, V100), at a
+    large cost in speed; diffusers and ComfyUI choose fp16 there.
+    """
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def has_triton() -> bool:
+    """Whether ``torch.compile`` can build GPU kernels here (Triton is installed and works)."""
+    try:
+        from torch.utils._triton import has_triton as torch_has_triton
+    except ImportError:
+        return False
+    return torch_has_triton()

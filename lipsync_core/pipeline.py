@@ -7,17 +7,20 @@ model call itself is ``SayAnythingModel.denoise``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .compat import has_triton, native_bf16
 from .configs import vae_scale_factor
 from .models import Conditioning, DeepFeatureCache, SayAnythingModel, make_added_time_ids
 from .plan import SamplingPlan
 from .speed import DECODE_CONTEXT, SCHEDULES, few_step_sigmas
 
+logger = logging.getLogger(__name__)
 StepCallback = Callable[[int, int, torch.Tensor], None]
 WindowCallback = Callable[[int, int], None]
 PreviewCallback = Callable[[int, torch.Tensor], None]
@@ -28,12 +31,14 @@ class VideoLatents:
     """What sampling holds for a whole video: latents only, ``[T, C, h, w]`` (``latent_mask`` ``[T, 1, h, w]``).
 
     ``latents`` start as noise and end as the sampled video; ``masked_latents`` and ``latent_mask`` are
-    the editing canvas (``build_masked_video_conditioning``). Any tensors work, e.g. memory-mapped ones.
+    the editing canvas (``build_masked_video_conditioning``). Any tensors work, e.g. memory-mapped ones;
+    ``buffer(shape, dtype=...)`` allocated them, and allocates what else grows with the video (deep features).
     """
 
     latents: torch.Tensor
     masked_latents: torch.Tensor
     latent_mask: torch.Tensor
+    buffer: Callable[..., torch.Tensor] = torch.zeros
 
     @property
     def num_frames(self) -> int:
@@ -255,14 +260,29 @@ CONDITIONED_BRANCH = GuidanceBranch(1.0, use_reference=True, use_audio=True)
 
 
 def prepare_unet(unet, device: torch.device, plan: SamplingPlan) -> None:
-    """GPU path settings of ``plan`` applied to the UNet in place (once; later calls change nothing).
+    """The plan's settings of the UNet's computation, applied in place (layout and compilation once).
 
     Attention is already PyTorch's SDPA everywhere (diffusers' ``AttnProcessor2_0``, the default).
+    Channels-last applies to the 2-D convolutions only: the temporal VAE's and UNet's 5-D weights have no
+    such layout (converting the whole UNet raises on CUDA).
     """
+    unet.temporal_chunks = plan.temporal_chunks
     if plan.channels_last and device.type == "cuda":
-        unet.to(memory_format=torch.channels_last)
+        for module in unet.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.to(memory_format=torch.channels_last)
     if plan.compile and getattr(unet, "_compiled_call_impl", None) is None:
+        if device.type == "cuda" and not has_triton():
+            logger.warning("torch.compile needs Triton, which is not installed: the UNet runs uncompiled")
+            return
         unet.compile()
+
+
+def _without_compile(unet, error: Exception) -> None:
+    """Back to the uncompiled UNet after ``torch.compile`` failed to build it (one message, then eager)."""
+    logger.warning("torch.compile failed (%s: %s); the UNet runs uncompiled", type(error).__name__,
+                   str(error).splitlines()[0] if str(error) else "")
+    unet._compiled_call_impl = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -429,6 +449,7 @@ class SayAnythingPipeline:
             latents=latents,
             masked_latents=buffer((num_frames, channels, *latent_size), dtype=torch.float32),
             latent_mask=buffer((num_frames, 1, *latent_size), dtype=torch.float32),
+            buffer=buffer,
         )
 
     def encode_canvas(
@@ -501,9 +522,10 @@ class SayAnythingPipeline:
         guided = _BranchBatch(branches, id_features, model.zero_id_features(id_features), device)
         conditioned = _BranchBatch([CONDITIONED_BRANCH], id_features, model.zero_id_features(id_features), device)
         added_time_ids = make_added_time_ids(plan.fps, plan.motion_bucket_id, plan.noise_aug_strength, 1, device)
-        # One deep-feature cache per window group, for the current guidance batch: never shared between
-        # windows or videos, dropped when the batch changes (its features would not fit the new one).
-        caches: dict[int, DeepFeatureCache] = {}
+        # Deep features per window, for the current guidance batch: never shared between windows or videos,
+        # dropped when the batch changes (they would not fit the new one). They wait between steps in a
+        # ``video.buffer`` array (spilled to disk with the latents when long), so memory holds one group's.
+        deep = _DeepFeatureStore(video.buffer, len(windows)) if plan.deep_cache > 1 else None
         refreshed: dict[int, int] = {}
         latents = video.latents
 
@@ -515,16 +537,17 @@ class SayAnythingPipeline:
             step_batch = guided if plan.guides_at(float(sigmas[step])) else conditioned
             if step_batch is not batch:
                 batch = step_batch
-                caches.clear()
+                refreshed.clear()
+                if deep is not None:
+                    deep.clear()
             pending_start = 0  # frames [pending_start, pending_start + len(pending)) await later windows
             pending = torch.zeros(0, *latents.shape[1:])
             pending_weight = torch.zeros(0, 1, 1, 1)
             for group_index, group in enumerate(groups):
                 cache = None
-                if plan.deep_cache > 1:
-                    cache = caches.setdefault(group_index, DeepFeatureCache(storage=latents.device))
-                    fresh = step - refreshed.get(group_index, step) < plan.deep_cache
-                    cache.reuse = cache.features is not None and fresh
+                if deep is not None:
+                    fresh = group_index in refreshed and step - refreshed[group_index] < plan.deep_cache
+                    cache = deep.cache(group_index, group, len(batch.branches), device, reuse=fresh)
                     if not cache.reuse:
                         refreshed[group_index] = step
                 spans = [windows[index] for index in group]
@@ -542,6 +565,8 @@ class SayAnythingPipeline:
                     cache,
                     style,
                 ).cpu()
+                if cache is not None and not cache.reuse:
+                    deep.keep(group, len(batch.branches), cache)
                 for index, window_denoised in zip(group, denoised):
                     start, end = windows[index]
                     if preview_callback is not None:
@@ -579,13 +604,27 @@ class SayAnythingPipeline:
         ``plan.decode_chunk`` frames at a time; under bfloat16 autocast on CUDA when ``plan.bf16_decode``."""
         plan = plan or SamplingPlan()
         device = torch.device(device) if device is not None else self.vae.device
-        bf16 = plan.bf16_decode and device.type == "cuda"
-        chunk = plan.decode_chunk
-        for start in range(0, video.num_frames, chunk):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                frames = decode_span(self.vae, video.latents, start, min(start + chunk, video.num_frames),
-                                     plan.decode_context, device)
+        bf16 = plan.bf16_decode and native_bf16(device)
+        chunk, start = plan.decode_chunk, 0
+        while start < video.num_frames:
+            stop = min(start + chunk, video.num_frames)
+            try:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                    frames = decode_span(self.vae, video.latents, start, stop, plan.decode_context, device)
+            except torch.OutOfMemoryError as error:
+                # The sampled latents are kept: decode the rest in smaller chunks instead of losing the run.
+                if chunk == 1:
+                    raise torch.OutOfMemoryError(
+                        f"the VAE ran out of device memory decoding even one frame ({error}); free memory on the "
+                        "device (close other programs or models), or use a smaller crop size"
+                    ) from error
+                chunk = max(1, chunk // 2)
+                logger.warning("VAE decode ran out of device memory; decoding %d frames at a time", chunk)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
             yield start, frames
+            start = stop
 
     def _guided_denoise(
         self,
@@ -624,7 +663,13 @@ class SayAnythingPipeline:
             scales = torch.tensor([plan.style_strength if b.use_audio else 0.0 for b in batch.branches])
             cond.style_scale = scales.repeat_interleave(windows).to(latents.device)
         extra = {} if deep_cache is None else {"deep_cache": deep_cache}  # the plain call when nothing is cached
-        denoised = self.model.denoise(per_branch(latents), float(sigma), cond, **extra)
+        try:
+            denoised = self.model.denoise(per_branch(latents), float(sigma), cond, **extra)
+        except Exception as error:  # torch.compile fails at its first call (no compiler, no Triton, ...)
+            if getattr(self.model.unet, "_compiled_call_impl", None) is None:
+                raise
+            _without_compile(self.model.unet, error)
+            denoised = self.model.denoise(per_branch(latents), float(sigma), cond, **extra)
         return (batch.coefficients * denoised.unflatten(0, (count, windows))).sum(0)
 
 
@@ -639,3 +684,40 @@ class _BranchBatch:
             for ids, zeros in zip(id_features, zero_ids)
         ]
         self.coefficients = torch.tensor([b.coefficient for b in branches], device=device).reshape(-1, 1, 1, 1, 1, 1)
+
+
+class _DeepFeatureStore:
+    """Every window's deep features between two refreshes (DeepCache), ``[windows, branches, F, C, h, w]`` in one
+    ``buffer`` array allocated at the first store, so that only the window group in hand is in memory; one
+    ``DeepFeatureCache`` per window group hands them to the UNet."""
+
+    def __init__(self, buffer: Callable[..., torch.Tensor], num_windows: int):
+        self.buffer, self.num_windows = buffer, num_windows
+        self.features: torch.Tensor | None = None
+        self.caches: dict[int, DeepFeatureCache] = {}
+
+    def clear(self) -> None:
+        self.features = None
+        self.caches.clear()
+
+    def cache(self, index: int, group: list[int], branches: int, device: torch.device,
+              reuse: bool) -> DeepFeatureCache:
+        """Group ``index``'s cache: to store a full forward's features, or (``reuse``) holding them on ``device``."""
+        cache = self.caches.setdefault(index, DeepFeatureCache())
+        cache.reuse = reuse and self.features is not None
+        if cache.reuse:
+            stored = torch.stack([self.features[window] for window in group], dim=1)  # [branches, G, F, C, h, w]
+            if stored.shape[0] != branches:
+                raise ValueError("deep features are reused by another guidance batch than the one that stored them")
+            cache.features = stored.flatten(0, 2).to(device)
+        return cache
+
+    def keep(self, group: list[int], branches: int, cache: DeepFeatureCache) -> None:
+        """Move a full forward's features from ``cache`` into the store (the cache then holds none)."""
+        stored = cache.features.detach().float().cpu()
+        per_window = stored.reshape(branches, len(group), -1, *stored.shape[1:]).transpose(0, 1)
+        if self.features is None:
+            self.features = self.buffer((self.num_windows, *per_window.shape[1:]), dtype=torch.float32)
+        for window, features in zip(group, per_window):
+            self.features[window] = features
+        cache.features = None

@@ -43,6 +43,9 @@ class SamplingPlan:
         channels_last, bf16_decode: on CUDA, the UNet's convolutions in channels-last memory layout and the
             VAE decode under bfloat16 autocast (no effect on other devices).
         compile: ``torch.compile`` the UNet in place (the first call compiles: worth it on long videos).
+    Memory (same result up to float rounding):
+        temporal_chunks: the UNet's temporal blocks run their rows (one per pixel and window) in this many
+            chunks: the feed-forward's activations, the UNet's peak at full size, shrink with it.
     """
 
     steps: int = DEFAULTS.steps
@@ -65,8 +68,11 @@ class SamplingPlan:
     channels_last: bool = False
     bf16_decode: bool = False
     compile: bool = False
+    temporal_chunks: int = 1
 
     def __post_init__(self) -> None:
+        if self.temporal_chunks < 1:
+            raise ValueError(f"temporal_chunks must be at least 1, got {self.temporal_chunks}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.window < 1:
@@ -124,6 +130,7 @@ class SamplerOptions:
     schedule: str | None = None
     window_batch: int | None = None
     compile: bool = False
+    temporal_chunks: int = 1
 
     def __post_init__(self) -> None:
         if self.speed not in SPEED_PRESETS:
@@ -170,6 +177,7 @@ class SamplerOptions:
             channels_last=preset.gpu_layout,
             bf16_decode=preset.gpu_layout,
             compile=self.compile,
+            temporal_chunks=self.temporal_chunks,
         )
 
 

@@ -13,6 +13,11 @@ The module tree (and so the state-dict layout) is diffusers' own; only the forwa
 * **ID residuals.** One ``[B, C_i, h_i, w_i]`` map per UNet resolution i (C_i = block_out_channels[i]),
   added to the hidden states after the last layer of down block i, before its downsampler (ours). The
   skip connection and the deeper path both carry it. Broadcast over the frames.
+* **Temporal rows in chunks** (ours). A temporal block runs every pixel's frame sequence as one row of a
+  ``[B*H*W, F, C]`` batch; ``temporal_chunks`` splits that batch for its feed-forwards and self-attention
+  (the feed-forward's GEGLU is the UNet's activation peak at full size), and a self-attention call never
+  gets more than ``SDPA_MAX_BATCH`` rows x heads (CUDA kernels refuse larger batches on older torch).
+  Rows are independent, so the result is the same up to float rounding.
 * **Deep feature reuse** (DeepCache, Ma et al. 2024; optional). ``deep_cache`` keeps the input of the
   last up block from a full forward; a forward that reuses it runs only the shallow path (``conv_in``,
   the first down block without its downsampler, the last up block) on fresh skips and embeddings.
@@ -31,9 +36,17 @@ import torch.nn.functional as F
 from diffusers import UNetSpatioTemporalConditionModel
 from torch.utils.checkpoint import checkpoint
 
+SDPA_MAX_BATCH = 65_535  # batch x heads of one scaled_dot_product_attention call (CUDA grid limit on torch < 2.8)
+
 
 class SayAnythingUNet(UNetSpatioTemporalConditionModel):
-    """diffusers' SVD UNet; ``forward`` takes per-frame context ``[B, F, N, C]`` and ID residuals."""
+    """diffusers' SVD UNet; ``forward`` takes per-frame context ``[B, F, N, C]`` and ID residuals.
+
+    ``temporal_chunks``: the temporal blocks' rows in this many chunks (1: all at once; the sampler sets it
+    from its plan).
+    """
+
+    temporal_chunks = 1
 
     def forward(
         self,
@@ -86,7 +99,7 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
         frame_context = encoder_hidden_states.flatten(0, 1)
         window_context = encoder_hidden_states.flatten(1, 2)
         image_only_indicator = torch.zeros(batch_size, num_frames, dtype=sample.dtype, device=sample.device)
-        context = _Context(frame_context, window_context, image_only_indicator, num_frames)
+        context = _Context(frame_context, window_context, image_only_indicator, num_frames, self.temporal_chunks)
 
         # 3. down (a forward reusing deep features stops before the first downsampler)
         reuse = deep_cache is not None and deep_cache.reuse
@@ -170,6 +183,7 @@ class _Context:
     window: torch.Tensor  # [B, F*N, C]: all tokens of the window (temporal blocks)
     image_only_indicator: torch.Tensor
     num_frames: int
+    temporal_chunks: int = 1
 
 
 def _add_id_residual(
@@ -205,10 +219,11 @@ def _run_attention(block, attention, hidden_states: torch.Tensor, context: _Cont
             context.frame,
             context.window,
             context.image_only_indicator,
+            context.temporal_chunks,
             use_reentrant=False,
         )
     return spatio_temporal_transformer_forward(
-        attention, hidden_states, context.frame, context.window, context.image_only_indicator
+        attention, hidden_states, context.frame, context.window, context.image_only_indicator, context.temporal_chunks
     )
 
 
@@ -218,10 +233,12 @@ def spatio_temporal_transformer_forward(
     frame_context: torch.Tensor,
     window_context: torch.Tensor,
     image_only_indicator: torch.Tensor,
+    temporal_chunks: int = 1,
 ) -> torch.Tensor:
     """Forward of a diffusers ``TransformerSpatioTemporalModel`` with per-frame and per-window context.
 
-    ``hidden_states [B*F, C, H, W]``, ``frame_context [B*F, N, D]``, ``window_context [B, F*N, D]``.
+    ``hidden_states [B*F, C, H, W]``, ``frame_context [B*F, N, D]``, ``window_context [B, F*N, D]``;
+    ``temporal_chunks``: see ``SayAnythingUNet``.
     """
     batch_frames, _, height, width = hidden_states.shape
     num_frames = image_only_indicator.shape[-1]
@@ -237,7 +254,8 @@ def spatio_temporal_transformer_forward(
 
     for block, temporal_block in zip(module.transformer_blocks, module.temporal_transformer_blocks):
         hidden_states = block(hidden_states, encoder_hidden_states=frame_context)
-        mixed = _temporal_block_forward(temporal_block, hidden_states + frame_emb, num_frames, window_context)
+        mixed = _temporal_block_forward(temporal_block, hidden_states + frame_emb, num_frames, window_context,
+                                        temporal_chunks)
         hidden_states = module.time_mixer(
             x_spatial=hidden_states, x_temporal=mixed, image_only_indicator=image_only_indicator
         )
@@ -248,32 +266,42 @@ def spatio_temporal_transformer_forward(
 
 
 def _temporal_block_forward(
-    block, hidden_states: torch.Tensor, num_frames: int, window_context: torch.Tensor
+    block, hidden_states: torch.Tensor, num_frames: int, window_context: torch.Tensor, chunks: int = 1
 ) -> torch.Tensor:
     """diffusers ``TemporalBasicTransformerBlock`` math; cross-attention against the whole window's tokens.
 
     Cross-attention treats every query independently, so all pixels' frame sequences of one batch item
     are laid out as one long query sequence against that item's ``[F*N, D]`` keys: the same result as
-    giving every pixel its own copy of the context, without materialising those copies.
+    giving every pixel its own copy of the context, without materialising those copies. The row-wise parts
+    (feed-forwards, self-attention over the frames) run in ``chunks`` chunks of rows.
     """
     batch_frames, seq_length, channels = hidden_states.shape
     batch_size = batch_frames // num_frames
     hidden_states = hidden_states.reshape(batch_size, num_frames, seq_length, channels).permute(0, 2, 1, 3)
     hidden_states = hidden_states.reshape(batch_size * seq_length, num_frames, channels)
+    rows = -(-hidden_states.shape[0] // max(1, chunks))
+    attention_rows = min(rows, max(1, SDPA_MAX_BATCH // block.attn1.heads))
+
+    def in_rows(function, values: torch.Tensor, size: int = rows) -> torch.Tensor:
+        if values.shape[0] <= size:
+            return function(values)
+        return torch.cat([function(part) for part in values.split(size)])
 
     residual = hidden_states
-    hidden_states = block.ff_in(block.norm_in(hidden_states))
+    hidden_states = in_rows(lambda rows_: block.ff_in(block.norm_in(rows_)), hidden_states)
     if block.is_res:
         hidden_states = hidden_states + residual
 
-    hidden_states = block.attn1(block.norm1(hidden_states), encoder_hidden_states=None) + hidden_states
+    attended = in_rows(lambda rows_: block.attn1(block.norm1(rows_), encoder_hidden_states=None), hidden_states,
+                       attention_rows)
+    hidden_states = attended + hidden_states
 
     if block.attn2 is not None:
         queries = block.norm2(hidden_states).reshape(batch_size, seq_length * num_frames, channels)
         attended = block.attn2(queries, encoder_hidden_states=window_context)
         hidden_states = attended.reshape(batch_size * seq_length, num_frames, channels) + hidden_states
 
-    ff_output = block.ff(block.norm3(hidden_states))
+    ff_output = in_rows(lambda rows_: block.ff(block.norm3(rows_)), hidden_states)
     hidden_states = ff_output + hidden_states if block.is_res else ff_output
 
     hidden_states = hidden_states.reshape(batch_size, seq_length, num_frames, channels).permute(0, 2, 1, 3)
