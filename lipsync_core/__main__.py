@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("init", "run", "prep", "train", "train-motion", "toy")
+COMMANDS = ("init", "run", "convert", "plan", "gpu-check", "prep", "train", "train-motion", "toy")
 
 
 def main(argv=None) -> int:

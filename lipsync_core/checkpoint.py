@@ -2,7 +2,9 @@
 
 ``load(path)`` reads a file's header, finds the family it belongs to (``FAMILIES``) and returns a
 ``LoadedModel``: what the orchestrator, the nodes and ``run`` use, whatever the family. A family is a
-recogniser and a loader; SayAnything's is below, and another family registers its own (``register_family``).
+recogniser and a loader (``family.ModelFamily``); SayAnything's is below, MuseTalk 1.5's (``musetalk``) is
+registered here too, and another family registers its own (``register_family``). A pickled state dict
+(``.pth``, MuseTalk's upstream file) is read for its keys with ``torch.load(weights_only=True)``, nothing else.
 
 The SayAnything file: one safetensors file, config in the metadata, strict loading.
 
@@ -22,98 +24,23 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .compat import native_bf16
 from .configs import CheckpointError, ModelDefaults, SayAnythingConfig, build_vae
-from .face import crop_transforms
+from .family import FAMILIES, LoadedModel, ModelFamily, register_family
 from .models import SayAnythingModel
-from .pipeline import SayAnythingPipeline
+from .models.musetalk import read_state_dict_file
+from .musetalk import MUSETALK_FAMILY
 from .svd_import import load_svd_vae
-from .tensors import images_to_model
 
 FORMAT = "sayanything"
 FORMAT_VERSION = "1"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass
-class LoadedModel:
-    """A model file ready to run, whatever its family: what the Model Loader node outputs and ``run`` uses.
-
-    ``model`` holds the family's networks, ``vae`` the VAE they decode with, ``defaults`` what the file says it
-    wants at inference (crop size, mask, window, guidance...). The orchestrator (``lipsync_core.dubbing``) uses
-    only this interface; another family subclasses it where its model differs:
-    ``audio_features`` (what the model hears), ``crop_transforms`` and ``crop_mask`` (where it looks and what
-    it may repaint), ``encode_reference`` (who it is), ``pipeline()`` (how it samples).
-    """
-
-    model: torch.nn.Module
-    vae: torch.nn.Module
-    path: str
-    family: str = "SayAnything"
-
-    @property
-    def defaults(self) -> ModelDefaults:
-        return getattr(self.model, "defaults", None) or ModelDefaults()
-
-    def audio_features(self, whisper, audio, fps, num_frames: int, buffer=torch.zeros, progress=None) -> torch.Tensor:
-        """Per-frame audio features ``[T, ...]`` of ``audio`` fitted to ``num_frames`` frames at ``fps``, written into
-        ``buffer(shape, dtype=...)`` as the encoder goes (SayAnything: Whisper windows ``[T, L, W, D]``)."""
-        window = self.defaults.feature_window
-        features = buffer((num_frames, whisper.num_hidden_states, window, whisper.hidden_size), dtype=torch.float32)
-        whisper.frame_features(audio, fps, num_frames=num_frames, window=window, out=features, progress=progress)
-        return features
-
-    def crop_transforms(self, track, size: int, user_masks=None):
-        """Frame -> crop transforms ``[T, 2, 3]`` and which frames get edited ``[T]`` (``face.crop_transforms``:
-        aligned on the eyes and nose, as SayAnything trains)."""
-        return crop_transforms(track, size, user_masks)
-
-    def crop_mask(self, masks: torch.Tensor) -> torch.Tensor:
-        """The crop-space editing mask ``[F, S, S]`` this model may repaint, from the pack's held mask (SayAnything:
-        that mask as it is)."""
-        return masks
-
-    def pipeline(self) -> SayAnythingPipeline:
-        """The family's sampling steps over aligned crops (``prepare_latents``, ``encode_canvas``, ``denoise``,
-        ``decode``; ``SayAnythingPipeline`` documents them)."""
-        return SayAnythingPipeline(self.model, self.vae)
-
-    def encode_reference(self, reference: torch.Tensor) -> list[torch.Tensor]:
-        """Identity features of one reference crop IMAGE ``[1, S, S, 3]`` (computed once per video)."""
-        with torch.no_grad():
-            features = self.model.encode_reference(images_to_model(reference).to(self.model.device, self.model.dtype))
-        return [feature.detach().cpu() for feature in features]
-
-    def torch_module(self) -> torch.nn.Module:
-        """One module holding every weight (for ComfyUI's model management)."""
-        return torch.nn.ModuleDict({"model": self.model, "vae": self.vae})
-
-
-@dataclass(frozen=True)
-class ModelFamily:
-    """A kind of model file the pack runs: ``recognises(path, metadata, keys)`` on the file's header (safetensors
-    metadata and tensor names; a pickle file's keys), ``load(path, vae, device, dtype) -> LoadedModel``."""
-
-    name: str
-    files: str  # what such a file is, for the message a file of no known family gets
-    recognises: Callable[[Path, dict[str, str], list[str]], bool]
-    load: Callable[..., LoadedModel]
-
-
-FAMILIES: list[ModelFamily] = []
-
-
-def register_family(family: ModelFamily) -> None:
-    """Make ``load`` recognise another family's files (registered once per name)."""
-    if all(known.name != family.name for known in FAMILIES):
-        FAMILIES.append(family)
 
 
 def load(
@@ -144,7 +71,18 @@ def load(
     )
 
 
+# Pickled state dicts (torch.save): read only as tensors (weights_only), memory-mapped where torch can.
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+_PICKLE_HINT = (
+    "The pack reads a pickled .pth only as MuseTalk 1.5's UNet (musetalkV15/unet.pth with musetalk.json beside it, "
+    "from TMElyralab/MuseTalk on Hugging Face); other models are .safetensors."
+)
+
+
 def _read_header(path: Path) -> tuple[dict[str, str], list[str]]:
+    """A file's metadata and tensor names: a safetensors header, or a pickle's keys (no metadata)."""
+    if path.suffix.lower() in PICKLE_SUFFIXES and path.is_file():
+        return {}, list(read_state_dict_file(path, "model", _PICKLE_HINT, CheckpointError))
     with _open(path) as handle:
         return handle.metadata() or {}, list(handle.keys())
 
@@ -171,11 +109,12 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 
 def resolve_dtype(precision: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype:
-    """``"auto"`` -> bf16 on a CUDA GPU that has it, else fp16 there, fp32 on the CPU; names as ``parse_dtype``."""
+    """``"auto"`` -> bf16 on a CUDA GPU that computes it natively (``compat.native_bf16``), else fp16 there,
+    fp32 on the CPU; names as ``parse_dtype``."""
     if precision in (None, "auto"):
         device = torch.device(device)
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if native_bf16(device) else torch.float16
         return torch.float32
     return parse_dtype(precision)
 
@@ -351,3 +290,4 @@ register_family(ModelFamily(
     recognises=lambda path, metadata, keys: metadata.get("format") == FORMAT,
     load=_load_sayanything,
 ))
+register_family(MUSETALK_FAMILY)

@@ -273,16 +273,17 @@ class ModelDefaults:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | None) -> ModelDefaults:
+    def from_json(cls, text: str | None, base: ModelDefaults | None = None) -> ModelDefaults:
         """Defaults from a file's metadata; keys this code does not know (newer files) are ignored and
-        keys a file lacks (older files) keep the class defaults."""
+        keys a file lacks (older files) keep ``base``'s (default: the class defaults; another family's own)."""
+        base = base or cls()
         if not text:
-            return cls()
+            return base
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError(f"defaults must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        return dataclasses.replace(base, **{key: value for key, value in data.items() if key in known})
 
     def replace(self, **changes: Any) -> ModelDefaults:
         """A copy with the given settings changed; ``None`` values (``auto``) keep the default."""

@@ -28,6 +28,7 @@ from .audio import Audio, fit_audio_video
 from .checkpoint import LoadedModel
 from .face import FaceTrack, paste_back, track_faces, warp_to_crop
 from .inference import face_mask
+from .memory import fit_to_device
 from .motion import motion_condition, require_motion_input, target_motion
 from .pipeline import composite
 from .plan import FaceOptions, ProgressCallback, SamplerOptions, SamplingPlan, Stage
@@ -160,12 +161,15 @@ def dub(
         options = options or SamplerOptions()
         plan = options.resolve(defaults, fps=float(fps), styled=is_styled(style, options.style_strength, motion))
     face_options = (face_options or FaceOptions()).resolve(defaults)
+    loaded.check_inputs(whisper, motion=motion, style=style)  # what this family cannot take fails before any work
     style_tokens = None if style is None else style.for_model(loaded.model)  # a wrong model fails before any work
     if motion is not None:
         require_motion_input(loaded.model)  # likewise
     pipeline = loaded.pipeline()
     size = face_options.crop_size
     device = torch.device(device) if device is not None else loaded.model.device
+    if not isinstance(options, SamplingPlan):  # a plan given whole is used as it is
+        plan = fit_to_device(plan, options, loaded, size, device, motion=motion is not None or style is not None)
 
     # 1. Track (the first pass over the source; it also counts a file's frames).
     if track is None:

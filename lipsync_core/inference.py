@@ -30,6 +30,7 @@ from .checkpoint import LoadedModel
 from .configs import ModelDefaults
 from .face import align_transforms, face_masks, paste_back, prepare_face_crops, track_faces
 from .media import VideoInfo, VideoReader, VideoWriter
+from .memory import fit_to_device
 from .motion import motion_condition
 from .pipeline import decode_latents
 from .plan import FaceOptions, SamplerOptions
@@ -257,7 +258,14 @@ def generate(
     ``style``: a ``lipsync_core.style.StyleReference`` of this model, weighed by ``options.style_strength`` (0:
     none); for a model with a motion input and no ``motion`` it also gives the motion (``style.style_condition``).
     """
+    if loaded.family != "SayAnything":  # the crop-level chain crops, masks and samples as SayAnything does
+        raise ValueError(
+            f"{loaded.family} models run in SayAnything Lip Sync Video (or `python -m lipsync_core run`), which crop "
+            "and mask the face the way the model was trained; the Face Crop -> Sampler chain is SayAnything's."
+        )
     plan = options.resolve(loaded.defaults, fps=fps, styled=is_styled(style, options.style_strength, motion))
+    plan = fit_to_device(plan, options, loaded, crops.shape[1], device if device is not None else loaded.model.device,
+                         motion=motion is not None or style is not None)
     num_frames = crops.shape[0]
     if audio_features.shape[0] != num_frames:
         raise ValueError(

@@ -22,7 +22,7 @@ import numpy as np
 
 from .audio.fit import frame_count
 from .face import track_faces
-from .face.align import _gaussian_smooth, align_transforms, transform_points
+from .face.align import align_transforms, gaussian_smooth, transform_points
 from .face.track import LIPS_INNER, LIPS_OUTER, MOUTH_CORNERS, FaceTrack
 from .media import VideoReader
 
@@ -217,7 +217,7 @@ def edit_motion(
             )
         points = (1.0 - blend) * points + blend * moved.points
     if smoothing > 0:
-        points = _gaussian_smooth(points.reshape(len(points), -1), smoothing).reshape(points.shape)
+        points = gaussian_smooth(points.reshape(len(points), -1), smoothing).reshape(points.shape)
     rest = motion.rest
     points = rest + gain * (points - rest)
     if width_bias != 0.0:
@@ -347,9 +347,9 @@ def _render_points(points: np.ndarray, latent_size: int | tuple[int, int]) -> np
 
 def require_motion_input(model) -> None:
     """A clear error for a ``SayAnythingModel`` without a mouth-motion input."""
-    if not model.config.unet.motion_channels:
+    if not getattr(getattr(model.config, "unet", None), "motion_channels", 0):  # any family's model
         raise ValueError(
-            "This SayAnything model has no mouth-motion input, so a mouth motion cannot steer it: use a model "
+            "This model has no mouth-motion input, so a mouth motion cannot steer it: use a model "
             "trained with one (unet.motion_channels > 0, see docs/ARCHITECTURE.md, Mouth motion), or leave the "
             "motion out."
         )

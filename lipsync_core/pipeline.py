@@ -266,7 +266,7 @@ def prepare_unet(unet, device: torch.device, plan: SamplingPlan) -> None:
     Channels-last applies to the 2-D convolutions only: the temporal VAE's and UNet's 5-D weights have no
     such layout (converting the whole UNet raises on CUDA).
     """
-    unet.temporal_chunks = plan.temporal_chunks
+    unet.ff_chunks = plan.ff_chunks
     if plan.channels_last and device.type == "cuda":
         for module in unet.modules():
             if isinstance(module, torch.nn.Conv2d):
@@ -565,8 +565,11 @@ class SayAnythingPipeline:
                     cache,
                     style,
                 ).cpu()
-                if cache is not None and not cache.reuse:
-                    deep.keep(group, len(batch.branches), cache)
+                if cache is not None:  # only the group in hand holds features in memory
+                    if cache.reuse:
+                        cache.features = None
+                    else:
+                        deep.keep(group, len(batch.branches), cache)
                 for index, window_denoised in zip(group, denoised):
                     start, end = windows[index]
                     if preview_callback is not None:

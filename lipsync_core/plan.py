@@ -44,8 +44,8 @@ class SamplingPlan:
             VAE decode under bfloat16 autocast (no effect on other devices).
         compile: ``torch.compile`` the UNet in place (the first call compiles: worth it on long videos).
     Memory (same result up to float rounding):
-        temporal_chunks: the UNet's temporal blocks run their rows (one per pixel and window) in this many
-            chunks: the feed-forward's activations, the UNet's peak at full size, shrink with it.
+        ff_chunks: the UNet's transformer blocks run their feed-forwards (and the temporal self-attention) on
+            this many chunks of their rows: the feed-forwards' activations, the UNet's peak, shrink with it.
     """
 
     steps: int = DEFAULTS.steps
@@ -68,11 +68,11 @@ class SamplingPlan:
     channels_last: bool = False
     bf16_decode: bool = False
     compile: bool = False
-    temporal_chunks: int = 1
+    ff_chunks: int = 1
 
     def __post_init__(self) -> None:
-        if self.temporal_chunks < 1:
-            raise ValueError(f"temporal_chunks must be at least 1, got {self.temporal_chunks}")
+        if self.ff_chunks < 1:
+            raise ValueError(f"ff_chunks must be at least 1, got {self.ff_chunks}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.window < 1:
@@ -122,7 +122,7 @@ class SamplerOptions:
     style_strength: float = 1.0
     window: int | None = None
     overlap: int | None = None
-    decode_chunk: int = 8
+    decode_chunk: int | None = None  # auto: 8, fewer where the device's memory asks (memory.fit)
     noise_aug_strength: float | None = None  # SVD's canvas noise; must match what the model trained with
     speed: str = "quality"
     guidance_interval: tuple[float, float] | None = None
@@ -130,7 +130,7 @@ class SamplerOptions:
     schedule: str | None = None
     window_batch: int | None = None
     compile: bool = False
-    temporal_chunks: int = 1
+    ff_chunks: int | None = None  # auto: 1, more where the device's memory asks (memory.fit)
 
     def __post_init__(self) -> None:
         if self.speed not in SPEED_PRESETS:
@@ -168,7 +168,7 @@ class SamplerOptions:
             fps=float(_pick(fps, defaults.fps)),
             motion_bucket_id=defaults.motion_bucket_id,
             noise_aug_strength=_pick(self.noise_aug_strength, defaults.noise_aug_strength),
-            decode_chunk=self.decode_chunk,
+            decode_chunk=_pick(self.decode_chunk, SamplingPlan.decode_chunk),
             decode_context=preset.decode_context,
             guidance_interval=interval,
             deep_cache=_pick(self.deep_cache, preset.deep_cache),
@@ -177,8 +177,13 @@ class SamplerOptions:
             channels_last=preset.gpu_layout,
             bf16_decode=preset.gpu_layout,
             compile=self.compile,
-            temporal_chunks=self.temporal_chunks,
+            ff_chunks=_pick(self.ff_chunks, SamplingPlan.ff_chunks),
         )
+
+    def memory_settings_given(self) -> frozenset[str]:
+        """The memory-bound settings the user gave (``memory.fit`` changes only the others)."""
+        given = {"decode_chunk": self.decode_chunk, "ff_chunks": self.ff_chunks, "window_batch": self.window_batch}
+        return frozenset(name for name, value in given.items() if value is not None)
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ def is_styled(style: StyleReference | None, strength: float, motion) -> bool:
 def require_style_input(model, defaults=None) -> int:
     """R, the reference frames ``model`` was trained with; a clear error for a model without a style input."""
     frames = (defaults or getattr(model, "defaults", None) or ModelDefaults()).style_reference_frames
-    if model.config.style is None or frames < 1:
+    if getattr(model.config, "style", None) is None or frames < 1:  # any family's model
         raise ValueError(
             "This model has no speaking-style input (it was trained without a style reference): pick a model "
             "trained with one (e.g. one made by `python -m lipsync_core toy`), or leave the style reference out."

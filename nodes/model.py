@@ -1,5 +1,5 @@
-"""Model nodes: the SayAnything model loader (with the VAE from the user's SVD checkpoint) and the
-ID-Guider reference encoder; plus the wrapper that hands our torch modules to ComfyUI's model
+"""Model nodes: the model loader (SayAnything with the VAE from the user's SVD checkpoint, or MuseTalk 1.5 with
+the SD VAE) and the ID-Guider reference encoder; plus the wrapper that hands our torch modules to ComfyUI's model
 management so they are loaded to the GPU and offloaded like ComfyUI's own models."""
 
 from __future__ import annotations
@@ -41,11 +41,15 @@ class ManagedModel:
         self.patcher = comfy.model_patcher.ModelPatcher(module, load_device=load_device, offload_device=offload_device)
 
     @contextmanager
-    def on_device(self) -> Iterator[Any]:
+    def on_device(self, *others: ManagedModel, memory_required: int = 0) -> Iterator[Any]:
+        """This model (and ``others``: yields all their payloads) on the device, in one request to model management,
+        which also keeps ``memory_required`` bytes free for the run's activations (``memory.activation_bytes``):
+        loading them one by one could evict the first for the second."""
         # Full load: our modules have no comfy.ops weight casting, so a partial (lowvram) load would
         # leave layers on the offload device. Model management still frees other models to make room.
-        mm.load_models_gpu([self.patcher], force_full_load=True)
-        yield self.payload
+        mm.load_models_gpu([self.patcher, *(other.patcher for other in others)], memory_required=memory_required,
+                           force_full_load=True)
+        yield (self.payload, *(other.payload for other in others)) if others else self.payload
 
 
 def devices(device_choice: str = "auto") -> tuple[torch.device, torch.device]:
@@ -71,19 +75,25 @@ class SayAnythingModelLoader(io.ComfyNode):
             display_name="SayAnything Model Loader",
             description="Loads a SayAnything checkpoint (UNet, ID-Guider, audio projection) from "
             "models/sayanything and the temporal VAE from your Stable Video Diffusion checkpoint in "
-            "models/checkpoints (the same svd_xt file ComfyUI's SVD nodes use; nothing is downloaded). Connect "
-            "model to SayAnything Reference Encode (ID-Guider) and SayAnything Sampler.",
+            "models/checkpoints (the same svd_xt file ComfyUI's SVD nodes use), or a MuseTalk 1.5 UNet from "
+            "models/musetalk (musetalkV15/unet.pth with its musetalk.json, or a converted .safetensors) with the SD "
+            "VAE vae-ft-mse-840000-ema-pruned.safetensors from models/vae; nothing is downloaded. Connect model to "
+            "SayAnything Reference Encode (ID-Guider) and SayAnything Sampler, or (MuseTalk too) to SayAnything "
+            "Lip Sync Video.",
             inputs=[
                 io.Combo.Input(
                     "model",
-                    options=model_folders.sayanything_checkpoints(),
-                    tooltip="A SayAnything .safetensors file in models/sayanything.",
+                    options=model_folders.lipsync_models(),
+                    tooltip="A SayAnything .safetensors file in models/sayanything, or a MuseTalk 1.5 UNet in "
+                    "models/musetalk (musetalkV15/unet.pth with musetalk.json beside it, or its converted "
+                    ".safetensors).",
                 ),
                 io.Combo.Input(
                     "svd_checkpoint",
-                    options=[VAE_FROM_MODEL_FILE] + model_folders.svd_checkpoints(),
-                    tooltip="Your svd_xt / svd_xt_1_1 .safetensors in models/checkpoints; only its VAE "
-                    "is read. Pick the first entry if the SayAnything file carries its own VAE.",
+                    options=[VAE_FROM_MODEL_FILE] + model_folders.vae_files(),
+                    tooltip="The VAE. SayAnything: your svd_xt / svd_xt_1_1 .safetensors in models/checkpoints "
+                    "(only its VAE is read), or the first entry if the SayAnything file carries its own VAE. "
+                    "MuseTalk: vae-ft-mse-840000-ema-pruned.safetensors in models/vae.",
                 ),
                 io.Combo.Input(
                     "precision",
@@ -100,9 +110,9 @@ class SayAnythingModelLoader(io.ComfyNode):
     def validate_inputs(cls, model: str, svd_checkpoint: str):
         # Replaces ComfyUI's "value not in list" check with a message that names folder and file.
         try:
-            model_folders.resolve_model_path(model_folders.SAYANYTHING_FOLDER, model)
+            model_folders.resolve_in_folders(model_folders.MODEL_FOLDERS, model)
             if svd_checkpoint != VAE_FROM_MODEL_FILE:
-                model_folders.resolve_model_path(model_folders.SVD_FOLDER, svd_checkpoint)
+                model_folders.resolve_in_folders(model_folders.VAE_FOLDERS, svd_checkpoint)
         except ValueError as error:
             return str(error)
         return True
@@ -111,10 +121,10 @@ class SayAnythingModelLoader(io.ComfyNode):
     def execute(cls, model: str, svd_checkpoint: str, precision: str) -> io.NodeOutput:
         from ..lipsync_core.checkpoint import load
 
-        checkpoint = model_folders.resolve_model_path(model_folders.SAYANYTHING_FOLDER, model)
+        checkpoint = model_folders.resolve_in_folders(model_folders.MODEL_FOLDERS, model)
         svd_path = None
         if svd_checkpoint != VAE_FROM_MODEL_FILE:
-            svd_path = model_folders.resolve_model_path(model_folders.SVD_FOLDER, svd_checkpoint)
+            svd_path = model_folders.resolve_in_folders(model_folders.VAE_FOLDERS, svd_checkpoint)
         load_device, offload_device = devices()
         dtype = torch_dtype(precision, load_device)
         loaded = load(checkpoint, vae=svd_path, dtype=dtype, device=offload_device)

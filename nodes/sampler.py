@@ -110,6 +110,7 @@ class SayAnythingSampler(io.ComfyNode):
         **widgets,
     ) -> io.NodeOutput:
         from ..lipsync_core.inference import generate
+        from ..lipsync_core.memory import activation_bytes
 
         frames = check_frames(crops, "crops")
         options = sampler_options(**widgets)
@@ -124,8 +125,9 @@ class SayAnythingSampler(io.ComfyNode):
             mm.throw_exception_if_processing_interrupted()
             progress.update_absolute(done, total, previews.pop() if previews else None)
 
+        activations = activation_bytes(model.payload, options, frames.shape[1], motion=mouth_motion is not None)
         try:
-            with model.on_device() as loaded:
+            with model.on_device(memory_required=activations) as loaded:
                 result = generate(
                     loaded,
                     frames,

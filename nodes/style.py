@@ -55,7 +55,7 @@ class SayAnythingStyleReference(io.ComfyNode):
 
         frames = check_frames(images)
         progress = comfy.utils.ProgressBar(frames.shape[0])
-        with model.on_device() as loaded, whisper.on_device() as encoder:
+        with model.on_device(whisper) as (loaded, encoder):
             style = encode_style_reference(
                 loaded,
                 encoder,

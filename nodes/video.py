@@ -44,7 +44,8 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
             node_id="SayAnythingLipSyncVideo",
             display_name="SayAnything Lip Sync Video",
             description="Lip-syncs a whole VIDEO (from Load Video) to AUDIO in one node, streaming frames from "
-            "file to file, so long clips fit in memory. Connect SayAnything Model Loader and Whisper Loader; "
+            "file to file, so long clips fit in memory. Connect SayAnything Model Loader (a SayAnything or a "
+            "MuseTalk 1.5 model) and Whisper Loader; "
             "send the output to Save Video. Settings left on auto (0 / -1) come from the model file. An optional "
             "mouth_motion (SayAnything Mouth Motion nodes) steers the lips of models with a mouth-motion input.",
             inputs=[
@@ -133,6 +134,7 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
         **widgets,
     ) -> io.NodeOutput:
         from ..lipsync_core.audio import audio_from_comfy
+        from ..lipsync_core.memory import activation_bytes
         from ..lipsync_core.streaming import StreamSettings, lipsync_file
 
         source = video.get_stream_source() if hasattr(video, "get_stream_source") else None
@@ -159,15 +161,17 @@ class SayAnythingLipSyncVideo(io.ComfyNode):
             share = done / total if total else 0.0
             bar.update_absolute(int(1000 * (stages.index(stage) + share)), 1000 * len(stages))
 
+        options = sampler_options(**widgets)
+        activations = activation_bytes(model.payload, options, face.crop_size, motion=mouth_motion is not None)
         try:
-            with model.on_device() as loaded, whisper.on_device() as encoder:
+            with model.on_device(whisper, memory_required=activations) as (loaded, encoder):
                 lipsync_file(
                     source,
                     audio_from_comfy(audio),
                     output,
                     loaded,
                     encoder,
-                    sampler_options(**widgets),
+                    options,
                     face,
                     fit_mode=fit,
                     reference_index=reference_frame,

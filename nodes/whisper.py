@@ -32,7 +32,8 @@ class SayAnythingWhisperLoader(io.ComfyNode):
                 io.Combo.Input("model", options=model_folders.whisper_models(),
                                tooltip="A Whisper model inside models/whisper (transformers or CTranslate2 folder, "
                                "or openai .pt). Use the size the SayAnything model was trained with (tiny by "
-                               "default)."),
+                               "default); MuseTalk needs the multilingual tiny (openai/whisper-tiny or openai's "
+                               "tiny.pt), not tiny.en."),
                 io.Combo.Input("precision", options=PRECISIONS, default="auto",
                                tooltip="Weight precision; auto picks what the device runs best."),
                 io.Combo.Input("device", options=DEVICES, default="auto",

@@ -28,6 +28,11 @@ MOTION_MODEL_FILE = "mouth_motion.safetensors"  # models/sayanything_motion (wha
 SPEECH_FILE = "sayanything_speech.wav"  # input/
 PORTRAIT_FILE = "sayanything_portrait.png"  # input/
 MASKED_PORTRAIT_FILE = "sayanything_portrait_masked.png"  # input/ (transparent = the painted mask)
+# MuseTalk 1.5 (workflows/musetalk_video_lipsync.json): files the user downloads (README, "MuseTalk 1.5"), named
+# where the README says to put them.
+MUSETALK_UNET_FILE = "musetalkV15/unet.pth"  # models/musetalk (musetalk.json beside it), as upstream ships it
+MUSETALK_VAE_FILE = "vae-ft-mse-840000-ema-pruned.safetensors"  # models/vae
+MUSETALK_WHISPER_FOLDER = "openai-whisper-tiny"  # models/whisper/<folder>: the multilingual Whisper tiny
 DEMO_SENTENCE = "Hello! I am an astronaut, and today I can say anything you like."
 DEMO_FPS = 25.0
 

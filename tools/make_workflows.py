@@ -19,6 +19,9 @@ from tools.demo_assets import (
     DRIVING_VIDEO_FILE,
     MASKED_PORTRAIT_FILE,
     MOTION_MODEL_FILE,
+    MUSETALK_UNET_FILE,
+    MUSETALK_VAE_FILE,
+    MUSETALK_WHISPER_FOLDER,
     PORTRAIT_FILE,
     SPEECH_FILE,
     VIDEO_FILE,
@@ -314,6 +317,33 @@ def style_reference(object_info: dict) -> dict:
     )
 
 
+def musetalk_video_lipsync(object_info: dict) -> dict:
+    g = Graph(object_info)
+    load = g.add("LoadVideo", (0, 0), file=VIDEO_FILE)
+    speech = g.add("LoadAudio", (0, 360), audio=SPEECH_FILE)
+    model = g.add("SayAnythingModelLoader", (0, 640), title="Model Loader (MuseTalk 1.5)", model=MUSETALK_UNET_FILE,
+                  svd_checkpoint=MUSETALK_VAE_FILE)
+    whisper = g.add("SayAnythingWhisperLoader", (0, 900), title="Whisper Loader (multilingual tiny)",
+                    model=MUSETALK_WHISPER_FOLDER)
+    lipsync = g.add("SayAnythingLipSyncVideo", (420, 0))
+    g.connect(model, "model", lipsync, "model")
+    g.connect(whisper, "whisper", lipsync, "whisper")
+    g.connect(load, 0, lipsync, "video")
+    g.connect(speech, "AUDIO", lipsync, "audio")
+    save = g.add("SaveVideo", (840, 0), filename_prefix="video/musetalk", format="mp4", codec="h264")
+    g.connect(lipsync, "video", save, "video")
+    return g.workflow(
+        "MuseTalk 1.5 video lip sync: the lips of the face in input/" + VIDEO_FILE + " follow input/" + SPEECH_FILE
+        + ", MuseTalk's UNet running inside the pack's streamed pipeline (its 256 px face box, one UNet call per 8 "
+        "frames, the held mask, the feathered paste-back; frames without a face pass through). Models (see the "
+        "README, MuseTalk 1.5; nothing is downloaded by the pack): models/musetalk/" + MUSETALK_UNET_FILE
+        + " with musetalk.json beside it (TMElyralab/MuseTalk), models/vae/" + MUSETALK_VAE_FILE
+        + " (stabilityai/sd-vae-ft-mse-original) and the multilingual Whisper tiny in models/whisper/"
+        + MUSETALK_WHISPER_FOLDER + "/ (openai/whisper-tiny; tiny.en is refused). Settings on auto come from "
+        "MuseTalk's defaults."
+    )
+
+
 WORKFLOWS = {
     "sayanything_video_lipsync.json": video_lipsync,
     "sayanything_talking_image.json": talking_image,
@@ -322,6 +352,7 @@ WORKFLOWS = {
     "sayanything_reenact_mouth.json": reenact_mouth,
     "sayanything_exaggerate_motion.json": exaggerate_motion,
     "sayanything_style_reference.json": style_reference,
+    "musetalk_video_lipsync.json": musetalk_video_lipsync,
 }
 
 

@@ -24,11 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sampler, stream = SamplerOptions(), StreamSettings()
     parser.add_argument("--video", required=True, help="video file, or an image to make a talking still")
     parser.add_argument("--audio", required=True, help="speech: any audio or video file")
-    parser.add_argument("--model", required=True, help="SayAnything checkpoint (.safetensors)")
+    parser.add_argument("--model", required=True,
+                        help="SayAnything checkpoint (.safetensors), or MuseTalk 1.5's unet.pth / its converted file")
     parser.add_argument(
-        "--svd",
-        help="SVD single-file checkpoint whose VAE to use (svd_xt.safetensors); "
-        "not needed when the SayAnything file carries its VAE",
+        "--svd", "--vae", dest="svd",
+        help="the VAE: for SayAnything the SVD single-file checkpoint whose VAE to use (svd_xt.safetensors; not "
+        "needed when the file carries its VAE), for MuseTalk vae-ft-mse-840000-ema-pruned.safetensors",
     )
     parser.add_argument(
         "--whisper",
@@ -54,8 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--decode-chunk",
         type=int,
-        default=sampler.decode_chunk,
-        help="frames cropped, VAE-encoded and decoded at once",
+        help="frames cropped, VAE-encoded and decoded at once (default: 8, fewer where the GPU's memory asks)",
     )
     parser.add_argument("--speed", default=sampler.speed, choices=list(SPEEDS),
                         help="quality (the full sampler), balanced or fast (see BENCHMARKS.md, Fast sampling); "
@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", choices=list(SCHEDULES), help="noise levels (default: the preset's)")
     parser.add_argument("--window-batch", type=int, help="windows per batched forward (default: the preset's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (first run compiles)")
+    parser.add_argument("--ff-chunks", type=int,
+                        help="the UNet's feed-forwards in this many chunks (less memory; default: 1, more where the "
+                             "GPU's memory asks)")
     parser.add_argument("--crop-size", type=int, help=f"side of the aligned face crop {AUTO}")
     parser.add_argument("--upper-edge", choices=list(UPPER_EDGES), help=f"mask top {AUTO}")
     parser.add_argument("--expand", type=float, help=f"mask growth, fraction of the face size {AUTO}")
@@ -96,6 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--style-strength", type=float, default=1.0,
                         help="weight of --style-video's speaking style (1: as trained, 0: none)")
+    parser.add_argument("--musetalk-reference", choices=("reference_frame", "own_frame"),
+                        help="MuseTalk: one reference frame (default) or each frame's own crop (upstream's; it shows "
+                        "the source's mouth)")
+    parser.add_argument("--musetalk-mask", choices=("held", "lower_half"),
+                        help="MuseTalk: the held face mask within the lower half (default) or the whole lower half")
+    parser.add_argument("--box-smoothing", type=float,
+                        help="MuseTalk: Gaussian smoothing of the face box over frames (default 1.5; 0 = upstream's)")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
 
@@ -166,6 +176,7 @@ def main(args: argparse.Namespace) -> int:
             schedule=args.schedule,
             window_batch=args.window_batch,
             compile=args.compile,
+            ff_chunks=args.ff_chunks,
         )
         face = FaceOptions(
             face=args.face,
@@ -184,6 +195,13 @@ def main(args: argparse.Namespace) -> int:
             motion = edit_motion(driving, gain=args.motion_gain)
         dtype = resolve_dtype(args.precision, args.device)
         loaded = load(args.model, vae=args.svd, dtype=dtype, device=args.device)
+        choices = {"reference": args.musetalk_reference, "mask": args.musetalk_mask,
+                   "box_smoothing": args.box_smoothing}
+        if any(value is not None for value in choices.values()):
+            if not hasattr(loaded, "with_choices"):
+                raise ValueError(f"--musetalk-reference, --musetalk-mask and --box-smoothing are MuseTalk's; "
+                                 f"{args.model} is a {loaded.family} model")
+            loaded = loaded.with_choices(**choices)
         whisper = inference.load_whisper(args.whisper, device=args.device)
         style = None
         if args.style_video:

@@ -77,7 +77,7 @@ def _from_params(params: np.ndarray, size: int) -> np.ndarray:
     return np.array([[a, -b, c - (a * x - b * y)], [b, a, c - (b * x + a * y)]])
 
 
-def _gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
+def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian smoothing along axis 0; the ends are extended by point reflection (no end bias)."""
     if sigma <= 0 or len(values) < 2:
         return values
@@ -117,7 +117,7 @@ def align_transforms(
     params[found, 3] = np.unwrap(params[found, 3])
     edges = np.flatnonzero(np.diff(np.concatenate([[0], track.found.astype(np.int8), [0]])))
     for start, stop in zip(edges[0::2], edges[1::2]):
-        params[start:stop] = _gaussian_smooth(params[start:stop], temporal_sigma)
+        params[start:stop] = gaussian_smooth(params[start:stop], temporal_sigma)
     missing = np.flatnonzero(~track.found)
     for k in range(4):
         params[missing, k] = np.interp(missing, found, params[found, k])

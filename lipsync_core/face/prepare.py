@@ -11,10 +11,10 @@ import numpy as np
 from .align import (
     DEFAULT_CROP_SIZE,
     _from_params,
-    _gaussian_smooth,
     _to_params,
     align_transforms,
     crop_track,
+    gaussian_smooth,
     warp_to_crop,
 )
 from .landmarks import LandmarkBackend, track_faces
@@ -94,16 +94,19 @@ def mask_box_transforms(user_masks: np.ndarray, size: int = DEFAULT_CROP_SIZE, t
         params[t] = _to_params(matrix, size)
     idx = np.flatnonzero(has_mask)
     if idx.size:
-        params[idx] = _gaussian_smooth(params[idx], temporal_sigma)
+        params[idx] = gaussian_smooth(params[idx], temporal_sigma)
         for k in range(4):
             params[:, k] = np.interp(np.arange(len(params)), idx, params[idx, k])
     return np.stack([_from_params(p, size) for p in params]).astype(np.float32), has_mask
 
 
-def crop_transforms(track: FaceTrack, size: int, user_masks: np.ndarray | None = None):
-    """Frame -> crop transforms ``[T, 2, 3]`` and which frames get edited ``[T]``: aligned on the face where it was
-    found, framed around the user's mask (``[T, H, W]``, where it leads) in frames without a face. Raises the one
-    clear error when nothing can be edited."""
+def crop_transforms(track: FaceTrack, size: int, user_masks: np.ndarray | None = None, face_transforms=None):
+    """Frame -> crop transforms ``[T, 2, 3]`` and which frames get edited ``[T]``: framed on the face where it was
+    found, around the user's mask (``[T, H, W]``, where it leads) in frames without a face. Raises the one
+    clear error when nothing can be edited.
+
+    ``face_transforms(track, size) -> (transforms, found)``: how a model frames a face (default: aligned on the
+    eyes and nose, :func:`align_transforms`, with the track's ``found``)."""
     mask_led = np.zeros(track.num_frames, bool)
     if user_masks is not None:
         mask_transforms, mask_led = mask_box_transforms(user_masks, size)
@@ -112,10 +115,13 @@ def crop_transforms(track: FaceTrack, size: int, user_masks: np.ndarray | None =
         track.require_face()
     if not track.any_found:
         return mask_transforms, mask_led
-    transforms = align_transforms(track, size)
+    if face_transforms is None:
+        transforms, found = align_transforms(track, size), track.found
+    else:
+        transforms, found = face_transforms(track, size)
     if mask_led.any():
         transforms[mask_led] = mask_transforms[mask_led]
-    return transforms, track.found | mask_led
+    return transforms, found | mask_led
 
 
 def prepare_face_crops(

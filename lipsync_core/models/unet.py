@@ -13,11 +13,12 @@ The module tree (and so the state-dict layout) is diffusers' own; only the forwa
 * **ID residuals.** One ``[B, C_i, h_i, w_i]`` map per UNet resolution i (C_i = block_out_channels[i]),
   added to the hidden states after the last layer of down block i, before its downsampler (ours). The
   skip connection and the deeper path both carry it. Broadcast over the frames.
-* **Temporal rows in chunks** (ours). A temporal block runs every pixel's frame sequence as one row of a
-  ``[B*H*W, F, C]`` batch; ``temporal_chunks`` splits that batch for its feed-forwards and self-attention
-  (the feed-forward's GEGLU is the UNet's activation peak at full size), and a self-attention call never
-  gets more than ``SDPA_MAX_BATCH`` rows x heads (CUDA kernels refuse larger batches on older torch).
-  Rows are independent, so the result is the same up to float rounding.
+* **Feed-forwards in chunks** (ours). ``ff_chunks`` runs every transformer block's feed-forward on that many
+  chunks of its rows (a GEGLU's inner activations, 8x the width, are the UNet's peak at full size): frames for
+  the spatial blocks (diffusers' own chunking), pixels for the temporal ones, whose rows (every pixel's frame
+  sequence, ``[B*H*W, F, C]``) also go to self-attention in those chunks; and a self-attention call never gets
+  more than ``SDPA_MAX_BATCH`` rows x heads (CUDA kernels refuse larger batches on older torch). Rows are
+  independent, so the result is the same up to float rounding.
 * **Deep feature reuse** (DeepCache, Ma et al. 2024; optional). ``deep_cache`` keeps the input of the
   last up block from a full forward; a forward that reuses it runs only the shallow path (``conv_in``,
   the first down block without its downsampler, the last up block) on fresh skips and embeddings.
@@ -42,11 +43,11 @@ SDPA_MAX_BATCH = 65_535  # batch x heads of one scaled_dot_product_attention cal
 class SayAnythingUNet(UNetSpatioTemporalConditionModel):
     """diffusers' SVD UNet; ``forward`` takes per-frame context ``[B, F, N, C]`` and ID residuals.
 
-    ``temporal_chunks``: the temporal blocks' rows in this many chunks (1: all at once; the sampler sets it
-    from its plan).
+    ``ff_chunks``: the transformer blocks' feed-forwards in this many chunks (1: all at once; the sampler sets
+    it from its plan).
     """
 
-    temporal_chunks = 1
+    ff_chunks = 1
 
     def forward(
         self,
@@ -99,7 +100,7 @@ class SayAnythingUNet(UNetSpatioTemporalConditionModel):
         frame_context = encoder_hidden_states.flatten(0, 1)
         window_context = encoder_hidden_states.flatten(1, 2)
         image_only_indicator = torch.zeros(batch_size, num_frames, dtype=sample.dtype, device=sample.device)
-        context = _Context(frame_context, window_context, image_only_indicator, num_frames, self.temporal_chunks)
+        context = _Context(frame_context, window_context, image_only_indicator, num_frames, self.ff_chunks)
 
         # 3. down (a forward reusing deep features stops before the first downsampler)
         reuse = deep_cache is not None and deep_cache.reuse
@@ -183,7 +184,7 @@ class _Context:
     window: torch.Tensor  # [B, F*N, C]: all tokens of the window (temporal blocks)
     image_only_indicator: torch.Tensor
     num_frames: int
-    temporal_chunks: int = 1
+    ff_chunks: int = 1
 
 
 def _add_id_residual(
@@ -219,11 +220,11 @@ def _run_attention(block, attention, hidden_states: torch.Tensor, context: _Cont
             context.frame,
             context.window,
             context.image_only_indicator,
-            context.temporal_chunks,
+            context.ff_chunks,
             use_reentrant=False,
         )
     return spatio_temporal_transformer_forward(
-        attention, hidden_states, context.frame, context.window, context.image_only_indicator, context.temporal_chunks
+        attention, hidden_states, context.frame, context.window, context.image_only_indicator, context.ff_chunks
     )
 
 
@@ -233,12 +234,12 @@ def spatio_temporal_transformer_forward(
     frame_context: torch.Tensor,
     window_context: torch.Tensor,
     image_only_indicator: torch.Tensor,
-    temporal_chunks: int = 1,
+    ff_chunks: int = 1,
 ) -> torch.Tensor:
     """Forward of a diffusers ``TransformerSpatioTemporalModel`` with per-frame and per-window context.
 
     ``hidden_states [B*F, C, H, W]``, ``frame_context [B*F, N, D]``, ``window_context [B, F*N, D]``;
-    ``temporal_chunks``: see ``SayAnythingUNet``.
+    ``ff_chunks``: see ``SayAnythingUNet``.
     """
     batch_frames, _, height, width = hidden_states.shape
     num_frames = image_only_indicator.shape[-1]
@@ -252,10 +253,12 @@ def spatio_temporal_transformer_forward(
     frame_index = torch.arange(num_frames, device=hidden_states.device).repeat(batch_frames // num_frames)
     frame_emb = module.time_pos_embed(module.time_proj(frame_index).to(dtype=hidden_states.dtype))[:, None, :]
 
+    frames_per_chunk = _divisor_at_most(batch_frames, -(-batch_frames // ff_chunks)) if ff_chunks > 1 else None
     for block, temporal_block in zip(module.transformer_blocks, module.temporal_transformer_blocks):
+        block.set_chunk_feed_forward(frames_per_chunk, dim=0)
         hidden_states = block(hidden_states, encoder_hidden_states=frame_context)
         mixed = _temporal_block_forward(temporal_block, hidden_states + frame_emb, num_frames, window_context,
-                                        temporal_chunks)
+                                        ff_chunks)
         hidden_states = module.time_mixer(
             x_spatial=hidden_states, x_temporal=mixed, image_only_indicator=image_only_indicator
         )
@@ -306,6 +309,11 @@ def _temporal_block_forward(
 
     hidden_states = hidden_states.reshape(batch_size, seq_length, num_frames, channels).permute(0, 2, 1, 3)
     return hidden_states.reshape(batch_size * num_frames, seq_length, channels)
+
+
+def _divisor_at_most(count: int, limit: int) -> int:
+    """The largest divisor of ``count`` not above ``limit`` (diffusers' chunking needs equal chunks)."""
+    return next(size for size in range(max(1, min(limit, count)), 0, -1) if count % size == 0)
 
 
 def widen_conv_in(state_dict: dict[str, torch.Tensor], in_channels: int) -> dict[str, torch.Tensor]:
