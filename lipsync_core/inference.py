@@ -18,6 +18,7 @@ The whole run in one call is ``dubbing.lipsync`` (frames in memory) or ``streami
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -254,7 +255,8 @@ def generate(
     windows``), so progress moves and Cancel is checked within a step even on long videos.
     ``motion``: a ``lipsync_core.motion.MouthMotion`` for a model with a mouth-motion input (resampled to
     ``fps``; another length is a clear error).
-    ``preview(image)``: after every window, ``preview_frame`` of its clean estimate (IMAGE ``[1, S, S, 3]``).
+    ``preview(image)``: ``preview_frame`` of a window's clean estimate (IMAGE ``[1, S, S, 3]``), at most every
+    ``PREVIEW_SECONDS`` (each costs a VAE decode and a device sync: once per window it was ~5 % of a run's work).
     ``style``: a ``lipsync_core.style.StyleReference`` of this model, weighed by ``options.style_strength`` (0:
     none); for a model with a motion input and no ``motion`` it also gives the motion (``style.style_condition``).
     """
@@ -289,10 +291,27 @@ def generate(
         window_callback=callback,
         device=device,
         motion=condition,
-        preview_callback=None if preview is None else (lambda start, x0: preview(preview_frame(loaded.vae, x0))),
+        preview_callback=None if preview is None else _every(PREVIEW_SECONDS, lambda start, x0: preview(
+            preview_frame(loaded.vae, x0))),
         style=None if style is None else style.for_model(loaded.model),
     )
     return model_to_images(generated)
+
+
+PREVIEW_SECONDS = 1.0
+
+
+def _every(seconds: float, function: Callable) -> Callable:
+    """``function`` called at most every ``seconds`` (the first call always)."""
+    last = [-float("inf")]
+
+    def throttled(*args) -> None:
+        now = time.monotonic()
+        if now - last[0] >= seconds:
+            last[0] = now
+            function(*args)
+
+    return throttled
 
 
 def preview_frame(vae, x0: torch.Tensor) -> torch.Tensor:

@@ -159,3 +159,22 @@ def test_a_compile_that_fails_falls_back_to_the_uncompiled_unet(pipe, monkeypatc
     monkeypatch.setattr(pipeline, "has_triton", lambda: False)
     monkeypatch.setattr(unet, "compile", lambda: pytest.fail("compiled without Triton"))
     pipeline.prepare_unet(unet, torch.device("cuda"), SamplingPlan(compile=True))
+
+
+def test_sampling_previews_are_decoded_at_most_every_preview_seconds(tiny_model, tiny_vae, monkeypatch):
+    from lipsync_core import inference
+    from lipsync_core.checkpoint import LoadedModel
+    from lipsync_core.configs import ModelDefaults
+
+    tiny_model.defaults = ModelDefaults(crop_size=SIZE, window=4, overlap=1, steps=2)
+    loaded = LoadedModel(tiny_model, tiny_vae, "tiny")
+    video, mask, audio, reference = _inputs(11)
+    crops = (video.permute(0, 2, 3, 1) + 1) / 2
+    ids = loaded.encode_reference(crops[:1])
+    windows = len(plan_windows(11, 4, 1))
+    for seconds, expected in ((3600.0, 1), (0.0, 2 * windows)):
+        monkeypatch.setattr(inference, "PREVIEW_SECONDS", seconds)
+        previews = []
+        inference.generate(loaded, crops, mask[:, 0], audio, ids, inference.SamplerOptions(), fps=25.0,
+                           preview=previews.append)
+        assert len(previews) == expected and previews[0].shape == (1, SIZE, SIZE, 3)
