@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .configs import ModelDefaults
+from .configs import PRESETS, ModelDefaults, SayAnythingConfig
 from .face import crop_transforms
-from .pipeline import SayAnythingPipeline
+from .pipeline import SayAnythingPipeline, guidance_branches
 from .tensors import images_to_model
 
 
@@ -71,6 +71,19 @@ class LoadedModel:
         with torch.no_grad():
             features = self.model.encode_reference(images_to_model(reference).to(self.model.device, self.model.dtype))
         return [feature.detach().cpu() for feature in features]
+
+    def guidance_branches(self, plan, motion: bool = False) -> int:
+        """Model calls per window and step (the memory plan's multiplier): SayAnything's guidance branches."""
+        return len(guidance_branches(plan.reference_guidance, plan.audio_guidance,
+                                     plan.motion_guidance if motion else 1.0))
+
+    def memory_size(self) -> tuple[str | None, int, int | None]:
+        """``(memory.COSTS key, UNet first width, VAE decode context or None for the plan's)``: the model size
+        preset whose measured costs apply (None: none matches)."""
+        widths = self.model.config.unet.block_out_channels
+        size = next((name for name in PRESETS if SayAnythingConfig.preset(name).unet.block_out_channels == widths),
+                    None)
+        return size, widths[0], None
 
     def torch_module(self) -> torch.nn.Module:
         """One module holding every weight (for ComfyUI's model management)."""

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .pipeline import guidance_branches
 from .plan import SamplerOptions, SamplingPlan
 
 logger = logging.getLogger(__name__)
@@ -48,6 +47,9 @@ COSTS = {
     # 512 px (64 x 64 latents), 14-frame windows, bf16 (benchmarks/memory.json)
     "full": ActivationCosts(unet_per_frame_pixel={1: 19330.4, 4: 11650.4, 8: 10371.7},
                             decode_per_frame_pixel=131080.0, encode_per_frame_pixel=82304.0),
+    # MuseTalk 1.5: its UNet2D on 32 x 32 latents (256 px), its SD VAE (2-D: no context frames), fp16
+    "musetalk": ActivationCosts(unet_per_frame_pixel={1: 16681.0}, decode_per_frame_pixel=98318.0,
+                                encode_per_frame_pixel=82304.0),
     # 64 px (16 x 16 latents), 8-frame windows, bf16 (tests/core/test_memory.py measures it again)
     "tiny": ActivationCosts(unet_per_frame_pixel={1: 2195.8, 4: 1427.8, 8: 1300.8}, decode_per_frame_pixel=7176.0,
                             encode_per_frame_pixel=5216.0),
@@ -64,22 +66,20 @@ class RunShape:
     latent_size: int
     branches: int = 3
     value_bytes: int = 2
-    size: str | None = "full"  # the preset whose measured COSTS apply (None: full's, scaled by unet_width)
+    size: str | None = "full"  # whose measured COSTS apply (None: the full size's, scaled by unet_width)
     unet_width: int = REFERENCE_WIDTH
+    decode_context: int | None = None  # the VAE's context frames per decode call (None: the plan's)
 
     @classmethod
     def of(cls, loaded, crop_size: int, branches: int = 3) -> RunShape:
-        """The shape of a run of ``loaded`` (a SayAnything ``checkpoint.LoadedModel``) at ``crop_size`` pixels."""
-        from .configs import PRESETS, SayAnythingConfig
-
+        """The shape of a run of ``loaded`` (a ``family.LoadedModel``; its ``memory_size`` names the costs) at
+        ``crop_size`` pixels."""
         modules = [loaded.model, loaded.vae]
         weights = sum(p.numel() * p.element_size() for module in modules for p in module.parameters())
         factor = 2 ** (len(loaded.vae.config.block_out_channels) - 1)
         value = next(loaded.model.parameters()).element_size()
-        unet = loaded.model.config.unet
-        size = next((name for name in PRESETS if SayAnythingConfig.preset(name).unet.block_out_channels
-                     == unet.block_out_channels and name in COSTS), None)
-        return cls(weights, crop_size // factor, branches, value, size, unet.block_out_channels[0])
+        size, width, context = loaded.memory_size()
+        return cls(weights, crop_size // factor, branches, value, size if size in COSTS else None, width, context)
 
 
 @dataclass(frozen=True)
@@ -119,14 +119,15 @@ def predict(shape: RunShape, plan: SamplingPlan, device_bytes: int,
     pixels = shape.latent_size**2
     unet_cost = costs.unet_per_frame_pixel[max(c for c in costs.unet_per_frame_pixel if c <= plan.ff_chunks)]
     forwards = shape.branches * plan.window_batch * plan.window
-    decoded = plan.decode_chunk + 2 * plan.decode_context
+    context = plan.decode_context if shape.decode_context is None else shape.decode_context
+    decoded = plan.decode_chunk + 2 * context
     phases = {
         "weights": shape.weight_bytes,
         "encode": shape.weight_bytes + int(costs.encode_per_frame_pixel * scale * plan.decode_chunk * pixels),
         "unet": shape.weight_bytes + int(unet_cost * scale * forwards * pixels),
         "decode": shape.weight_bytes + int(costs.decode_per_frame_pixel * scale * decoded * pixels),
     }
-    settings = {"decode_chunk": plan.decode_chunk, "decode_context": plan.decode_context, "ff_chunks": plan.ff_chunks,
+    settings = {"decode_chunk": plan.decode_chunk, "decode_context": context, "ff_chunks": plan.ff_chunks,
                 "window_batch": plan.window_batch, "window": plan.window, "branches": shape.branches,
                 "latent_size": shape.latent_size}
     return MemoryPlan(phases, settings, device_bytes)
@@ -167,28 +168,22 @@ def shortfall_message(prediction: MemoryPlan, device_name: str = "the GPU") -> s
 def activation_bytes(loaded, options: SamplerOptions, crop_size: int | None = None, motion: bool = False) -> int:
     """Device memory a run needs beyond the weights (its largest phase's activations, with the allocator's slack),
     at ``options``' settings on auto as resolved for ``loaded``: what ComfyUI's model management must keep free
-    (``load_models_gpu(memory_required=)``). 0 for families the plan does not cover."""
-    if getattr(loaded, "family", "SayAnything") != "SayAnything":
-        return 0
+    (``load_models_gpu(memory_required=)``)."""
     plan = options.resolve(loaded.defaults)
-    branches = len(guidance_branches(plan.reference_guidance, plan.audio_guidance,
-                                     plan.motion_guidance if motion else 1.0))
-    shape = RunShape.of(loaded, crop_size or loaded.defaults.crop_size, branches)
+    shape = RunShape.of(loaded, crop_size or loaded.defaults.crop_size, loaded.guidance_branches(plan, motion))
     prediction = predict(shape, plan, 0)
     return int((prediction.peak - shape.weight_bytes) * (1 + FRAGMENTATION))
 
 
 def fit_to_device(plan: SamplingPlan, options: SamplerOptions, loaded, crop_size: int, device, motion: bool = False,
                   free_bytes: int | None = None) -> SamplingPlan:
-    """``plan`` fitted to the free memory of a CUDA ``device`` (``fit``; other devices and other model families:
-    unchanged). A setting the user gave is kept, with a warning where the plan says it will not fit; a run that fits
-    no plan is refused before any work, with ``shortfall_message``."""
+    """``plan`` fitted to the free memory of a CUDA ``device`` (``fit``; other devices: unchanged). A setting the
+    user gave is kept, with a warning where the plan says it will not fit; a run that fits no plan is refused before
+    any work, with ``shortfall_message``."""
     device = torch.device(device)
-    if device.type != "cuda" or getattr(loaded, "family", "SayAnything") != "SayAnything":
+    if device.type != "cuda":
         return plan
-    branches = len(guidance_branches(plan.reference_guidance, plan.audio_guidance,
-                                     plan.motion_guidance if motion else 1.0))
-    shape = RunShape.of(loaded, crop_size, branches)
+    shape = RunShape.of(loaded, crop_size, loaded.guidance_branches(plan, motion))
     if free_bytes is None:
         free_bytes = torch.cuda.mem_get_info(device)[0]
     resident = next(loaded.model.parameters()).device.type == "cuda"

@@ -312,6 +312,12 @@ class MuseTalkLoaded(LoadedModel):
         with torch.no_grad():
             return encode_crops(self.vae, images_to_model(reference)).float().cpu()
 
+    def guidance_branches(self, plan, motion: bool = False) -> int:
+        return 1  # one UNet call per frame batch, no guidance
+
+    def memory_size(self) -> tuple[str | None, int, int | None]:
+        return "musetalk", 320, 0  # memory.COSTS["musetalk"]; the SD VAE decodes frames alone, no context
+
     def pipeline(self) -> MuseTalkPipeline:
         return MuseTalkPipeline(self.model, self.vae, own_reference=self.reference == "own_frame")
 

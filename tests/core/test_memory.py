@@ -100,3 +100,14 @@ def test_gpu_check_cpu_mode(tmp_path):
     assert long["frames"] == 2 * short["frames"]
     assert set(report["cards"]) == {"8 GB", "12 GB", "16 GB", "24 GB"}
     assert all("ran" not in card and card["predicted"]["fits"] for card in report["cards"].values())
+
+
+def test_musetalk_runs_at_256_px_fit_a_4_gb_card():
+    """MuseTalk 1.5 in fp16 (850 M + 84 M parameters), batches of 8 frames, decode chunk 8: the memory plan's
+    costs for its UNet2D and SD VAE (measured like the others)."""
+    weights = (849_947_844 + 83_653_863) * 2
+    shape = RunShape(weights, latent_size=32, branches=1, value_bytes=2, size="musetalk", decode_context=0)
+    plan, prediction = fit(shape, SamplingPlan(steps=1, window=8, overlap=0, decode_chunk=8), 4 * GIB)
+    assert prediction.fits and (plan.window, plan.decode_chunk) == (8, 8)
+    decoded = 8 * 32 * 32 * COSTS["musetalk"].decode_per_frame_pixel  # no context frames: the SD VAE is 2-D
+    assert prediction.phases["decode"] - weights == pytest.approx(decoded)
