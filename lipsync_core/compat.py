@@ -58,6 +58,14 @@ def native_bf16(device: torch.device | str) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
 
 
+def vae_dtype(device: torch.device | str, model_dtype: torch.dtype) -> torch.dtype:
+    """The VAE's precision beside a model in ``model_dtype`` (ComfyUI's rule for its own VAEs): on CUDA bf16 where
+    it is native, else fp32 (an fp16 canvas encode loses detail); elsewhere the model's."""
+    if torch.device(device).type != "cuda":
+        return model_dtype
+    return torch.bfloat16 if native_bf16(device) else torch.float32
+
+
 def has_triton() -> bool:
     """Whether ``torch.compile`` can build GPU kernels here (Triton is installed and works)."""
     try:

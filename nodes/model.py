@@ -128,6 +128,9 @@ class SayAnythingModelLoader(io.ComfyNode):
         load_device, offload_device = devices()
         dtype = torch_dtype(precision, load_device)
         loaded = load(checkpoint, vae=svd_path, dtype=dtype, device=offload_device)
+        # The VAE in the precision ComfyUI gives its own VAEs on this device (fp32 where bf16 is not native: an fp16
+        # encode of the canvas loses detail; ComfyUI's --fp32-vae / --bf16-vae flags apply too).
+        loaded.vae.to(mm.vae_dtype(load_device, [torch.bfloat16, torch.float32]))
         return io.NodeOutput(ManagedModel(loaded, loaded.torch_module(), load_device, offload_device, dtype))
 
 

@@ -142,6 +142,7 @@ def main(args: argparse.Namespace) -> int:
     from .. import inference
     from ..audio import read_audio_channels
     from ..checkpoint import load, resolve_dtype
+    from ..compat import vae_dtype
     from ..streaming import lipsync_file
 
     if os.path.exists(args.output) and not args.overwrite:
@@ -195,6 +196,7 @@ def main(args: argparse.Namespace) -> int:
             motion = edit_motion(driving, gain=args.motion_gain)
         dtype = resolve_dtype(args.precision, args.device)
         loaded = load(args.model, vae=args.svd, dtype=dtype, device=args.device)
+        loaded.vae.to(vae_dtype(args.device, dtype))
         choices = {"reference": args.musetalk_reference, "mask": args.musetalk_mask,
                    "box_smoothing": args.box_smoothing}
         if any(value is not None for value in choices.values()):

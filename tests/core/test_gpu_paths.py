@@ -178,3 +178,10 @@ def test_sampling_previews_are_decoded_at_most_every_preview_seconds(tiny_model,
         inference.generate(loaded, crops, mask[:, 0], audio, ids, inference.SamplerOptions(), fps=25.0,
                            preview=previews.append)
         assert len(previews) == expected and previews[0].shape == (1, SIZE, SIZE, 3)
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((7, 5), torch.float32), ((8, 6), torch.bfloat16)])
+def test_the_vae_takes_comfyuis_precision_beside_a_half_precision_model(monkeypatch, capability, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert compat.vae_dtype("cuda", torch.float16) == expected
+    assert compat.vae_dtype("cpu", torch.float16) == torch.float16  # the CPU keeps what was asked for
