@@ -78,13 +78,8 @@ MUSETALK_DEFAULTS = ModelDefaults(
     reference_guidance=1.0,
     audio_guidance=1.0,
     noise_aug_strength=0.0,
-    fps=25.0,
     feature_window=AUDIO_WINDOW,
-    upper_edge="nose",
-    mask_expand=0.08,
-    mask_feather=0.06,
-    mask_hold=0.5,
-)
+)  # fps and the mask settings: ModelDefaults' own (25 fps, the held mask up to the nose)
 _FEATURE_CHUNK = 256  # video frames whose audio tokens are cut at once
 _VAE_HINT = (
     "choose the Stable Diffusion 1.x VAE sd-vae-ft-mse (vae-ft-mse-840000-ema-pruned.safetensors from "

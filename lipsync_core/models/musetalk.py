@@ -64,45 +64,35 @@ _HOP, _N_FFT = 160, 400
 # Whisper vocabularies: the English-only models (tiny.en, ...) have 51864 tokens, the multilingual 51865+.
 _ENGLISH_ONLY_VOCAB = 51864
 
+# musetalkV15/musetalk.json (UNet2DConditionModel, written by diffusers 0.6.0.dev0), "_" keys left out.
+_FULL_UNET: dict[str, Any] = {
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": AUDIO_DIM,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 8,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+
 UNET_PRESETS: dict[str, dict[str, Any]] = {
-    # musetalkV15/musetalk.json (UNet2DConditionModel, written by diffusers 0.6.0.dev0), "_" keys left out.
-    "full": {
-        "act_fn": "silu",
-        "attention_head_dim": 8,
-        "block_out_channels": [320, 640, 1280, 1280],
-        "center_input_sample": False,
-        "cross_attention_dim": AUDIO_DIM,
-        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-        "downsample_padding": 1,
-        "flip_sin_to_cos": True,
-        "freq_shift": 0,
-        "in_channels": 8,
-        "layers_per_block": 2,
-        "mid_block_scale_factor": 1,
-        "norm_eps": 1e-05,
-        "norm_num_groups": 32,
-        "out_channels": 4,
-        "sample_size": 64,
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    },
+    "full": _FULL_UNET,
     # For tests: the same block types and key layout at two levels of 32/64 channels (GroupNorm's 32 groups
     # need multiples of 32). The cross-attention stays 384 wide: the audio tokens are Whisper tiny's width.
     "tiny": {
-        "act_fn": "silu",
-        "attention_head_dim": 8,
+        **_FULL_UNET,
         "block_out_channels": [32, 64],
-        "center_input_sample": False,
-        "cross_attention_dim": AUDIO_DIM,
         "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-        "downsample_padding": 1,
-        "flip_sin_to_cos": True,
-        "freq_shift": 0,
-        "in_channels": 8,
-        "layers_per_block": 2,
-        "mid_block_scale_factor": 1,
-        "norm_eps": 1e-05,
-        "norm_num_groups": 32,
-        "out_channels": 4,
         "sample_size": 32,
         "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
     },
